@@ -1,0 +1,276 @@
+"""The configuration schema (frozen dataclasses) and its resolution: defaults < preset < --set < flags.
+
+A preset is a YAML delta over the defaults; unknown keys and wrong types are refused, all problems at
+once, each naming its key. The resolved config, written to a run directory, is itself a valid preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sln_cli.errors import SlnError
+
+DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m"]
+NoiseMode = Literal["none", "sym", "uniform", "asym", "asym-superclass", "transition", "dependent", "idn", "openset"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: DatasetName = "cifar10"
+    data_dir: str | None = "data"  # folder holding the dataset (see README); unused for digits
+    download: bool = False  # fetch the official archive (with its checksum) when missing
+    train_limit: int | None = None  # seeded subset of the training set, after the label file is applied
+    test_limit: int | None = None  # seeded subset of the test set
+    padding: int = 4  # random-crop zero padding in pixels (CIFAR: 4); 0 turns cropping off
+    flip: bool = True  # random horizontal flip with probability 0.5
+    resize: int = 256  # file-backed datasets: shorter side before cropping, in pixels
+    crop: int = 224  # file-backed datasets: crop size, in pixels
+    balanced_per_class: int | None = None  # fresh class-balanced draw each epoch (Clothing1M: 18,976)
+    workers: int = 4  # DataLoader workers for file-backed datasets
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    mode: NoiseMode = "none"  # generated on the fly from the clean labels (ignored when `labels` is set)
+    rate: float = 0.0  # requested noise rate r in [0, 1]
+    seed: int = 0  # seed of the label noise, independent of the training seed
+    exact: bool = False  # sym/uniform: flip exactly round(r*N) samples
+    labels: str | None = None  # a label file (CSV or CIFAR-N .pt) instead of generated noise
+    label_set: str | None = None  # CIFAR-N: worse_label, aggre_label, random_label1, noisy_label, ...
+    matrix: str | None = None  # asym/transition: K×K row-stochastic matrix (.npy or .csv)
+    probs: str | None = None  # dependent: N×K averaged softmax (.npy) or a run directory with probs.npy
+    source_dataset: str | None = None  # openset: dataset whose images replace ours
+    source_data_dir: str | None = None  # openset: where it lives (default: data.data_dir)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "wrn-28-2"  # any registered model: wrn-28-2, resnet50, cnn, mlp
+    weights: str | None = None  # resnet50: "imagenet" (torchvision download) or a local state-dict file
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 300
+    batch_size: int = 128
+    lr: float = 0.001  # constant on CIFAR (official code)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[int, ...] = ()  # epochs after which lr *= lr_gamma (Clothing1M: after epoch 5)
+    lr_gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class SlnConfig:
+    sigma: float = 1.0  # std of the Gaussian noise added to the one-hot targets each step; 0 = plain CE
+    ema_decay: float = 0.999  # the momentum model (SLN-MO): weight EMA, BatchNorm buffers included
+    correction: int | None = None  # LC: epochs after this one use corrected targets and sigma 0 (CIFAR: 250)
+    correction_augment: bool = True  # the official LC pass runs with the training augmentation on
+    correction_target: Literal["argmax", "softmax"] = "argmax"  # CIFAR: argmax; Clothing1M: softmax
+    grad_noise_sigma: float = 0.0  # ablation (paper Eq. 1): Gaussian noise on the parameter gradient
+    logit_grad_noise_sigma: float = 0.0  # ablation (paper Eq. 2): Gaussian noise on dLoss/dlogits
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0  # training seed: initialisation, shuffling, augmentation, label noise of SLN
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 uses a gradient scaler
+    channels_last: bool = False  # NHWC memory format for convolutions
+    out: str | None = None  # run directory (default runs/<preset>-<timestamp>)
+    record_probs: bool = False  # save the per-sample softmax averaged over epochs (probs.npy)
+    checkpoint_every: int = 1  # epochs between resumable checkpoints
+    keep_checkpoints: int = 0  # also keep every Nth epoch's weights (checkpoints/epoch-XXXX.pt); 0 = none
+    eval_batch_size: int = 1024
+    compile: Literal["none", "compile", "graph"] = "none"  # GPU: torch.compile or CUDA-graph capture
+    sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
+
+
+@dataclass(frozen=True)
+class Config:
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sln: SlnConfig = field(default_factory=SlnConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolution
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve(
+    preset: dict[str, Any] | None = None,
+    overrides: list[str] = (),
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Build the config: defaults < `preset` (a YAML delta) < `--set k=v` overrides < named `flags`.
+
+    `flags` maps dotted keys (`optim.epochs`) to values; None values are ignored (flag not given).
+    """
+    problems: list[str] = []
+    tree = _merge(to_dict(Config()), preset or {}, problems, where="preset")
+    for item in overrides:
+        key, value = _parse_override(item)
+        tree = _merge(tree, _nest(key, value), problems, where="--set")
+    for key, value in (flags or {}).items():
+        if value is not None:
+            tree = _merge(tree, _nest(key, value), problems, where="flag")
+    config = _build(tree, problems)
+    problems += validate(config) if not problems else []
+    if problems:
+        raise SlnError("; ".join(problems))
+    return config
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), as written to config.yaml."""
+
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    tree = dataclasses.asdict(config)
+    return {k: ({kk: plain(vv) for kk, vv in v.items()} if isinstance(v, dict) else v) for k, v in tree.items()}
+
+
+def dump(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SlnError(f"cannot read preset {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SlnError(f"{path} is not valid YAML ({exc.__class__.__name__}); fix the file") from exc
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise SlnError(f"{path} must hold a mapping of sections (data:, noise:, ...), not a {type(tree).__name__}")
+    return tree
+
+
+def validate(config: Config) -> list[str]:
+    """Cross-field checks that types alone cannot express; returns every problem found."""
+    problems = []
+    noise, optim, sln, data = config.noise, config.optim, config.sln, config.data
+    if not 0.0 <= noise.rate <= 1.0:
+        problems.append(f"noise.rate must be in [0, 1], got {noise.rate}")
+    for key, value in [("optim.epochs", optim.epochs), ("optim.batch_size", optim.batch_size)]:
+        if value < 1:
+            problems.append(f"{key} must be at least 1, got {value}")
+    for key, value in [("optim.lr", optim.lr), ("sln.sigma", sln.sigma), ("optim.weight_decay", optim.weight_decay)]:
+        if value < 0:
+            problems.append(f"{key} must not be negative, got {value}")
+    if not 0.0 <= sln.ema_decay < 1.0:
+        problems.append(f"sln.ema_decay must be in [0, 1), got {sln.ema_decay}")
+    if sln.correction is not None and sln.correction < 0:
+        problems.append(f"sln.correction must be an epoch number >= 0, got {sln.correction}")
+    for key, value in [("data.train_limit", data.train_limit), ("data.test_limit", data.test_limit)]:
+        if value is not None and value < 1:
+            problems.append(f"{key} must be at least 1, got {value}")
+    if data.padding < 0:
+        problems.append(f"data.padding must not be negative, got {data.padding}")
+    if config.run.checkpoint_every < 1:
+        problems.append(f"run.checkpoint_every must be at least 1, got {config.run.checkpoint_every}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Internals: merging YAML trees and typing their leaves
+# --------------------------------------------------------------------------------------------------
+
+
+def _merge(base: dict[str, Any], delta: dict[str, Any], problems: list[str], where: str) -> dict[str, Any]:
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for key, value in delta.items():
+        if key not in merged:
+            problems.append(f"unknown {where} key {key!r}{_hint(key, merged)}")
+        elif isinstance(merged[key], dict):
+            if not isinstance(value, dict):
+                problems.append(f"{where} key {key!r} must be a mapping of settings, got {value!r}")
+                continue
+            for sub, subvalue in value.items():
+                if sub not in merged[key]:
+                    problems.append(f"unknown {where} key '{key}.{sub}'{_hint(sub, merged[key], prefix=key + '.')}")
+                else:
+                    merged[key][sub] = subvalue
+        else:
+            merged[key] = value
+    return merged
+
+
+def _hint(key: str, choices: dict[str, Any], prefix: str = "") -> str:
+    close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else f"; valid keys: {', '.join(prefix + c for c in choices)}"
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or "." not in key:
+        raise SlnError(f"--set takes section.key=value (e.g. --set optim.lr=0.01), got {item!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text  # a plain string such as a path with a colon
+    return key.strip(), value
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    section, _, key = dotted.partition(".")
+    return {section: {key: value}} if key else {section: value}
+
+
+def _build(tree: dict[str, Any], problems: list[str]) -> Config:
+    hints = typing.get_type_hints(Config)
+    kwargs: dict[str, Any] = {}
+    for name, value in tree.items():
+        if name == "description":
+            kwargs[name] = "" if value is None else str(value)
+            continue
+        section = hints[name]
+        section_hints = typing.get_type_hints(section)
+        kwargs[name] = section(
+            **{k: _coerce(v, section_hints[k], f"{name}.{k}", problems) for k, v in value.items()}
+        )
+    return Config(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
+    """Check `value` against a field's type, converting only the lossless cases (int -> float, list -> tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key, problems)
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint_text = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}{hint_text}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            problems.append(f"{key} must be a list, got {value!r}")
+            return ()
+        return tuple(_coerce(v, args[0], key, problems) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        problems.append(f"{key} must be {hint.__name__}, got {value!r}")
+    return value
