@@ -1,0 +1,68 @@
+"""Model registry: build a network by name (`wrn-28-2`, `resnet50`, `cnn`, `mlp`).
+
+Torch is imported lazily, so `from sln_cli.models import MODELS` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+from sln_cli.errors import SlnError
+
+if TYPE_CHECKING:
+    import torch
+
+# One canonical name per architecture; near misses get a "did you mean" hint instead of aliases.
+MODELS: tuple[str, ...] = ("wrn-28-2", "resnet50", "cnn", "mlp")
+
+MIN_IMAGE_SIZE = 8  # every model pools globally; below 8 pixels the strided stages collapse
+
+
+def build_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    weights: str | None = None,
+) -> torch.nn.Module:
+    """A freshly initialised `name` network mapping (N, in_channels, image_size, image_size) to (N, num_classes).
+
+    `weights` is only meaningful for `resnet50`: a local ImageNet state-dict path or "imagenet".
+    """
+    _check_name(name)
+    _check_sizes(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    if weights is not None and name != "resnet50":
+        raise SlnError(f"model {name!r} has no pretrained weights; remove model.weights or use model resnet50")
+    if name == "wrn-28-2":
+        from sln_cli.models.wrn import WideResNet
+
+        return WideResNet(depth=28, widen_factor=2, num_classes=num_classes, in_channels=in_channels)
+    if name == "resnet50":
+        from sln_cli.models.resnet import build_resnet50
+
+        return build_resnet50(num_classes=num_classes, in_channels=in_channels, weights=weights)
+    from sln_cli.models.small import SmallCNN, SmallMLP
+
+    if name == "cnn":
+        return SmallCNN(num_classes=num_classes, in_channels=in_channels)
+    return SmallMLP(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+
+
+def _check_name(name: str) -> None:
+    if name in MODELS:
+        return
+    close = difflib.get_close_matches(name, MODELS, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise SlnError(f"unknown model {name!r}; {hint}choose one of: {', '.join(MODELS)}")
+
+
+def _check_sizes(*, num_classes: int, in_channels: int, image_size: int) -> None:
+    if num_classes < 2:
+        raise SlnError(f"num_classes is {num_classes}; use a dataset with at least 2 classes")
+    if in_channels < 1:
+        raise SlnError(f"in_channels is {in_channels}; images need at least 1 channel (1 for grey, 3 for RGB)")
+    if image_size < MIN_IMAGE_SIZE:
+        size = f"{MIN_IMAGE_SIZE}×{MIN_IMAGE_SIZE}"
+        raise SlnError(f"image size {image_size} is too small; use images of at least {size} pixels")
