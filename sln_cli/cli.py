@@ -246,5 +246,19 @@ def analyze() -> None:
     raise SlnError("`sln analyze` is not yet available in this version")
 
 
+@app.command()
+@_reports_errors
+def bench(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Real CIFAR-10 layout to benchmark on; synthetic data otherwise.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    steps: Annotated[int, typer.Option(help="Training steps measured per contender and round.")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Training throughput of sln against a re-creation of the official loop and the hardware ceiling."""
+    raise SlnError("`sln bench` is not yet available in this version")
+
+
 def main() -> None:
     app()
