@@ -99,9 +99,15 @@ def corrupt(
     """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise."""
     from sln_cli import corrupt as corrupt_lib
 
+    generation_flags = {"--mode": mode, "--rate": rate, "--out": out, "--matrix": matrix, "--probs": probs}
+    generation_flags |= {"--source-dataset": source_dataset, "--exact": exact or None}
     if inspect is not None:
+        if given := [flag for flag, value in generation_flags.items() if value is not None]:
+            raise SlnError(f"--inspect summarises an existing file; drop {', '.join(given)}")
         summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir)
     else:
+        if label_set is not None:
+            raise SlnError("--label-set picks the labels of a CIFAR-N file given to --inspect; drop it")
         summary = corrupt_lib.generate(
             dataset=dataset,
             data_dir=data_dir,

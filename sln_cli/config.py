@@ -25,7 +25,7 @@ NoiseMode = Literal["none", "sym", "uniform", "asym", "asym-superclass", "transi
 @dataclass(frozen=True)
 class DataConfig:
     dataset: DatasetName = "cifar10"
-    data_dir: str | None = "data"  # folder holding the dataset (see README); unused for digits
+    data_dir: str | None = None  # folder holding the dataset; default data/CIFAR10, data/CIFAR100, data/Clothing1M
     download: bool = False  # fetch the official archive (with its checksum) when missing
     train_limit: int | None = None  # seeded subset of the training set, after the label file is applied
     test_limit: int | None = None  # seeded subset of the test set
@@ -92,6 +92,7 @@ class RunConfig:
     eval_batch_size: int = 1024
     compile: Literal["none", "compile", "graph"] = "none"  # GPU: torch.compile or CUDA-graph capture
     sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
+    cpu_threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0 = PyTorch's default
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,9 @@ def _merge(base: dict[str, Any], delta: dict[str, Any], problems: list[str], whe
 
 def _hint(key: str, choices: dict[str, Any], prefix: str = "") -> str:
     close = difflib.get_close_matches(str(key), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else f"; valid keys: {', '.join(prefix + c for c in choices)}"
+    if close:
+        return f" (did you mean '{prefix}{close[0]}'?)"
+    return f"; valid keys: {', '.join(prefix + c for c in choices)}"
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -269,6 +272,11 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
         return tuple(_coerce(v, args[0], key, problems) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):

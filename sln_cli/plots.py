@@ -1,0 +1,133 @@
+"""PNG figures for `sln evaluate` / `sln analyze`: reliability diagrams, clean-vs-mislabelled histograms,
+loss-landscape curves and contours, memorisation curves. Each function writes one PNG atomically.
+
+matplotlib is imported inside the functions (so importing this module is instant) and drawn on an explicit Agg
+canvas (`Figure` + `FigureCanvasAgg`, no pyplot): headless, and no process-wide backend or figure state changes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sln_cli.files import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from sln_cli.analyze.confidence import ConfidenceScores
+    from sln_cli.analyze.landscape import LandscapeCurve, LandscapeGrid
+    from sln_cli.calibration import ReliabilityBins
+
+DPI = 100
+PANEL_INCHES = 4.0  # width and height of one subplot
+
+
+def _figure(panels: int, max_columns: int = 4) -> tuple[Figure, list[Any]]:
+    """A figure with `panels` subplots in rows of at most `max_columns`, on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = min(panels, max_columns)
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(PANEL_INCHES * columns + 1, PANEL_INCHES * rows + 0.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
+    for unused in axes[panels:]:
+        unused.set_visible(False)
+    return figure, axes[:panels]
+
+
+def _save(figure: Figure, path: str | os.PathLike[str]) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def plot_reliability(path: str | os.PathLike[str], diagrams: Mapping[str, ReliabilityBins], *,
+                     title: str = "Reliability diagram") -> None:
+    """One panel per run: accuracy per equal-width confidence bin, the gap to the bin's mean confidence, and
+    the diagonal of perfect calibration."""
+    figure, axes = _figure(len(diagrams))
+    for axis, (name, bins) in zip(axes, diagrams.items(), strict=True):
+        centres, width = (bins.edges[:-1] + bins.edges[1:]) / 2, np.diff(bins.edges)
+        accuracy, confidence = np.nan_to_num(bins.accuracy), np.nan_to_num(bins.confidence)
+        axis.bar(centres, accuracy, width=width, edgecolor="black", color="tab:blue", label="accuracy")
+        axis.bar(centres, confidence - accuracy, bottom=accuracy, width=width, color="tab:red", alpha=0.3,
+                 edgecolor="tab:red", hatch="//", label="gap to mean confidence")
+        axis.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", ylabel="accuracy",
+                 title=f"{name} (ECE {bins.ece:.3f})")
+    axes[0].legend(loc="upper left")
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def plot_confidence_histograms(path: str | os.PathLike[str], scores: ConfidenceScores, mislabelled: np.ndarray, *,
+                               title: str = "Confidence of clean vs mislabelled samples", bins: int = 30) -> None:
+    """Max-probability, entropy and margin histograms (densities), clean and mislabelled overlaid."""
+    figure, axes = _figure(3)
+    panels = [("max-probability", scores.max_probability), ("entropy (nats)", scores.entropy),
+              ("margin (top-1 - top-2)", scores.margin)]
+    for axis, (label, values) in zip(axes, panels, strict=True):
+        edges = np.linspace(0.0, max(1.0, float(values.max(initial=0.0))), bins + 1)  # shared by both groups
+        for group, mask, colour in (("clean", ~mislabelled, "tab:blue"), ("mislabelled", mislabelled, "tab:red")):
+            if mask.any():
+                axis.hist(values[mask], bins=edges, density=True, alpha=0.5, color=colour,
+                          label=f"{group} ({int(mask.sum())})")
+        axis.set(xlabel=label, ylabel="density", title=label)
+        axis.legend()
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def plot_landscape_curves(path: str | os.PathLike[str], curves: Mapping[str, LandscapeCurve], *,
+                          xlabel: str = "alpha (filter-normalised direction)",
+                          title: str = "Loss along a random direction") -> None:
+    """Every run's 1D curve in one plot, the legend naming the runs (also for interpolations: xlabel "t")."""
+    figure, (axis,) = _figure(1)
+    for name, curve in curves.items():
+        axis.plot(curve.coordinates, curve.losses, marker=".", label=name)
+    axis.set(xlabel=xlabel, ylabel="loss", title=title)
+    axis.legend()
+    _save(figure, path)
+
+
+def plot_landscape_surfaces(path: str | os.PathLike[str], grids: Mapping[str, LandscapeGrid], *, levels: int = 20,
+                            max_loss: float | None = None, title: str = "Loss surface") -> None:
+    """One contour panel per run on shared levels and one shared colour bar; losses above `max_loss` (default:
+    the largest finite loss) fall in the top level, points not computed or infinite are left blank."""
+    finite = np.concatenate([grid.losses[np.isfinite(grid.losses)] for grid in grids.values()])
+    low = float(finite.min()) if finite.size else 0.0
+    high = max(float(finite.max()) if finite.size else 1.0, low + 1e-12)
+    shared_levels = np.linspace(low, high if max_loss is None else max(min(high, max_loss), low + 1e-12), levels)
+    figure, axes = _figure(len(grids))
+    for axis, (name, grid) in zip(axes, grids.items(), strict=True):
+        surface = np.ma.masked_invalid(grid.losses.T)  # rows = betas (y), columns = alphas (x)
+        filled = axis.contourf(grid.alphas, grid.betas, surface, levels=shared_levels, cmap="viridis",
+                               extend="neither" if max_loss is None else "max")
+        axis.contour(grid.alphas, grid.betas, surface, levels=shared_levels, colors="white", linewidths=0.4)
+        axis.plot([0], [0], marker="*", color="red", markersize=10, linestyle="none", label="trained weights")
+        axis.set(xlabel="alpha (direction 1)", ylabel="beta (direction 2)", title=name)
+    axes[0].legend(loc="upper right")
+    figure.colorbar(filled, ax=axes, label="loss")
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def plot_memorisation(path: str | os.PathLike[str], curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                      *, ylabel: str = "mislabelled samples predicted as their noisy label",
+                      title: str = "Memorisation of noisy labels") -> None:
+    """Fraction against epoch for each named curve, `{name: (epochs, fractions)}`, on a 0-1 axis."""
+    figure, (axis,) = _figure(1)
+    for name, (epochs, fractions) in curves.items():
+        axis.plot(epochs, fractions, marker=".", label=name)
+    axis.set(xlabel="epoch", ylabel=ylabel, ylim=(0, 1), title=title)
+    axis.legend()
+    _save(figure, path)

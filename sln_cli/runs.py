@@ -1,0 +1,128 @@
+"""Run directories: the resolved config, provenance, per-epoch metrics, atomic checkpoints, summary.
+
+Layout of `runs/<preset>-<timestamp>/`:
+    config.yaml      resolved config; `sln train --preset runs/X/config.yaml` repeats the run
+    meta.json        versions, device, git SHA, command line, seed
+    labels.csv/.json the exact noisy labels trained on (and their manifest)
+    metrics.jsonl    one JSON object per epoch
+    checkpoint.pt    latest resumable state (written atomically)
+    final.pt         final weights of the network and of the EMA network
+    best.pt          weights of the best validation epoch (datasets with a validation split)
+    checkpoints/     every Nth epoch's weights (run.keep_checkpoints)
+    probs.npy        per-sample softmax averaged over epochs (run.record_probs)
+    summary.json     last and best epochs
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sln_cli import __version__
+from sln_cli.errors import SlnError
+from sln_cli.files import atomic_write, atomic_write_text
+
+CONFIG, META, METRICS, SUMMARY, PROBS = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "probs.npy"
+CHECKPOINT, FINAL, BEST = "checkpoint.pt", "final.pt", "best.pt"
+
+
+def new_run_dir(out: str | None, preset: str | None, root: Path = Path("runs")) -> Path:
+    if out is not None:
+        path = Path(out)
+        if path.exists() and any(path.iterdir()):
+            raise SlnError(f"run directory {path} is not empty; pick another --out or continue it with --resume {path}")
+        return path
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = Path(preset).stem if preset else "default"
+    path, n = root / f"{name}-{stamp}", 1
+    while path.exists():
+        path, n = root / f"{name}-{stamp}-{n}", n + 1
+    return path
+
+
+def check_run_dir(path: Path) -> None:
+    """A directory `--resume` or `sln evaluate` can use: it must hold a config and a checkpoint."""
+    if not path.is_dir():
+        raise SlnError(f"{path} is not a directory; give a run directory made by `sln train`")
+    if not (path / CONFIG).is_file():
+        raise SlnError(f"{path} is not a run directory (no {CONFIG}); give a directory made by `sln train`")
+
+
+def write_meta(run_dir: Path, *, device: str, seed: int, extra: dict[str, Any] | None = None) -> None:
+    import numpy
+    import torchvision
+
+    meta = {
+        "sln_version": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": _device_name(device),
+        "git_sha": _git_sha(),
+        "command_line": sys.argv,
+        "seed": seed,
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+    atomic_write_text(run_dir / META, json.dumps(meta, indent=2) + "\n")
+
+
+def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    with open(run_dir / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """On resume, drop the lines of epochs after the checkpoint (they will be trained again)."""
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getbuffer())
+
+
+def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    if not path.is_file():
+        raise SlnError(f"{path} does not exist; give a run directory or checkpoint written by `sln train`")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        reason = exc.__class__.__name__
+        raise SlnError(f"{path} is not a readable sln checkpoint ({reason}); was it truncated?") from exc
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()

@@ -1,0 +1,410 @@
+"""The training loop of SLN, SLN-MO and SLN-MO-LC (Chen et al., ICLR 2021), resumable and device-resident.
+
+Every epoch: set the learning rate; from epoch `correction + 1` on, correct the targets with the EMA
+network and stop the label noise; train one pass with fresh Gaussian noise on the targets; evaluate the
+raw (SLN) and EMA (SLN-MO) networks; log one metrics line; checkpoint atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sln_cli import runs
+from sln_cli.config import Config, dump
+from sln_cli.data.batches import Augmentation, DeviceImages, FileImages
+from sln_cli.devices import autocast, grad_scaler, resolve_device
+from sln_cli.ema import WeightEMA
+from sln_cli.errors import SlnError
+from sln_cli.files import atomic_write, atomic_write_text
+from sln_cli.labels import write_label_file
+from sln_cli.losses import (
+    add_label_noise,
+    add_parameter_gradient_noise,
+    correct_targets,
+    logit_gradient_noise_hook,
+    soft_cross_entropy,
+)
+from sln_cli.models import build_model
+from sln_cli.progress import TrainProgress
+from sln_cli.trainset import TrainSet, build_trainset
+
+Images = DeviceImages | FileImages
+
+
+@dataclass
+class Splits:
+    """The splits on the device, with their labels as device tensors."""
+
+    train: Images
+    test: Images
+    test_labels: Tensor
+    val: Images | None = None
+    val_labels: Tensor | None = None
+
+
+@dataclass
+class State:
+    """Everything a checkpoint holds, live."""
+
+    model: nn.Module
+    ema: WeightEMA
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    targets: Tensor  # (N, K) float32: current per-sample targets (one-hot noisy labels until corrected)
+    noisy: Tensor  # (N,) int64: the noisy labels as given
+    clean: Tensor | None  # (N,) int64: true labels when known
+    probs_sum: Tensor | None  # (N, K) float32: softmax summed over epochs (--record-probs)
+    epoch: int = 0  # last completed epoch
+    best: dict[str, Any] | None = None  # metrics row of the best validation epoch
+    best_is_new: bool = False  # the last epoch improved on `best`: its weights go to best.pt
+
+
+def train(config: Config, *, preset: str | None = None, resume: Path | None = None, quiet: bool = False,
+          console: Any = None) -> dict[str, Any]:
+    """Train as `config` says; write the run directory; return the summary (also in summary.json)."""
+    device = resolve_device(config.run.device)
+    if config.run.cpu_threads > 0:
+        torch.set_num_threads(config.run.cpu_threads)
+    _make_deterministic(config.run.seed)
+    trainset = build_trainset(config.data, config.noise)
+    splits = place_splits(trainset, config, device)
+    state = initial_state(trainset, config, device)
+    run_dir = resume if resume is not None else runs.new_run_dir(config.run.out, preset)
+    if resume is not None:
+        _restore(state, run_dir, device)
+    else:
+        _start_run_dir(run_dir, config, trainset, device)
+
+    progress = TrainProgress(config.optim.epochs, quiet=quiet, console=console)
+    started = time.perf_counter()
+    with progress:
+        progress.log(f"run directory: {run_dir}  ({_describe(trainset, config, device)})")
+        progress.start(state.epoch + 1)
+        for epoch in range(state.epoch + 1, config.optim.epochs + 1):
+            row = _run_epoch(state, splits, trainset, config, epoch, device, progress)
+            _remember_best(state, row, has_val=splits.val is not None)
+            runs.append_metrics(run_dir, row)
+            state.epoch = epoch
+            if epoch % config.run.checkpoint_every == 0 or epoch == config.optim.epochs:
+                runs.save_torch(run_dir / runs.CHECKPOINT, _checkpoint(state))
+            _keep_epoch_weights(state, run_dir, config.run.keep_checkpoints)
+            progress.end_epoch(row)
+    return _finish(state, run_dir, config, time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------------------------------
+# One epoch
+# --------------------------------------------------------------------------------------------------
+
+
+def _run_epoch(state: State, splits: Splits, trainset: TrainSet, config: Config, epoch: int,
+               device: torch.device, progress: TrainProgress) -> dict[str, Any]:
+    sln, optim = config.sln, config.optim
+    # 1. learning rate: lr * gamma^(number of milestones already passed)
+    lr = optim.lr * optim.lr_gamma ** sum(epoch > m for m in optim.lr_milestones)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    # 2. label correction (SLN-MO-LC): after epoch `correction`, sigma is 0 and targets are re-mixed
+    correcting = sln.correction is not None and epoch > sln.correction
+    sigma = 0.0 if correcting else sln.sigma
+    row: dict[str, Any] = {"epoch": epoch}
+    if correcting:
+        row.update(_correct_labels(state, splits.train, config, _generator(device, config.run.seed, epoch, "lc")))
+    # 3. one pass over the training set
+    started = time.perf_counter()
+    row.update(train_pass(state, splits.train, config, sigma, epoch, device, progress))
+    seconds = time.perf_counter() - started
+    # 4. evaluate the raw network (SLN) and the EMA network (SLN-MO)
+    row.update(_evaluate_both(state, splits, config))
+    row.update(sigma=sigma, lr=lr, epoch_seconds=seconds, images_per_second=len(splits.train) / seconds)
+    return row
+
+
+def train_pass(state: State, train: Images, config: Config, sigma: float, epoch: int, device: torch.device,
+                progress: TrainProgress) -> dict[str, Any]:
+    """One epoch of SGD on the (noised) soft targets; metrics accumulate on the device, read once at the end."""
+    model, ema, optimizer, scaler = state.model, state.ema, state.optimizer, state.scaler
+    sln, batch_size = config.sln, config.optim.batch_size
+    forward = autocast(device, config.run.precision)
+    shuffle = _generator(device, config.run.seed, epoch, "shuffle")
+    noise = _generator(device, config.run.seed, epoch, "noise")  # augmentation, label and gradient noise
+    augmentation = Augmentation(padding=config.data.padding, flip=config.data.flip)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    # sums: loss * n, n, correct vs noisy, correct vs clean, mislabelled seen, mislabelled fitted to their label
+    sums = torch.zeros(6, dtype=torch.float64, device=device)
+    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+    clean = state.clean if state.clean is not None else state.noisy
+
+    model.train()
+    order = torch.randperm(len(train), generator=shuffle, device=device)
+    progress.start_epoch(epoch, math.ceil(len(train) / batch_size))
+    for step, (images, index) in enumerate(train.batches(order, batch_size, augmentation=augmentation,
+                                                          generator=noise)):
+        targets = add_label_noise(state.targets[index], sigma, noise)  # (B, K), fresh noise every step
+        with forward():
+            logits = model(images)  # (B, K)
+        if sln.logit_grad_noise_sigma > 0:
+            logits.register_hook(logit_gradient_noise_hook(sln.logit_grad_noise_sigma, len(index), noise))
+        loss = soft_cross_entropy(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if sln.grad_noise_sigma > 0:
+            scaler.unscale_(optimizer)
+            add_parameter_gradient_noise(parameters, sln.grad_noise_sigma, noise)
+        scaler.step(optimizer)
+        scaler.update()
+        ema.update()
+        with torch.no_grad():
+            predicted, noisy, true = logits.argmax(dim=1), state.noisy[index], clean[index]
+            mislabelled = noisy != true
+            sums += torch.stack([
+                loss.detach().double() * len(index), torch.tensor(len(index), device=device),
+                (predicted == noisy).sum(), (predicted == true).sum(),
+                mislabelled.sum(), (mislabelled & (predicted == noisy)).sum(),
+            ]).double()
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), step + 1, first_bad_step)
+            if state.probs_sum is not None:
+                state.probs_sum.index_add_(0, index, torch.softmax(logits.float(), dim=1))
+        progress.step(len(index), lambda s=sums: (s[0] / s[1].clamp_min(1)).item())
+
+    totals = sums.tolist()  # the one host sync of the epoch
+    if (bad := int(first_bad_step)) > 0:
+        raise SlnError(f"the training loss became non-finite at epoch {epoch}, step {bad}; the last good "
+                       "checkpoint is kept: lower the learning rate or sigma, or use --precision fp32")
+    loss_sum, n, correct_noisy, correct_clean, mislabelled, memorized = totals
+    known = state.clean is not None
+    return {
+        "train_loss": loss_sum / n,
+        "train_acc_noisy": correct_noisy / n,
+        "train_acc_clean": correct_clean / n if known else None,
+        "memorized": memorized / mislabelled if known and mislabelled > 0 else None,
+    }
+
+
+@torch.inference_mode()
+def _correct_labels(state: State, train: Images, config: Config, generator: torch.Generator) -> dict[str, Any]:
+    """SLN-MO-LC: targets = w * onehot(noisy) + (1 - w) * EMA prediction, w the min-max normalised EMA loss."""
+    ema = state.ema.module.eval()
+    forward = autocast(state.targets.device, config.run.precision)
+    n = len(train)
+    losses = torch.empty(n, device=state.targets.device)
+    probs = torch.empty_like(state.targets)
+    order = torch.arange(n, device=state.targets.device)
+    augmentation = Augmentation(config.data.padding, config.data.flip) if config.sln.correction_augment else None
+    for images, index in train.batches(order, config.run.eval_batch_size, augmentation=augmentation,
+                                       generator=generator):
+        with forward():
+            log_probs = F.log_softmax(ema(images).float(), dim=1)  # (B, K)
+        losses[index] = -(state.targets[index] * log_probs).sum(dim=1)
+        probs[index] = log_probs.exp()
+    state.targets = correct_targets(losses, state.noisy, probs, mix_with=config.sln.correction_target)
+    if state.clean is None:
+        return {"corrected_acc": None}
+    return {"corrected_acc": (state.targets.argmax(dim=1) == state.clean).float().mean().item()}
+
+
+@torch.inference_mode()
+def evaluate(models: list[nn.Module], images: Images, labels: Tensor, *, batch_size: int,
+             forward: Any) -> list[tuple[float, float]]:
+    """(mean cross-entropy, accuracy) of each model on one split, in one pass over its batches."""
+    for model in models:
+        model.eval()
+    sums = torch.zeros(len(models), 2, dtype=torch.float64, device=labels.device)
+    order = torch.arange(len(images), device=labels.device)
+    for batch, index in images.batches(order, batch_size):
+        target = labels[index]
+        for i, model in enumerate(models):
+            with forward():
+                logits = model(batch).float()
+            sums[i, 0] += F.cross_entropy(logits, target, reduction="sum")
+            sums[i, 1] += (logits.argmax(dim=1) == target).sum()
+    return [(loss / len(images), correct / len(images)) for loss, correct in sums.tolist()]
+
+
+def _evaluate_both(state: State, splits: Splits, config: Config) -> dict[str, Any]:
+    models = [state.model, state.ema.module]
+    forward = autocast(splits.test_labels.device, config.run.precision)
+    batch_size = config.run.eval_batch_size
+    (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.test, splits.test_labels,
+                                                batch_size=batch_size, forward=forward)
+    row = {"test_loss": loss, "test_acc": acc, "test_loss_ema": loss_ema, "test_acc_ema": acc_ema}
+    if splits.val is not None:
+        (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.val, splits.val_labels,
+                                                    batch_size=batch_size, forward=forward)
+        row.update(val_loss=loss, val_acc=acc, val_loss_ema=loss_ema, val_acc_ema=acc_ema)
+    return row
+
+
+# --------------------------------------------------------------------------------------------------
+# Set-up
+# --------------------------------------------------------------------------------------------------
+
+
+def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Splits:
+    dataset, run = trainset.dataset, config.run
+    dtype = torch.float32  # inputs stay fp32; autocast casts inside the network
+
+    def place(split, *, cache: bool) -> Images:
+        if split.images is not None:
+            return DeviceImages(split.images.to(device), dataset.mean, dataset.std, dtype=dtype,
+                                channels_last=run.channels_last, cache_plain=cache)
+        return FileImages(split, dataset.mean, dataset.std, device=device, resize=config.data.resize,
+                          crop=config.data.crop, workers=config.data.workers, dtype=dtype,
+                          channels_last=run.channels_last)
+
+    def labels(split) -> Tensor:
+        return torch.as_tensor(np.asarray(split.labels), dtype=torch.int64, device=device)
+
+    val = dataset.val
+    return Splits(
+        train=place(dataset.train, cache=False), test=place(dataset.test, cache=True),
+        test_labels=labels(dataset.test),
+        val=None if val is None else place(val, cache=True), val_labels=None if val is None else labels(val),
+    )
+
+
+def initial_state(trainset: TrainSet, config: Config, device: torch.device) -> State:
+    dataset = trainset.dataset
+    channels, size = _image_shape(dataset, config)
+    torch.manual_seed(config.run.seed)  # initialisation
+    model = build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
+                        image_size=size, weights=config.model.weights).to(device)
+    if config.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
+                                weight_decay=config.optim.weight_decay,
+                                **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    noisy = torch.as_tensor(trainset.noisy, dtype=torch.int64, device=device)
+    clean = None if trainset.clean is None else torch.as_tensor(trainset.clean, dtype=torch.int64, device=device)
+    return State(
+        model=model, ema=ema, optimizer=optimizer, scaler=grad_scaler(device, config.run.precision),
+        targets=F.one_hot(noisy, dataset.num_classes).float(), noisy=noisy, clean=clean,
+        probs_sum=torch.zeros(len(noisy), dataset.num_classes, device=device) if config.run.record_probs else None,
+    )
+
+
+def _image_shape(dataset, config: Config) -> tuple[int, int]:
+    images = dataset.train.images
+    if images is not None:
+        return images.shape[1], images.shape[-1]
+    return 3, config.data.crop
+
+
+def _start_run_dir(run_dir: Path, config: Config, trainset: TrainSet, device: torch.device) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / runs.CONFIG, dump(config))
+    runs.write_meta(run_dir, device=str(device), seed=config.run.seed,
+                    extra={"num_train": len(trainset.noisy), "num_test": len(trainset.dataset.test.labels)})
+    write_label_file(run_dir / "labels.csv", trainset.labels, trainset.manifest)
+
+
+def _describe(trainset: TrainSet, config: Config, device: torch.device) -> str:
+    rate = None if trainset.clean is None else float((trainset.noisy != trainset.clean).mean())
+    noise = "unknown noise" if rate is None else f"realised noise {rate:.1%}"
+    return (f"{config.data.dataset}: {len(trainset.noisy)} train / {len(trainset.dataset.test.labels)} test, "
+            f"{noise}, {config.model.name}, sigma {config.sln.sigma}, {device}, {config.run.precision}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints, resume, results
+# --------------------------------------------------------------------------------------------------
+
+
+def _checkpoint(state: State) -> dict[str, Any]:
+    return {
+        "epoch": state.epoch,
+        "model": state.model.state_dict(),
+        "ema": state.ema.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "targets": state.targets,
+        "probs_sum": state.probs_sum,
+        "best": state.best,
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def _restore(state: State, run_dir: Path, device: torch.device) -> None:
+    path = run_dir / runs.CHECKPOINT
+    if not path.is_file():
+        runs.truncate_metrics(run_dir, 0)  # killed before the first checkpoint: start over in place
+        return
+    saved = runs.load_torch(path, map_location=device)
+    if saved["targets"].shape != state.targets.shape:
+        raise SlnError(f"the checkpoint in {run_dir} was made with another training set; resume with its own data")
+    state.model.load_state_dict(saved["model"])
+    state.ema.load_state_dict(saved["ema"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scaler.load_state_dict(saved["scaler"])
+    state.targets, state.epoch, state.best = saved["targets"], saved["epoch"], saved["best"]
+    if state.probs_sum is not None and saved["probs_sum"] is not None:
+        state.probs_sum = saved["probs_sum"]
+    torch.set_rng_state(saved["torch_rng"])
+    runs.truncate_metrics(run_dir, state.epoch)
+
+
+def _remember_best(state: State, row: dict[str, Any], *, has_val: bool) -> None:
+    """Model selection on the EMA network's validation accuracy, never on the test set."""
+    if has_val and (state.best is None or row["val_acc_ema"] > state.best["val_acc_ema"]):
+        state.best, state.best_is_new = dict(row), True
+
+
+def _keep_epoch_weights(state: State, run_dir: Path, every: int) -> None:
+    weights = {"model": state.model.state_dict(), "ema": state.ema.state_dict(), "epoch": state.epoch}
+    if state.best_is_new:
+        runs.save_torch(run_dir / runs.BEST, weights)
+        state.best_is_new = False
+    if every and state.epoch % every == 0:
+        runs.save_torch(run_dir / "checkpoints" / f"epoch-{state.epoch:04d}.pt", weights)
+
+
+def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict[str, Any]:
+    runs.save_torch(run_dir / runs.FINAL, {"model": state.model.state_dict(), "ema": state.ema.state_dict(),
+                                           "epoch": state.epoch})
+    if state.probs_sum is not None:
+        with atomic_write(run_dir / runs.PROBS, "wb") as f:
+            np.save(f, (state.probs_sum / max(state.epoch, 1)).cpu().numpy())
+    rows = runs.read_metrics(run_dir)
+    summary = {
+        "run_dir": str(run_dir),
+        "epochs": state.epoch,
+        "last": rows[-1] if rows else None,
+        "best": state.best,
+        "selection": "val_acc_ema" if state.best is not None else None,
+        "seconds": seconds,
+    }
+    atomic_write_text(run_dir / runs.SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# Randomness
+# --------------------------------------------------------------------------------------------------
+
+
+def _generator(device: torch.device, *key: Any) -> torch.Generator:
+    """A generator seeded by (seed, epoch, purpose): an epoch's randomness does not depend on earlier
+    epochs, so a resumed run draws exactly what the uninterrupted run drew."""
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return generator
+
+
+def _make_deterministic(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+

@@ -1,0 +1,108 @@
+"""The training data of a run: a dataset with its noisy labels applied (generated, or read from a file)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sln_cli.config import DataConfig, NoiseConfig
+from sln_cli.data import DEFAULT_DATA_DIRS, Dataset, Split, load_dataset
+from sln_cli.labels import NoisyLabels, check_against, read_label_file
+
+# Datasets whose given training labels are themselves noisy: with no generated noise, the truth is unknown.
+_INHERENTLY_NOISY = ("clothing1m", "imagefolder")
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    dataset: Dataset  # open-set images swapped in, limits applied
+    noisy: np.ndarray  # (N,) the labels training sees
+    clean: np.ndarray | None  # (N,) true labels when known
+    labels: NoisyLabels  # the whole label file, before limits: written into the run directory
+    manifest: dict  # its manifest
+    train_indices: np.ndarray  # positions of the kept training samples in the full training split
+
+
+def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
+    """Load the dataset, apply the label noise, then the seeded train/test limits (label file first)."""
+    dataset = load_dataset(data.dataset, _path(data.data_dir), download=data.download)
+    labels, manifest, source = _noisy_labels(dataset, data, noise)
+    dataset = _swap_openset_images(dataset, labels, source, _path(noise.source_data_dir or data.data_dir))
+    rng = np.random.default_rng(noise.seed)
+    train_indices = _subset(len(dataset.train.labels), data.train_limit, rng)
+    test_indices = _subset(len(dataset.test.labels), data.test_limit, rng)
+    dataset = dataclasses.replace(
+        dataset, train=_take(dataset.train, train_indices), test=_take(dataset.test, test_indices)
+    )
+    clean = None if labels.clean is None else labels.clean[train_indices]
+    return TrainSet(dataset, labels.noisy[train_indices], clean, labels, manifest, train_indices)
+
+
+def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tuple[NoisyLabels, dict, Dataset | None]:
+    if noise.labels is not None:
+        labels = read_label_file(_existing(noise.labels, data), label_set=noise.label_set)
+        check_against(labels, dataset.train.labels, dataset.num_classes)
+        return labels, dict(labels.manifest), None
+    if noise.mode == "none":
+        clean = None if dataset.name in _INHERENTLY_NOISY else dataset.train.labels
+        labels = NoisyLabels(noisy=dataset.train.labels, clean=clean, source_index=None, manifest={})
+        return labels, {"dataset": dataset.name, "mode": "none"}, None
+    from sln_cli.corrupt import make_labels
+
+    return make_labels(
+        dataset,
+        mode=noise.mode,
+        rate=noise.rate,
+        seed=noise.seed,
+        exact=noise.exact,
+        matrix=_path(noise.matrix),
+        probs=_path(noise.probs),
+        source_dataset=noise.source_dataset,
+        source_data_dir=_path(noise.source_data_dir or data.data_dir),
+        download=data.download,
+    )
+
+
+def _swap_openset_images(dataset: Dataset, labels: NoisyLabels, source: Dataset | None,
+                         source_dir: Path | None) -> Dataset:
+    """Open-set noise: the recorded source images replace ours; labels stay (paper Sec. 5.1)."""
+    if labels.source_index is None or (labels.source_index < 0).all():
+        return dataset
+    if source is None:
+        from sln_cli.corrupt import load_source_dataset
+
+        source = load_source_dataset(labels.manifest, dataset, source_dir)
+    replaced = np.flatnonzero(labels.source_index >= 0)
+    images = dataset.train.images.clone()
+    images[replaced] = source.train.images[labels.source_index[replaced]]
+    return dataclasses.replace(dataset, train=dataclasses.replace(dataset.train, images=images))
+
+
+def _subset(size: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:
+    if limit is None or limit >= size:
+        return np.arange(size)
+    return np.sort(rng.permutation(size)[:limit])
+
+
+def _take(split: Split, indices: np.ndarray) -> Split:
+    if len(indices) == len(split.labels):
+        return split
+    images = None if split.images is None else split.images[indices]
+    files = None if split.files is None else tuple(split.files[i] for i in indices)
+    return dataclasses.replace(split, labels=split.labels[indices], images=images, files=files)
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value).expanduser()
+
+
+def _existing(path: str, data: DataConfig) -> Path:
+    """A label file path as given, else inside the data directory (where presets expect CIFAR-N files)."""
+    candidate = Path(path).expanduser()
+    data_dir = Path(data.data_dir) if data.data_dir else DEFAULT_DATA_DIRS.get(data.dataset)
+    if not candidate.exists() and data_dir is not None and (data_dir / candidate).exists():
+        return data_dir / candidate
+    return candidate

@@ -1,0 +1,149 @@
+"""`sln train` end to end on the bundled digits: the run directory, determinism, resume, and errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from sln_cli.cli import app
+
+runner = CliRunner()
+TINY = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--set", "model.name=mlp",
+        "--set", "optim.batch_size=50", "--quiet"]
+KEYS = ["epoch", "train_loss", "train_acc_noisy", "train_acc_clean", "memorized", "test_loss", "test_acc",
+        "test_loss_ema", "test_acc_ema", "sigma", "lr", "epoch_seconds", "images_per_second"]
+
+
+def _train(*args: str):
+    result = runner.invoke(app, ["train", *TINY, *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _metrics(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:  # timings differ between runs; everything else must not
+        del row["epoch_seconds"], row["images_per_second"]
+    return rows
+
+
+def test_a_tiny_run_writes_the_run_directory(tmp_path):
+    run = tmp_path / "run"
+    _train("--epochs", "2", "--out", str(run))
+    for name in ["config.yaml", "meta.json", "metrics.jsonl", "checkpoint.pt", "final.pt", "summary.json",
+                 "labels.csv", "labels.json"]:
+        assert (run / name).is_file(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(k in rows[0] for k in KEYS)
+    for key in ["train_acc_noisy", "train_acc_clean", "memorized", "test_acc", "test_acc_ema"]:
+        assert 0.0 <= rows[-1][key] <= 1.0, key
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["seed"] == 0 and meta["device"] == "cpu" and "torch" in meta
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["last"]["epoch"] == 2 and summary["best"] is None  # digits has no validation split
+    labels = np.loadtxt(run / "labels.csv", delimiter=",", skiprows=1, dtype=int)
+    assert 0.3 < (labels[:, 0] != labels[:, 1]).mean() < 0.5  # quickstart asks for 40% symmetric noise
+    final = torch.load(run / "final.pt", weights_only=True)
+    assert set(final) >= {"model", "ema"}
+
+
+def test_the_resolved_config_repeats_the_run(tmp_path):
+    _train("--epochs", "2", "--out", str(tmp_path / "a"))
+    result = runner.invoke(app, ["train", "--preset", str(tmp_path / "a" / "config.yaml"), "--out",
+                                 str(tmp_path / "b"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    _train("--epochs", "2", "--seed", "3", "--out", str(tmp_path / "a"))
+    _train("--epochs", "2", "--seed", "3", "--out", str(tmp_path / "b"))
+    _train("--epochs", "2", "--seed", "4", "--out", str(tmp_path / "c"))
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
+
+
+def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path):
+    lc = ["--set", "sln.correction=2"]  # label correction from epoch 3 on: its targets must survive resume
+    _train("--epochs", "4", "--out", str(tmp_path / "full"), *lc)
+    _train("--epochs", "2", "--out", str(tmp_path / "part"), *lc)
+    config = yaml.safe_load((tmp_path / "part" / "config.yaml").read_text())
+    assert config["optim"]["epochs"] == 2
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "part"), "--epochs", "4", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "part")
+    full = torch.load(tmp_path / "full" / "final.pt", weights_only=True)
+    part = torch.load(tmp_path / "part" / "final.pt", weights_only=True)
+    for key, value in full["ema"].items():
+        assert torch.equal(value, part["ema"][key]), key
+
+
+def test_label_correction_records_how_many_targets_point_at_the_truth(tmp_path):
+    _train("--epochs", "2", "--set", "sln.correction=1", "--out", str(tmp_path / "r"))
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert "corrected_acc" not in rows[0] and 0.0 <= rows[1]["corrected_acc"] <= 1.0
+    assert rows[0]["sigma"] == 0.5 and rows[1]["sigma"] == 0.0  # LC stops the label noise
+
+
+def test_record_probs_writes_an_averaged_softmax(tmp_path):
+    _train("--epochs", "2", "--record-probs", "--out", str(tmp_path / "r"))
+    probs = np.load(tmp_path / "r" / "probs.npy")
+    assert probs.shape == (200, 10)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_ablations_run(tmp_path):
+    for i, key in enumerate(["sln.grad_noise_sigma=0.01", "sln.logit_grad_noise_sigma=0.5"]):
+        _train("--epochs", "1", "--sigma", "0", "--set", key, "--out", str(tmp_path / str(i)))
+
+
+def test_print_config_prints_yaml_and_writes_nothing(tmp_path):
+    result = runner.invoke(app, ["train", *TINY, "--sigma", "0.25", "--print-config", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0
+    assert yaml.safe_load(result.output)["sln"]["sigma"] == 0.25
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda:7"], "not available"),
+        (["--set", "optim.epoch=3"], "did you mean 'optim.epochs'"),
+        (["--noise-rate", "2"], "noise.rate must be in [0, 1]"),
+        (["--set", "model.name=wrn28"], "did you mean"),
+        (["--labels", "missing.csv"], "missing.csv"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(tmp_path, args, message):
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["train", *TINY, "--epochs", "1", "--out", str(out), *args])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1 and "not a run directory" in result.stderr
+
+
+def test_resume_refuses_to_change_the_method(tmp_path):
+    _train("--epochs", "1", "--out", str(tmp_path / "r"))
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "r"), "--sigma", "0.1", "--quiet"])
+    assert result.exit_code == 1 and "cannot change sln.sigma" in result.stderr
+
+
+def test_a_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    explode = ["--set", "optim.lr_milestones=[1]", "--set", "optim.lr_gamma=1e30"]  # epoch 2: lr = 5e28
+    result = runner.invoke(app, ["train", *TINY, "--epochs", "3", "--out", str(run), *explode])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: the training loss became non-finite at epoch 2, step ")
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
