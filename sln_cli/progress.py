@@ -92,7 +92,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_column("epoch", justify="right")
     table.add_column("test acc", justify="right")
     table.add_column("test loss", justify="right")
-    for name, key in (("SLN (raw)", ""), ("SLN-MO (EMA)", "_ema")):
+    names = ("SLN (raw)", "SLN-MO (EMA)") if summary.get("sigma", 1.0) > 0 else ("CE (raw)", "CE + EMA")
+    for name, key in zip(names, ("", "_ema"), strict=True):
         last = summary["last"]
         table.add_row(name, "last epoch", str(last["epoch"]), f"{last['test_acc' + key]:.2%}",
                       f"{last['test_loss' + key]:.4f}")

@@ -421,3 +421,16 @@ def test_file_image_dataset_picks_the_pipeline(tmp_path: Path) -> None:
     trained = FileImageDataset(dataset.train, mean=dataset.mean, std=dataset.std, train=True, resize=24, crop=20)
     image, index = trained[2]
     assert image.shape == (3, 20, 20) and index == 2 and len(trained) == len(dataset.train)
+
+
+def test_cifar10_with_str_keys_as_python3_re_encodings_write_them(tmp_path):
+    """A copy re-pickled by Python 3 code (e.g. a JPEG re-encoding) may use str keys; it must load."""
+    import pickle
+
+    root = write_cifar10(tmp_path, n_train=50, n_test=20, seed=0)
+    folder = root / "cifar-10-batches-py"
+    for path in folder.iterdir():
+        content = pickle.loads(path.read_bytes(), encoding="bytes")
+        path.write_bytes(pickle.dumps({k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}))
+    dataset = load_dataset("cifar10", root)
+    assert dataset.train.images.shape == (50, 3, 32, 32) and dataset.classes[0] == "airplane"

@@ -184,6 +184,8 @@ def _download(release: _Release, data_dir: Path) -> None:
 
 def _read_dict(path: Path, keys: tuple[bytes, ...]) -> dict[bytes, Any]:
     content = read_pickle(path)
+    if isinstance(content, dict):  # re-encoded copies pickled under Python 3 have str keys
+        content = {key.encode() if isinstance(key, str) else key: value for key, value in content.items()}
     if not isinstance(content, dict) or any(key not in content for key in keys):
         wanted = ", ".join(key.decode() for key in keys)
         raise SlnError(
