@@ -89,6 +89,15 @@ def test_label_correction_records_how_many_targets_point_at_the_truth(tmp_path):
     assert rows[0]["sigma"] == 0.5 and rows[1]["sigma"] == 0.0  # LC stops the label noise
 
 
+def test_a_class_balanced_draw_trains_on_a_fresh_subset_each_epoch(tmp_path):
+    """Clothing1M's setting: every epoch draws `balanced_per_class` samples of each noisy class."""
+    _train("--epochs", "2", "--set", "data.balanced_per_class=7", "--set", "sln.correction=1",
+           "--out", str(tmp_path / "r"))
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_samples"] for r in rows] == [70, 70]
+    assert 0.0 <= rows[1]["corrected_acc"] <= 1.0
+
+
 def test_record_probs_writes_an_averaged_softmax(tmp_path):
     _train("--epochs", "2", "--record-probs", "--out", str(tmp_path / "r"))
     probs = np.load(tmp_path / "r" / "probs.npy")
