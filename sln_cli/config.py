@@ -90,7 +90,7 @@ class RunConfig:
     checkpoint_every: int = 1  # epochs between resumable checkpoints
     keep_checkpoints: int = 0  # also keep every Nth epoch's weights (checkpoints/epoch-XXXX.pt); 0 = none
     eval_batch_size: int = 1024
-    compile: Literal["none", "compile", "graph"] = "none"  # GPU: torch.compile or CUDA-graph capture
+    compile: Literal["none", "compile"] = "none"  # torch.compile the forward (CUDA: with CUDA graphs)
     sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
     cpu_threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0 = PyTorch's default
 

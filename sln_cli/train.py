@@ -73,6 +73,7 @@ class State:
     epoch: int = 0  # last completed epoch
     best: dict[str, Any] | None = None  # metrics row of the best validation epoch
     best_is_new: bool = False  # the last epoch improved on `best`: its weights go to best.pt
+    compiled: nn.Module | None = None  # torch.compile of the training forward (run.compile)
     ddp: nn.Module | None = None  # under torchrun: the DistributedDataParallel wrapper of `model` that trains
 
 
@@ -104,6 +105,7 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
         made = distributed.from_main(world, lambda: str(_start_run_dir(config, preset, trainset, device, world)))
         run_dir = Path(made)
     state.ddp = distributed.wrap(state.model, world, device, sync_batchnorm=config.run.sync_batchnorm)
+    state.compiled = _compiled(state.model if state.ddp is None else state.ddp, config.run.compile, device)
 
     progress = TrainProgress(config.optim.epochs, quiet=quiet or not world.is_main, console=console)
     started = time.perf_counter()
@@ -154,6 +156,13 @@ def _run_epoch(state: State, splits: Splits, trainset: TrainSet, config: Config,
     return row
 
 
+def _compiled(network: nn.Module, mode: str, device: torch.device) -> nn.Module | None:
+    """`run.compile=compile`: torch.compile the training forward; on CUDA with CUDA graphs (reduce-overhead)."""
+    if mode == "none":
+        return None
+    return torch.compile(network, mode="reduce-overhead" if device.type == "cuda" else "default", dynamic=False)
+
+
 def _epoch_samples(state: State, config: Config, epoch: int) -> Tensor | None:
     """Clothing1M: every epoch trains on a fresh class-balanced draw of its noisy labels (official code)."""
     per_class = config.data.balanced_per_class
@@ -187,6 +196,7 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
     # sums: loss * n, n, correct vs noisy, correct vs clean, mislabelled seen, mislabelled fitted to their label
     sums = torch.zeros(6, dtype=torch.float64, device=device)
     first_bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=device)
+    seen = 0
     clean = state.clean if state.clean is not None else state.noisy
     probs = _epoch_probs(state, world)  # state.probs_sum itself with one process
 
@@ -198,7 +208,9 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
                                                           generator=noise)):
         targets = add_label_noise(state.targets[index], sigma, noise)  # (B, K), fresh noise every step
         with forward():
-            logits = network(images)  # (B, K)
+            # a compiled step has static shapes: a final partial batch goes through the eager network
+            compiled = state.compiled is not None and len(index) == batch_size
+            logits = (state.compiled if compiled else network)(images)  # (B, K)
         if sln.logit_grad_noise_sigma > 0:
             logits.register_hook(logit_gradient_noise_hook(sln.logit_grad_noise_sigma, len(index), noise))
         loss = soft_cross_entropy(logits, targets)
@@ -213,16 +225,17 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
         with torch.no_grad():
             predicted, noisy, true = logits.argmax(dim=1), state.noisy[index], clean[index]
             mislabelled = noisy != true
-            sums += torch.stack([
-                loss.detach().double() * len(index), torch.tensor(len(index), device=device),
-                (predicted == noisy).sum(), (predicted == true).sum(),
+            sums[[0, 2, 3, 4, 5]] += torch.stack([
+                loss.detach().double() * len(index), (predicted == noisy).sum(), (predicted == true).sum(),
                 mislabelled.sum(), (mislabelled & (predicted == noisy)).sum(),
             ]).double()
+            seen += len(index)  # counted on the host: no per-step host-to-device copy
             first_bad_step = torch.where(torch.isfinite(loss), first_bad_step, first_bad_step.clamp_max(step + 1))
             if probs is not None:
                 probs.index_add_(0, index, torch.softmax(logits.float(), dim=1))
-        progress.step(len(index), lambda s=sums: (s[0] / s[1].clamp_min(1)).item())
+        progress.step(len(index), lambda s=sums, n=seen: (s[0] / n).item())
 
+    sums[1] = seen
     _reduce_over_ranks(state, sums, first_bad_step, probs, world, sync_batchnorm=config.run.sync_batchnorm)
     totals = sums.tolist()  # the one host sync of the epoch
     if (bad := int(first_bad_step)) != NO_BAD_STEP:  # every rank has the same value: all stop together

@@ -1,0 +1,48 @@
+"""The fast paths change nothing but speed: compiled and channels-last training give the plain metrics."""
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from sln_cli.cli import app
+
+runner = CliRunner()
+# 200 samples at batch 64: three full batches and a partial one, so the eager fallback of a compiled
+# step is exercised every epoch.
+BASE = ["train", "--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--epochs", "2",
+        "--set", "optim.batch_size=64", "--quiet", "--precision", "fp32", "--device", "cpu"]
+TIMINGS = ("epoch_seconds", "images_per_second")
+
+
+def _metrics(tmp_path, name, *args):
+    result = runner.invoke(app, [*BASE, "--out", str(tmp_path / name), *args])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
+
+
+def _assert_close(fast, plain, rel=1e-4):
+    """Same keys; numbers equal to `rel` (kernels may round differently); counts and epochs exact."""
+    assert len(fast) == len(plain)
+    for a, b in zip(fast, plain, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if a[key] is None or isinstance(a[key], int):
+                assert a[key] == b[key], key
+            else:
+                assert math.isclose(a[key], b[key], rel_tol=rel, abs_tol=1e-6), (key, a[key], b[key])
+
+
+def test_channels_last_gives_the_plain_metrics(tmp_path):
+    plain = _metrics(tmp_path, "plain")
+    fast = _metrics(tmp_path, "nhwc", "--set", "run.channels_last=true")
+    _assert_close(fast, plain)
+
+
+@pytest.mark.slow
+def test_a_compiled_step_gives_the_plain_metrics(tmp_path):
+    plain = _metrics(tmp_path, "plain", "--set", "model.name=mlp")
+    fast = _metrics(tmp_path, "compiled", "--set", "model.name=mlp", "--set", "run.compile=compile")
+    _assert_close(fast, plain)
