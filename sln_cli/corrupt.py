@@ -143,8 +143,9 @@ def _check_request(
         noise.check_rate(rate)
     if mode == "dependent" and probs is None:
         raise SlnError(
-            "mode dependent needs --probs: an NxK .npy of softmax outputs averaged over training on clean labels, "
-            "or a run directory trained with --record-probs"
+            "mode dependent needs --probs (sln train: --set noise.probs=...): an NxK .npy of softmax outputs "
+            "averaged over training on clean labels, or a run directory trained with --record-probs "
+            "(e.g. `sln train --preset cifar10-clean`)"
         )
     if probs is not None and mode != "dependent":
         raise SlnError(f"--probs applies to mode dependent only, not {mode}; drop it")
