@@ -38,10 +38,16 @@ def _reports_errors(command: F) -> F:
         except SlnError as exc:
             if os.environ.get("SLN_DEBUG") == "1":
                 raise
-            print(f"error: {exc}", file=sys.stderr)
+            if _is_main_process():  # under torchrun every rank raises the same error: say it once
+                print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun (read from its environment, so this module needs no torch import)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _console(stderr: bool = False):
@@ -201,7 +207,8 @@ def train(
     from sln_cli.train import train as train_lib
 
     summary = train_lib(config, preset=preset, resume=resume, quiet=quiet)
-    _console().print(summary_table(summary))
+    if _is_main_process():
+        _console().print(summary_table(summary))
 
 
 def _str(path: Path | None) -> str | None:
@@ -238,18 +245,143 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command()
 @_reports_errors
-def evaluate() -> None:
-    """Measure checkpoints: accuracy and calibration (not yet available)."""
-    raise SlnError("`sln evaluate` is not yet available in this version")
+def evaluate(
+    targets: Annotated[
+        list[str], typer.Argument(metavar="RUN_OR_CHECKPOINT", help="Run directories or .pt files in one; globs ok.")
+    ],
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Checkpoint of each run directory: final (default), best, last or epoch-N.")
+    ] = None,
+    weights: Annotated[str, typer.Option(help="raw (SLN), ema (SLN-MO) or both.")] = "both",
+    split: Annotated[
+        str, typer.Option(help="test, val, or train (needs true labels; adds clean/mislabelled accuracy).")
+    ] = "test",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the reliability diagram (default: RUN/analysis of the first run).")
+    ] = None,
+    csv: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(help="FILE.npz of probs (N×K), labels, indices; with several runs or weights each file gets "
+                          "-<run>-<weights> before .npz."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list: one object per run and weights, then seed means.")
+    ] = False,
+) -> None:
+    """Accuracy and calibration of runs side by side (mean ± std over runs that differ only in their seed).
+
+    Top-1 (top-5 when K >= 20), NLL, Brier, ECE (15 equal-width bins), adaptive ECE (15 equal-mass bins), MCE.
+    """
+    from sln_cli import evaluate as evaluate_lib
+
+    evaluation = evaluate_lib.evaluate(
+        targets, checkpoint=checkpoint, weights=weights, split=split, out=out, csv_path=csv,
+        save_predictions=save_predictions, device=device, batch_size=batch_size,
+    )
+    if json_output:
+        _print_json(evaluation.rows)
+    else:
+        evaluate_lib.render(evaluation, _console())
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+analyze_app = typer.Typer(
+    name="analyze", help="Confidence and loss-landscape / sharpness statistics of trained runs.", no_args_is_help=True
+)
+app.add_typer(analyze_app)
+
+WeightsOption = Annotated[str, typer.Option(help="raw (SLN) or ema (SLN-MO) weights.")]
+CheckpointOption = Annotated[
+    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
+]
+OutOption = Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: RUN/analysis).")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+
+
+@analyze_app.command()
 @_reports_errors
-def analyze() -> None:
-    """Confidence and loss-landscape / sharpness statistics (not yet available)."""
-    raise SlnError("`sln analyze` is not yet available in this version")
+def confidence(
+    target: Annotated[str, typer.Argument(metavar="RUN_OR_CHECKPOINT", help="A run directory or a .pt file in one.")],
+    checkpoint: CheckpointOption = None,
+    weights: WeightsOption = "raw",
+    noise_rate: Annotated[
+        float | None, typer.Option(help="Flag the r·N highest losses (default r: the realised noise rate).")
+    ] = None,
+    out: OutOption = None,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Confidence of clean vs mislabelled training samples, and how well the loss spots the mislabelled ones.
+
+    Max-probability, entropy, margin; loss AUROC and precision/recall of the r·N highest losses; memorisation curve.
+    """
+    from sln_cli.analyze import commands
+
+    result = commands.analyze_confidence(
+        target, checkpoint=checkpoint, weights=weights, noise_rate=noise_rate, out=out, device=device,
+        batch_size=batch_size,
+    )
+    if json_output:
+        _print_json(result)
+    else:
+        commands.render_confidence(result, _console())
+
+
+@analyze_app.command()
+@_reports_errors
+def landscape(
+    targets: Annotated[
+        list[str], typer.Argument(metavar="RUN_OR_CHECKPOINT", help="Runs cut along the same directions.")
+    ],
+    checkpoint: CheckpointOption = None,
+    weights: WeightsOption = "raw",
+    points: Annotated[int, typer.Option(help="Points per axis over [-span, span] (and of the interpolation).")] = 21,
+    span: Annotated[float, typer.Option(help="Half-width of the cut, in filter-normalised units.")] = 1.0,
+    grid: Annotated[bool, typer.Option(help="Also the 2D points×points grid (slow; resumes if interrupted).")] = False,
+    samples: Annotated[int, typer.Option(help="Seeded subset of training samples the loss is measured on.")] = 2000,
+    labels: Annotated[str, typer.Option(help="Loss against the noisy labels trained on, or the true ones.")] = "noisy",
+    seed: Annotated[int, typer.Option(help="Seed of the directions, the subset and the estimators.")] = 0,
+    rho: Annotated[float, typer.Option(help="L2 radius for average- and worst-case sharpness.")] = 0.05,
+    top_k: Annotated[int, typer.Option(help="Number of top Hessian eigenvalues (Lanczos).")] = 3,
+    lanczos_iterations: Annotated[int, typer.Option(help="Most Lanczos steps (Hessian-vector products).")] = 30,
+    tolerance: Annotated[float, typer.Option(help="Relative residual at which Lanczos stops.")] = 1e-3,
+    hutchinson_samples: Annotated[int, typer.Option(help="Rademacher vectors for the Hessian trace.")] = 30,
+    sharpness_samples: Annotated[int, typer.Option(help="Random directions for average-case sharpness.")] = 10,
+    ascent_steps: Annotated[int, typer.Option(help="Gradient-ascent steps for worst-case sharpness.")] = 5,
+    interpolate: Annotated[
+        str | None, typer.Option(help="Also the loss on the line from each run to this run or checkpoint.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for PNGs and the resumable grid (default: RUN/analysis of the first).")
+    ] = None,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int, typer.Option(help="Batch size of the loss and Hessian passes.")] = 256,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (a list of them for several runs).")
+    ] = False,
+) -> None:
+    """Loss landscape and sharpness: Hessian eigenvalues and trace, sharpness within rho, 1D/2D cuts.
+
+    Seeded filter-normalised directions (Li et al. 2018), the same for every run given; PNG plots and JSON.
+    """
+    from sln_cli.analyze import commands
+
+    results = commands.analyze_landscape(
+        targets, checkpoint=checkpoint, interpolate=interpolate, out=out, device=device, progress=not json_output,
+        weights=weights, points=points, span=span, grid=grid, samples=samples, labels=labels, seed=seed, rho=rho,
+        top_k=top_k, lanczos_iterations=lanczos_iterations, tolerance=tolerance,
+        hutchinson_samples=hutchinson_samples, sharpness_samples=sharpness_samples, ascent_steps=ascent_steps,
+        batch_size=batch_size,
+    )
+    if json_output:
+        _print_json(results[0] if len(results) == 1 else results)
+    else:
+        commands.render_landscape(results, _console())
 
 
 @app.command()
@@ -259,11 +391,87 @@ def bench(
         Path | None, typer.Option(help="Real CIFAR-10 layout to benchmark on; synthetic data otherwise.")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    steps: Annotated[int, typer.Option(help="Training steps measured per contender and round.")] = 20,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Training steps measured per contender and round (default 2 on a CPU, 50 on a GPU)."),
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds; each contender reports its median.")] = 5,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: torch's choice); 1 gives per-core figures.")
+    ] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(help="clothing1m: measure the Clothing1M input pipelines (images/s per core) instead."),
+    ] = None,
+    images: Annotated[int, typer.Option(help="--pipeline: how many synthetic ~500×600 JPEGs to time.")] = 64,
+    # Internal knobs (tests run a tiny CNN at a small batch); the published figures use the defaults.
+    model: Annotated[str, typer.Option(hidden=True)] = "wrn-28-2",
+    eval_images: Annotated[int | None, typer.Option(hidden=True)] = None,
+    batch_size: Annotated[int, typer.Option(hidden=True)] = 128,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """Training throughput of sln against a re-creation of the official loop and the hardware ceiling."""
-    raise SlnError("`sln bench` is not yet available in this version")
+    """How fast this hardware trains: sln beside a re-creation of the official loop and the hardware ceiling.
+
+    Contenders (WRN-28-2, batch 128, one device, the same images) alternate in rounds; each reports its median.
+    --pipeline clothing1m times the Clothing1M input pipelines instead (official, ours, ours on `sln cache`).
+    """
+    from sln_cli.bench import report
+
+    if threads is not None:
+        if threads < 1:
+            raise SlnError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    if pipeline is not None:
+        if pipeline != "clothing1m":
+            raise SlnError(f"--pipeline knows only clothing1m, got {pipeline!r}")
+        if images < 1:
+            raise SlnError(f"--images must be at least 1, got {images}")
+        from sln_cli.bench.pipeline import benchmark_pipeline
+
+        result = benchmark_pipeline(images=images, device=device)
+        if json_output:
+            _print_json(result)
+        else:
+            report.render_pipeline(result, _console())
+        return
+    from sln_cli.bench.training import BenchSettings, benchmark_training
+
+    settings = BenchSettings(device=device, data_dir=data_dir, steps=steps, rounds=rounds, model=model,
+                             eval_images=eval_images, batch_size=batch_size)
+    result = benchmark_training(settings, console=_console(stderr=True))
+    if json_output:
+        _print_json(result)
+    else:
+        report.render_training(result, _console())
+
+
+@app.command()
+@_reports_errors
+def cache(
+    data_dir: Annotated[Path, typer.Option(help="The dataset folder to cache (Clothing1M or an image folder).")],
+    out: Annotated[Path, typer.Option(help="The cache folder; train with --data-dir pointing here.")],
+    size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.")] = 256,
+    quality: Annotated[int, typer.Option(help="JPEG quality of re-encoded JPEGs (other formats stay lossless).")] = 95,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: one per core; 0 = this one).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
+) -> None:
+    """Resize every image of a file-backed dataset once to a shorter side of 256, into a mirror of its folder.
+
+    Other files (annotation lists) are copied: train with --data-dir pointing at the cache. Run again to resume.
+    """
+    from sln_cli.data.cache import build_cache
+
+    if workers is None:
+        workers = os.cpu_count() or 1
+    summary = build_cache(data_dir, out, shorter_side=size, quality=quality, workers=workers, quiet=json_output,
+                          console=_console(stderr=True))
+    if json_output:
+        _print_json(summary)
+    else:
+        _console().print(f"{summary['resized']} images resized, {summary['copied']} files copied, "
+                         f"{summary['skipped']} already cached, in {summary['seconds']:.1f} s: {summary['out']}")
 
 
 def main() -> None:

@@ -1,0 +1,430 @@
+"""`sln analyze confidence` and `sln analyze landscape` on trained runs: load a checkpoint and its exact training
+data (`sln_cli.evaluate`), run the analyses of `sln_cli.analyze.*`, and return JSON-ready results beside PNGs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sln_cli import runs
+from sln_cli.analyze import Batch, mean_loss
+from sln_cli.analyze.confidence import confidence_report, confidence_scores
+from sln_cli.devices import resolve_device
+from sln_cli.errors import SlnError
+from sln_cli.evaluate import (
+    LoadedRun,
+    SplitData,
+    Target,
+    check_compatible,
+    check_datasets,
+    epoch_checkpoints,
+    file_label,
+    load_run,
+    load_states,
+    predict,
+    resolve_targets,
+    split_data,
+)
+from sln_cli.files import atomic_write, atomic_write_text
+
+CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
+LABELS = ("noisy", "true")
+
+
+def _out_dir(out: Path | None, target: Target) -> Path:
+    return Path(out) if out is not None else target.run_dir / "analysis"
+
+
+def _one_target(path: str | Path, checkpoint: str | None, what: str) -> Target:
+    targets = resolve_targets([path], checkpoint=checkpoint)
+    if len(targets) != 1:
+        raise SlnError(f"{what} takes one run or checkpoint; {path!r} matches {len(targets)}")
+    return targets[0]
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in ("raw", "ema"):
+        raise SlnError(f"unknown --weights {weights!r}; use raw or ema")
+
+
+def json_ready(value: Any) -> Any:
+    """Non-finite floats become None (JSON has no NaN or Infinity), numpy scalars and arrays plain Python."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# sln analyze confidence
+# --------------------------------------------------------------------------------------------------
+
+
+def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, weights: str = "raw",
+                       noise_rate: float | None = None, out: Path | None = None, device: str = "auto",
+                       batch_size: int | None = None) -> dict[str, Any]:
+    """Max-probability, entropy, margin and loss of clean vs mislabelled training samples, how well the loss
+    flags the mislabelled ones (AUROC; precision / recall of the r·N highest losses), and the memorisation curve."""
+    _check_weights(weights)
+    run = load_run(_one_target(target, checkpoint, "sln analyze confidence"), resolve_device(device))
+    data = split_data(run, "train")
+    batch_size = batch_size or run.config.run.eval_batch_size
+    probs = predict(run.network(weights), data.images, batch_size=batch_size)
+    report = confidence_report(probs, data.noisy, data.labels, noise_rate=noise_rate)
+    mislabelled = data.noisy != data.labels
+    out_dir, label = _out_dir(out, run.target), f"{file_label(run.target.name)}-{weights}"
+
+    from sln_cli.plots import plot_confidence_histograms, plot_memorisation
+
+    plots = {"histograms": str(out_dir / f"confidence-{label}.png")}
+    plot_confidence_histograms(plots["histograms"], confidence_scores(probs), mislabelled,
+                               title=f"{run.target.name} ({weights} weights, epoch {run.epoch}): clean vs mislabelled")
+    memorisation = memorisation_curve(run, data, batch_size=batch_size)
+    if memorisation["epochs"]:
+        plots["memorisation"] = str(out_dir / f"memorisation-{file_label(run.target.name)}.png")
+        plot_memorisation(plots["memorisation"], _memorisation_lines(memorisation),
+                          ylabel="fraction of mislabelled training samples",
+                          title=f"Memorisation of noisy labels: {run.target.name}")
+    detection = report.pop("detection")
+    return json_ready({
+        "run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
+        "epoch": run.epoch, "weights": weights, "split": "train", "num_samples": len(data.labels),
+        "num_mislabelled": int(mislabelled.sum()), "realised_noise_rate": float(mislabelled.mean()),
+        "auroc_loss": detection["auroc"], "detection": detection | {"score": "per-sample loss vs the noisy label",
+                                                                    "noise_rate": noise_rate},
+        "clean": _means(report, "clean"), "noisy": _means(report, "mislabelled"), "summaries": report,
+        "memorisation": memorisation, "plots": plots})
+
+
+def _means(report: dict[str, Any], group: str) -> dict[str, Any]:
+    names = ("max_probability", "entropy", "margin", "loss")
+    means = {f"mean_{name}": report[name][group]["mean"] for name in names}
+    return {"num_samples": report["loss"][group]["count"], **means}
+
+
+def memorisation_curve(run: LoadedRun, data: SplitData, *, batch_size: int) -> dict[str, Any]:
+    """Per epoch, the fraction of mislabelled training samples predicted as their noisy label and as their true
+    label, for raw and EMA weights, from `checkpoints/epoch-*.pt`; without them, metrics.jsonl's `memorized`
+    (raw network, training mode, augmented batches, measured during the epoch)."""
+    mislabelled = np.flatnonzero(data.noisy != data.labels)
+    paths = epoch_checkpoints(run.target.run_dir)
+    if paths and len(mislabelled):
+        subset = split_data(run, "train", subset=mislabelled)
+        curve: dict[str, Any] = {"source": "checkpoints", "epochs": []}
+        curve |= {weights: {"noisy_label": [], "true_label": []} for weights in ("raw", "ema")}
+        for path in paths:
+            states, epoch = load_states(path, run.device)
+            curve["epochs"].append(epoch)
+            for weights in ("raw", "ema"):
+                predicted = predict(run.network(weights, states[weights]), subset.images,
+                                    batch_size=batch_size).argmax(axis=1)
+                curve[weights]["noisy_label"].append(float(np.mean(predicted == subset.noisy)))
+                curve[weights]["true_label"].append(float(np.mean(predicted == subset.labels)))
+        return curve
+    rows = [row for row in runs.read_metrics(run.target.run_dir) if row.get("memorized") is not None]
+    return {"source": "metrics.jsonl" if rows else None, "epochs": [row["epoch"] for row in rows],
+            "raw": {"noisy_label": [row["memorized"] for row in rows], "true_label": None}, "ema": None}
+
+
+def _memorisation_lines(curve: dict[str, Any]) -> dict[str, tuple[list, list]]:
+    lines = {}
+    for weights in ("raw", "ema"):
+        for key, what in (("noisy_label", "noisy label (memorised)"), ("true_label", "true label")):
+            if curve.get(weights) and curve[weights][key] is not None:
+                during = " during training" if curve["source"] == "metrics.jsonl" else ""
+                lines[f"{weights}: predicted as {what}{during}"] = (curve["epochs"], curve[weights][key])
+    return lines
+
+
+def render_confidence(result: dict[str, Any], console: Any) -> None:
+    """Clean vs mislabelled means, the detection metrics, the last memorisation point, and the PNGs."""
+    from rich.table import Table
+
+    table = Table(title=f"sln analyze confidence: {result['name']} ({result['weights']} weights, epoch "
+                        f"{result['epoch']}, training split)")
+    for header in ("samples", "count", "max-prob", "entropy", "margin", "loss vs noisy label"):
+        table.add_column(header, justify="left" if header == "samples" else "right")
+    for name, group in (("clean", result["clean"]), ("mislabelled", result["noisy"])):
+        values = [group[f"mean_{key}"] for key in ("max_probability", "entropy", "margin", "loss")]
+        table.add_row(name, str(group["num_samples"]), *("-" if v is None else f"{v:.4f}" for v in values))
+    console.print(table)
+    detection = result["detection"]
+
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    console.print(f"loss flags mislabelled samples: AUROC {show(detection['auroc'])}; flagging the "
+                  f"{detection['flagged']} highest losses: precision {show(detection['precision'])}, "
+                  f"recall {show(detection['recall'])}", markup=False, highlight=False)
+    curve = result["memorisation"]
+    if curve["epochs"]:
+        raw = curve["raw"]["noisy_label"][-1]
+        console.print(f"memorised (raw, epoch {curve['epochs'][-1]}, from {curve['source']}): {raw:.2%}",
+                      markup=False, highlight=False)
+    for what, path in result["plots"].items():
+        console.print(f"{what}: {path}", markup=False, highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# sln analyze landscape
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LandscapeSettings:
+    weights: str = "raw"
+    points: int = 21  # per axis, over [-span, span]; the 2D grid is points x points
+    span: float = 1.0  # in units of the filter-normalised direction (1 = as large as each filter)
+    grid: bool = False
+    samples: int = 2000  # seeded subset of the training set
+    labels: str = "noisy"  # the loss of the labels trained on, or of the true labels
+    seed: int = 0  # directions, the subset, Lanczos, Hutchinson and the sharpness draws
+    rho: float = 0.05  # L2 radius of the sharpness ball (SAM's default)
+    top_k: int = 3
+    lanczos_iterations: int = 30
+    tolerance: float = 1e-3  # relative residual of the Ritz pairs
+    hutchinson_samples: int = 30
+    sharpness_samples: int = 10
+    ascent_steps: int = 5
+    batch_size: int = 256
+
+    def check(self) -> None:
+        problems = [flag for flag, bad in [
+            ("--points must be at least 2", self.points < 2), ("--span must be positive", self.span <= 0),
+            ("--samples must be at least 1", self.samples < 1), ("--rho must be positive", self.rho <= 0),
+            ("--top-k must be at least 1", self.top_k < 1),
+            ("--lanczos-iterations must be at least --top-k", self.lanczos_iterations < self.top_k),
+            ("--tolerance must be positive", self.tolerance <= 0),
+            ("--hutchinson-samples must be at least 2", self.hutchinson_samples < 2),
+            ("--sharpness-samples must be at least 2", self.sharpness_samples < 2),
+            ("--ascent-steps must be at least 1", self.ascent_steps < 1),
+            ("--batch-size must be at least 1", self.batch_size < 1)] if bad]
+        if self.labels not in LABELS:
+            problems.append(f"--labels must be noisy or true, not {self.labels!r}")
+        _check_weights(self.weights)
+        if problems:
+            raise SlnError("; ".join(problems))
+
+
+def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None = None,
+                      interpolate: str | Path | None = None, out: Path | None = None, device: str = "auto",
+                      progress: bool = True, **settings: Any) -> list[dict[str, Any]]:
+    """Loss along seeded filter-normalised directions (1D, optionally a resumable 2D grid), interpolation towards
+    another checkpoint, Hessian top eigenvalues and trace, and sharpness within rho, for each target; every run is
+    cut along the same directions (same seed and architecture) and plotted together. `settings`: the fields of
+    `LandscapeSettings`."""
+    options = LandscapeSettings(**settings)
+    options.check()
+    resolved = resolve_targets(targets, checkpoint=checkpoint)
+    check_datasets(resolved)
+    other = None if interpolate is None else _one_target(interpolate, None, "--interpolate")
+    torch_device = resolve_device(device)
+    out_dir = _out_dir(out, resolved[0])
+    results, curves, grids, paths, first = [], {}, {}, {}, None
+    for target in resolved:
+        run = load_run(target, torch_device)
+        first = first or replace(run, states={})  # keep its description, not its weights
+        check_compatible([first, run])
+        result, curve, grid, path = _landscape_of(run, options, other, out_dir, [t.checkpoint for t in resolved],
+                                                  progress)
+        results.append(result)
+        curves[target.name], paths[target.name] = curve, path
+        if grid is not None:
+            grids[target.name] = grid
+    samples = min(result["samples"] for result in results)  # every run has the same training set size
+    plots = _plot_landscapes(out_dir, curves, grids, paths, other, options, samples)
+    return [json_ready(result | {"plots": plots}) for result in results]
+
+
+def _landscape_of(run: LoadedRun, options: LandscapeSettings, other: Target | None, out_dir: Path,
+                  all_checkpoints: list[Path], progress: bool) -> tuple[dict, Any, Any, Any]:
+    """One run's numbers (a JSON-ready dict) and its 1D curve, 2D grid and interpolation (None when not asked)."""
+    model, (batches, subset) = run.network(options.weights), _training_batches(run, options)
+    result = {"run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
+              "epoch": run.epoch, "weights": options.weights, "labels": options.labels, "samples": len(subset),
+              "seed": options.seed, "loss": mean_loss(model, batches)}
+    curve, grid, interpolation = _cuts(run, model, batches, options, other, out_dir, all_checkpoints, progress)
+    result |= _sharpness(model, batches, options)
+    result |= {"directions": "Gaussian, filter-normalised (Li et al. 2018), biases and BatchNorm zero",
+               "span": [-options.span, options.span], "points": options.points,
+               "curve": [{"alpha": a, "loss": loss} for a, loss in zip(curve.coordinates, curve.losses, strict=True)]}
+    if grid is not None:
+        result["grid"] = {"alphas": grid.alphas, "betas": grid.betas, "losses": grid.losses}
+    if interpolation is not None:
+        points = zip(interpolation.coordinates, interpolation.losses, strict=True)
+        result["interpolation"] = {"to": str(other.checkpoint), "curve": [{"t": t, "loss": loss} for t, loss in points]}
+    return result, curve, grid, interpolation
+
+
+def _sharpness(model: torch.nn.Module, batches: list[Batch], options: LandscapeSettings) -> dict[str, Any]:
+    """Top Hessian eigenvalues (Lanczos), the Hutchinson trace, average- and worst-case sharpness within rho."""
+    from sln_cli.analyze.hessian import hessian_trace, top_eigenvalues
+    from sln_cli.analyze.landscape import sharpness_average, sharpness_worst_case
+
+    eigen = top_eigenvalues(model, batches, k=options.top_k, tolerance=options.tolerance,
+                            max_iterations=options.lanczos_iterations, seed=options.seed)
+    trace = hessian_trace(model, batches, samples=options.hutchinson_samples, seed=options.seed)
+    average = sharpness_average(model, batches, rho=options.rho, samples=options.sharpness_samples, seed=options.seed)
+    worst = sharpness_worst_case(model, batches, rho=options.rho, steps=options.ascent_steps, seed=options.seed)
+    return {"hessian_eigenvalues": eigen.eigenvalues, "hessian": eigen.to_dict() | {"method": "Lanczos"},
+            "hessian_trace": trace.estimate, "hessian_trace_stderr": trace.standard_error,
+            "hutchinson_samples": trace.samples, "rho": options.rho,
+            "sharpness_avg": average.increase, "sharpness_avg_stderr": average.standard_error,
+            "sharpness_worst": worst.increase, "sharpness": {"average": average.to_dict(), "worst": worst.to_dict()}}
+
+
+def _cuts(run: LoadedRun, model: torch.nn.Module, batches: list[Batch], options: LandscapeSettings,
+          other: Target | None, out_dir: Path, all_checkpoints: list[Path], progress: bool) -> tuple[Any, Any, Any]:
+    """The 1D curve, the resumable 2D grid (with --grid) and the interpolation (with --interpolate)."""
+    from sln_cli.analyze.landscape import interpolate_states, loss_curve, random_direction
+
+    generator = torch.Generator().manual_seed(options.seed)  # same seed, same architecture: same directions
+    direction_x, direction_y = random_direction(model, generator), random_direction(model, generator)
+    curve = loss_curve(model, batches, direction_x, span=(-options.span, options.span), points=options.points)
+    grid = interpolation = None
+    if options.grid:
+        stem = out_dir / f"landscape-grid-{file_label(run.target.name)}-{options.weights}"
+        grid = _resumable_grid(model, batches, direction_x, direction_y, options, stem,
+                               _grid_fingerprint(run, options, all_checkpoints), progress, run.target.name)
+    if other is not None:
+        end, _ = load_states(other.checkpoint, run.device)
+        interpolation = interpolate_states(model, batches, run.states[options.weights], end[options.weights],
+                                           points=options.points)
+    return curve, grid, interpolation
+
+
+def _training_batches(run: LoadedRun, options: LandscapeSettings) -> tuple[list[Batch], np.ndarray]:
+    """A seeded subset of `samples` training samples as fixed (inputs, labels) batches on the run's device."""
+    size = len(run.trainset.noisy)
+    subset = np.sort(np.random.default_rng(options.seed).choice(size, size=min(options.samples, size), replace=False))
+    data = split_data(run, "train", subset=subset, true_labels=options.labels == "true")
+    labels = torch.as_tensor(data.noisy if options.labels == "noisy" else data.labels, device=run.device)
+    order = torch.arange(len(subset), device=run.device)
+    return [(images, labels[index]) for images, index in data.images.batches(order, options.batch_size)], subset
+
+
+def _grid_fingerprint(run: LoadedRun, options: LandscapeSettings, all_checkpoints: list[Path]) -> dict[str, Any]:
+    """What a saved partial grid must have been computed with to be resumed."""
+    stat = run.target.checkpoint.stat()
+    return {"runs": [str(path.resolve()) for path in all_checkpoints],
+            "checkpoint": str(run.target.checkpoint.resolve()), "checkpoint_bytes": stat.st_size,
+            "checkpoint_mtime_ns": stat.st_mtime_ns, "weights": options.weights, "seed": options.seed,
+            "span": options.span, "points": options.points, "samples": options.samples, "labels": options.labels}
+
+
+def _resumable_grid(model: torch.nn.Module, batches: list[Batch], direction_x: dict, direction_y: dict,
+                    options: LandscapeSettings, stem: Path, fingerprint: dict[str, Any], progress: bool,
+                    name: str) -> Any:
+    """The 2D grid, saved (atomically) after every point as STEM.npy with its settings in STEM.json; a re-run
+    with the same settings resumes from it (or returns it at once when it is complete)."""
+    from sln_cli.analyze.landscape import loss_surface
+
+    grid_path, meta_path = stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
+    partial = _saved_grid(grid_path, meta_path, fingerprint, (options.points, options.points))
+    if partial is None:  # grid first, then settings: a kill in between never pairs new settings with an old grid
+        _save_grid(grid_path, np.full((options.points, options.points), np.nan))
+        atomic_write_text(meta_path, json.dumps(fingerprint, indent=2) + "\n")
+    span = (-options.span, options.span)
+    with _grid_progress(progress, name, options.points ** 2, partial) as advance:
+        def on_point(done: int, total: int, losses: np.ndarray) -> None:
+            _save_grid(grid_path, losses)
+            advance(done)
+
+        return loss_surface(model, batches, direction_x, direction_y, span_x=span, span_y=span,
+                            points_x=options.points, points_y=options.points, partial=partial, on_point=on_point)
+
+
+def _saved_grid(grid_path: Path, meta_path: Path, fingerprint: dict[str, Any], shape: tuple[int, int]
+                ) -> np.ndarray | None:
+    try:
+        if json.loads(meta_path.read_text(encoding="utf-8")) != fingerprint:
+            return None
+        partial = np.load(grid_path, allow_pickle=False)
+    except (OSError, ValueError):  # missing, unreadable or truncated: start over
+        return None
+    return partial if partial.shape == shape else None
+
+
+def _save_grid(path: Path, losses: np.ndarray) -> None:
+    with atomic_write(path, "wb") as f:
+        np.save(f, losses)
+
+
+@contextlib.contextmanager
+def _grid_progress(show: bool, name: str, total: int, partial: np.ndarray | None):
+    """A rich progress bar on stderr (stdout stays for tables and JSON); `advance(done)` moves it."""
+    if not show:
+        yield lambda done: None
+        return
+    from rich import progress as rich_progress
+    from rich.console import Console
+
+    done = 0 if partial is None else int(np.count_nonzero(~np.isnan(partial)))
+    columns = (rich_progress.TextColumn("[bold]{task.description}"), rich_progress.BarColumn(),
+               rich_progress.MofNCompleteColumn(), rich_progress.TimeElapsedColumn(),
+               rich_progress.TimeRemainingColumn())
+    with rich_progress.Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        resumed = f" (resumed at {done})" if done else ""
+        task = bar.add_task(f"2D grid {name}{resumed}", total=total, completed=done)
+        yield lambda count: bar.update(task, completed=count)
+
+
+def _plot_landscapes(out_dir: Path, curves: dict, grids: dict, interpolations: dict, other: Target | None,
+                     options: LandscapeSettings, samples: int) -> dict[str, str]:
+    from sln_cli.plots import plot_landscape_curves, plot_landscape_surfaces
+
+    where = f"{options.weights} weights, {samples} samples, {options.labels} labels, seed {options.seed}"
+    plots = {"curves": str(out_dir / f"landscape-curve-{options.weights}.png")}
+    plot_landscape_curves(plots["curves"], curves, title=f"Loss along a random filter-normalised direction\n{where}")
+    if grids:
+        plots["surfaces"] = str(out_dir / f"landscape-surface-{options.weights}.png")
+        plot_landscape_surfaces(plots["surfaces"], grids, max_loss=CONTOUR_MAX_LOSS,
+                                title=f"Loss surface on shared levels: {where}")
+    if other is not None:
+        plots["interpolation"] = str(out_dir / f"landscape-interpolation-{options.weights}.png")
+        plot_landscape_curves(plots["interpolation"], interpolations, xlabel=f"t (0 = run, 1 = {other.name})",
+                              title=f"Linear interpolation towards {other.name}\n{where}")
+    return plots
+
+
+def render_landscape(results: list[dict[str, Any]], console: Any) -> None:
+    """One row of sharpness numbers per run, then the PNGs."""
+    from rich.table import Table
+
+    first = results[0]
+    table = Table(title="sln analyze landscape", caption=(
+        f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos tolerance "
+        f"{first['hessian']['tolerance']:g}; Hutchinson {first['hutchinson_samples']} Rademacher vectors; "
+        f"sharpness within rho {first['rho']:g}"))
+    for header in ("run", "weights", "loss", "top eigenvalues", "trace ± s.e.", "avg sharpness ± s.e.",
+                   "worst sharpness"):
+        table.add_column(header, justify="left" if header in ("run", "weights") else "right")
+    for result in results:
+        eigen = ", ".join(f"{value:.4g}" for value in result["hessian_eigenvalues"])
+        if not result["hessian"]["converged"]:
+            eigen += " (not converged)"
+        table.add_row(result["name"], result["weights"], _number(result["loss"]), eigen,
+                      f"{_number(result['hessian_trace'])} ± {_number(result['hessian_trace_stderr'])}",
+                      f"{_number(result['sharpness_avg'])} ± {_number(result['sharpness_avg_stderr'])}",
+                      _number(result["sharpness_worst"]))
+    console.print(table)
+    for what, path in first["plots"].items():
+        console.print(f"{what}: {path}", markup=False, highlight=False)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
