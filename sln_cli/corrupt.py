@@ -267,7 +267,8 @@ def inspect(
 ) -> dict:
     """Summarise an existing label file (ours, an official SLN CSV, or CIFAR-N); check it against `dataset`."""
     labels = read_label_file(path, label_set=label_set)
-    assert labels.clean is not None, "every supported format carries the clean labels"
+    if labels.clean is None:
+        raise SlnError(f"{path} has no `label` column (the true labels are unknown), so its noise cannot be measured")
     manifest = labels.manifest
     num_classes = manifest.get("num_classes")
     classes: tuple[str, ...] | None = None

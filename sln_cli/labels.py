@@ -56,13 +56,13 @@ def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise SlnError(f"the output {path} must end in .csv (its manifest is written beside it as .json)")
-    assert labels.clean is not None and labels.clean.shape == labels.noisy.shape, "clean and noisy labels must pair"
+    assert labels.clean is None or labels.clean.shape == labels.noisy.shape, "clean and noisy labels must pair"
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         **manifest,
         "num_samples": int(labels.noisy.size),
-        "sha256_clean": sha256_labels(labels.clean),
+        "sha256_clean": None if labels.clean is None else sha256_labels(labels.clean),
         "sha256_noisy": sha256_labels(labels.noisy),
     }
     if labels.source_index is not None:
@@ -87,8 +87,9 @@ def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest
 
 
 def _csv_text(labels: NoisyLabels) -> str:
-    columns = [labels.clean, labels.noisy]
-    header = "label,label_noisy"
+    """`label,label_noisy[,source_index]`; without true labels (Clothing1M's own) the `label` column is left out."""
+    columns = [labels.noisy] if labels.clean is None else [labels.clean, labels.noisy]
+    header = "label_noisy" if labels.clean is None else "label,label_noisy"
     if labels.source_index is not None:
         columns.append(labels.source_index)
         header += ",source_index"
@@ -130,9 +131,10 @@ def _read_csv(path: Path) -> NoisyLabels:
     if not rows:
         raise SlnError(f"{path} is empty; expected a header `label,label_noisy` and one row per training sample")
     header = [cell.strip() for cell in rows[0]]
-    if "label" not in header or "label_noisy" not in header:
+    if "label_noisy" not in header:
         raise SlnError(f"{path} has header {','.join(header)!r}; expected columns `label,label_noisy`")
-    wanted = [header.index(name) for name in ("label", "label_noisy", "source_index") if name in header]
+    names = [name for name in ("label", "label_noisy", "source_index") if name in header]
+    wanted = [header.index(name) for name in names]
     values = np.empty((len(rows) - 1, len(wanted)), dtype=np.int64)
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
@@ -147,11 +149,17 @@ def _read_csv(path: Path) -> NoisyLabels:
                 f"{path} line {line} holds a value that is not an integer class: {','.join(row)!r}; "
                 "the file is malformed; regenerate or re-download it"
             ) from None
-    if values.size and values[:, :2].min() < 0:
-        line = int(np.argmax(values[:, :2].min(axis=1) < 0)) + 2
+    classes = values[:, [names.index(n) for n in names if n != "source_index"]]
+    if classes.size and classes.min() < 0:
+        line = int(np.argmax(classes.min(axis=1) < 0)) + 2
         raise SlnError(f"{path} line {line} holds a negative class; labels must be 0..K-1")
-    source_index = values[:, 2].copy() if len(wanted) == 3 else None
-    return NoisyLabels(noisy=values[:, 1].copy(), clean=values[:, 0].copy(), source_index=source_index, manifest={})
+
+    def column(name: str) -> np.ndarray | None:
+        return values[:, names.index(name)].copy() if name in names else None
+
+    # No `label` column: the true labels are unknown (a run on Clothing1M's own noisy labels).
+    return NoisyLabels(noisy=column("label_noisy"), clean=column("label"), source_index=column("source_index"),
+                       manifest={})
 
 
 def _read_manifest(json_path: Path) -> dict:
@@ -179,14 +187,14 @@ def _verify_manifest(path: Path, labels: NoisyLabels) -> None:
         ("sha256_source_index", labels.source_index),
     ]
     for key, vector in checks:
-        if key in manifest and (vector is None or sha256_labels(vector) != manifest[key]):
+        if manifest.get(key) is not None and (vector is None or sha256_labels(vector) != manifest[key]):
             raise SlnError(
                 f"{path} does not match its manifest {manifest_path(path).name} ({key} differs): the file was "
                 "edited after it was written; regenerate it, or delete the manifest to use it as a plain CSV"
             )
     num_classes = manifest.get("num_classes")
     if isinstance(num_classes, int) and labels.noisy.size:
-        top = int(max(labels.noisy.max(), labels.clean.max()))
+        top = int(max(v.max() for v in (labels.noisy, labels.clean) if v is not None))
         if top >= num_classes:
             raise SlnError(f"{path} holds class {top} but its manifest says {num_classes} classes; regenerate it")
 

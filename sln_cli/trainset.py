@@ -24,6 +24,7 @@ class TrainSet:
     labels: NoisyLabels  # the whole label file, before limits: written into the run directory
     manifest: dict  # its manifest
     train_indices: np.ndarray  # positions of the kept training samples in the full training split
+    test_indices: np.ndarray  # positions of the kept test samples in the full test split
 
 
 def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
@@ -38,7 +39,7 @@ def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
         dataset, train=_take(dataset.train, train_indices), test=_take(dataset.test, test_indices)
     )
     clean = None if labels.clean is None else labels.clean[train_indices]
-    return TrainSet(dataset, labels.noisy[train_indices], clean, labels, manifest, train_indices)
+    return TrainSet(dataset, labels.noisy[train_indices], clean, labels, manifest, train_indices, test_indices)
 
 
 def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tuple[NoisyLabels, dict, Dataset | None]:

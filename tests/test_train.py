@@ -156,3 +156,26 @@ def test_a_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoi
     saved = torch.load(run / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_file_backed_dataset_with_a_validation_split_selects_on_it(tmp_path):
+    """imagefolder goes through DataLoader workers; its labels are the only truth, and val drives best.pt."""
+    from tests.synthetic import write_imagefolder
+
+    root = write_imagefolder(tmp_path / "images", n_train=8, n_test=4, n_val=4, size=(12, 12))
+    run = tmp_path / "r"
+    result = runner.invoke(app, [
+        "train", "--set", "data.dataset=imagefolder", "--data-dir", str(root), "--set", "model.name=mlp",
+        "--set", "data.resize=12", "--set", "data.crop=8", "--set", "data.workers=0", "--set", "data.padding=0",
+        "--set", "noise.mode=none", "--set", "optim.batch_size=8", "--epochs", "2", "--device", "cpu",
+        "--sigma", "0.5", "--quiet", "--out", str(run),
+    ])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["train_samples"] == 24 and rows[0]["train_acc_clean"] is None and rows[0]["memorized"] is None
+    assert 0.0 <= rows[-1]["val_acc_ema"] <= 1.0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["selection"] == "val_acc_ema"
+    assert summary["best"]["val_acc_ema"] == max(r["val_acc_ema"] for r in rows)
+    assert (run / "best.pt").is_file()
+    assert (run / "labels.csv").read_text().splitlines()[0] == "label_noisy"  # no truth to record
