@@ -196,27 +196,27 @@ def test_errors_are_one_line_with_exit_code_1(tiny_runs, tmp_path) -> None:
 
 
 def test_train_split_without_true_labels_is_an_error(tiny_runs, monkeypatch) -> None:
-    import sln_cli.evaluate as evaluate_lib
+    import sln_cli.checkpoints as checkpoints
 
-    real = evaluate_lib.build_trainset
+    real = checkpoints.build_trainset
 
     def without_truth(data, noise):  # as for Clothing1M, whose labels are themselves noisy
         return dataclasses.replace(real(data, noise), clean=None)
 
-    monkeypatch.setattr(evaluate_lib, "build_trainset", without_truth)
+    monkeypatch.setattr(checkpoints, "build_trainset", without_truth)
     assert_one_line_error(["evaluate", str(tiny_runs["sln-0"]), "--split", "train"], "no true labels")
 
 
 def test_val_split_of_a_dataset_that_has_one(tiny_runs, monkeypatch, tmp_path) -> None:
-    import sln_cli.evaluate as evaluate_lib
+    import sln_cli.checkpoints as checkpoints
 
-    real = evaluate_lib.build_trainset
+    real = checkpoints.build_trainset
 
     def with_validation(data, noise):  # digits has no validation split: lend it the test split as one
         trainset = real(data, noise)
         return dataclasses.replace(trainset, dataset=dataclasses.replace(trainset.dataset, val=trainset.dataset.test))
 
-    monkeypatch.setattr(evaluate_lib, "build_trainset", with_validation)
+    monkeypatch.setattr(checkpoints, "build_trainset", with_validation)
     test = evaluate_json(str(tiny_runs["sln-0"]), "--out", str(tmp_path))
     val = evaluate_json(str(tiny_runs["sln-0"]), "--split", "val", "--out", str(tmp_path))
     assert [row["split"] for row in val] == ["val", "val"]

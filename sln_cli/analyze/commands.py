@@ -1,5 +1,5 @@
 """`sln analyze confidence` and `sln analyze landscape` on trained runs: load a checkpoint and its exact training
-data (`sln_cli.evaluate`), run the analyses of `sln_cli.analyze.*`, and return JSON-ready results beside PNGs.
+data (`sln_cli.checkpoints`), run the analyses of `sln_cli.analyze.*`, and return JSON-ready results beside PNGs.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import torch
 from sln_cli import runs
 from sln_cli.analyze import Batch, mean_loss
 from sln_cli.analyze.confidence import confidence_report, confidence_scores
-from sln_cli.devices import resolve_device
-from sln_cli.errors import SlnError
-from sln_cli.evaluate import (
+from sln_cli.checkpoints import (
     LoadedRun,
     SplitData,
     Target,
@@ -34,6 +32,8 @@ from sln_cli.evaluate import (
     resolve_targets,
     split_data,
 )
+from sln_cli.devices import resolve_device
+from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_text
 
 CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
