@@ -51,7 +51,7 @@ def _bench(*args: str) -> dict:
 def test_bench_reports_every_figure(tmp_path: Path, real_data: bool) -> None:
     args = ["--data-dir", str(write_cifar10(tmp_path, n_train=40, n_test=10))] if real_data else []
     result = _bench(*TINY, *args)
-    for key in REQUIRED + ("sln_fp32_cl_ips", "reference_eval_seconds_per_epoch", "eval_forward_seconds_per_epoch"):
+    for key in REQUIRED + ("sln_fp32_nchw_ips", "reference_eval_seconds_per_epoch", "eval_forward_seconds_per_epoch"):
         assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
     assert result["fast_precision"] in ("bf16+channels_last", "fp32+channels_last")
     assert result["device"].startswith("cpu")

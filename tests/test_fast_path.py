@@ -36,7 +36,7 @@ def _assert_close(fast, plain, rel=1e-4):
 
 
 def test_channels_last_gives_the_plain_metrics(tmp_path):
-    plain = _metrics(tmp_path, "plain")
+    plain = _metrics(tmp_path, "plain", "--set", "run.channels_last=false")
     fast = _metrics(tmp_path, "nhwc", "--set", "run.channels_last=true")
     _assert_close(fast, plain)
 

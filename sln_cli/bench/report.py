@@ -7,7 +7,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-_CONTENDERS = ("reference", "sln_fp32", "sln_fp32_cl", "sln_fast", "ceiling_fp32", "ceiling_fast")
+from sln_cli.config import Config
+
+_CONTENDERS = ("reference", "sln_fp32", "sln_fp32_nchw", "sln_fast", "ceiling_fp32", "ceiling_fast")
+_FP32 = "fp32+channels_last" if Config().run.channels_last else "fp32"  # the layout `sln train` uses by default
 _LEGEND = ("reference: the official loop re-created; sln: `sln train`'s training pass (data, augmentation, step, "
            "EMA); ceiling: forward + backward + step on one resident batch; CL: channels-last.")
 
@@ -24,7 +27,7 @@ def render_training(result: dict[str, Any], console: Console) -> None:
     ceilings = {"sln_fp32": "ceiling_fp32", "sln_fast": "ceiling_fast"}
     for name in _CONTENDERS:
         ips = result[f"{name}_ips"]
-        precision = {"sln_fp32_cl": "fp32+channels_last"}.get(name, fast if name.endswith("fast") else "fp32")
+        precision = fast if name.endswith("fast") else "fp32" if name in ("reference", "sln_fp32_nchw") else _FP32
         versus_ceiling = f"{ips / result[ceilings[name] + '_ips']:.2f}" if name in ceilings else ""
         table.add_row(name, _short(precision), f"{ips:,.1f}", f"{ips / reference:.2f}", versus_ceiling,
                       " ".join(f"{value:,.0f}" for value in result["per_round"][name]))
