@@ -181,6 +181,7 @@ def train(
     ] = None,
     print_config: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output; only errors and the final table.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out (a run directory only).")] = False,
 ) -> None:
     """Train SLN / SLN-MO / SLN-MO-LC; writes a run directory (config, metrics, checkpoints, summary)."""
     from sln_cli import config as config_lib
@@ -206,7 +207,7 @@ def train(
     from sln_cli.progress import summary_table
     from sln_cli.train import train as train_lib
 
-    summary = train_lib(config, preset=preset, resume=resume, quiet=quiet)
+    summary = train_lib(config, preset=preset, resume=resume, quiet=quiet, overwrite=overwrite)
     if _is_main_process():
         _console().print(summary_table(summary))
 

@@ -19,6 +19,7 @@ import datetime
 import io
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,11 +35,18 @@ CONFIG, META, METRICS, SUMMARY, PROBS = "config.yaml", "meta.json", "metrics.jso
 CHECKPOINT, FINAL, BEST = "checkpoint.pt", "final.pt", "best.pt"
 
 
-def new_run_dir(out: str | None, preset: str | None, root: Path = Path("runs")) -> Path:
+def new_run_dir(out: str | None, preset: str | None, root: Path = Path("runs"), *, overwrite: bool = False) -> Path:
+    """`out`, or `runs/<preset>-<timestamp>`; an existing run in `out` is replaced only with `overwrite`."""
     if out is not None:
         path = Path(out)
         if path.exists() and any(path.iterdir()):
-            raise SlnError(f"run directory {path} is not empty; pick another --out or continue it with --resume {path}")
+            if not overwrite:
+                raise SlnError(f"run directory {path} is not empty; pick another --out, replace it with "
+                               f"--overwrite, or continue it with --resume {path}")
+            if not (path / CONFIG).is_file():
+                raise SlnError(f"--overwrite replaces run directories only, and {path} holds no {CONFIG}; "
+                               "pick another --out")
+            shutil.rmtree(path)
         return path
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = Path(preset).stem if preset else "default"

@@ -78,7 +78,7 @@ class State:
 
 
 def train(config: Config, *, preset: str | None = None, resume: Path | None = None, quiet: bool = False,
-          console: Any = None) -> dict[str, Any]:
+          overwrite: bool = False, console: Any = None) -> dict[str, Any]:
     """Train as `config` says; write the run directory; return the summary (also in summary.json).
 
     Under torchrun every process calls this and gets the same summary; only rank 0 writes and shows progress.
@@ -86,11 +86,12 @@ def train(config: Config, *, preset: str | None = None, resume: Path | None = No
     world = distributed.detect()
     device = distributed.device_for(world, config.run.device, sync_batchnorm=config.run.sync_batchnorm)
     with distributed.process_group(world, device):
-        return _train(config, world, device, preset=preset, resume=resume, quiet=quiet, console=console)
+        return _train(config, world, device, preset=preset, resume=resume, quiet=quiet, overwrite=overwrite,
+                      console=console)
 
 
 def _train(config: Config, world: World, device: torch.device, *, preset: str | None, resume: Path | None,
-           quiet: bool, console: Any) -> dict[str, Any]:
+           quiet: bool, overwrite: bool, console: Any) -> dict[str, Any]:
     if config.run.cpu_threads > 0:
         torch.set_num_threads(config.run.cpu_threads)
     _make_deterministic(config.run.seed)
@@ -102,7 +103,8 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
         run_dir = resume
         _restore(state, run_dir, device, world)  # every rank loads the checkpoint
     else:  # rank 0 names the directory (timestamps differ across ranks) and writes it
-        made = distributed.from_main(world, lambda: str(_start_run_dir(config, preset, trainset, device, world)))
+        made = distributed.from_main(
+            world, lambda: str(_start_run_dir(config, preset, trainset, device, world, overwrite)))
         run_dir = Path(made)
     state.ddp = distributed.wrap(state.model, world, device, sync_batchnorm=config.run.sync_batchnorm)
     state.compiled = _compiled(state.model if state.ddp is None else state.ddp, config.run.compile, device)
@@ -401,8 +403,8 @@ def _image_shape(dataset, config: Config) -> tuple[int, int]:
 
 
 def _start_run_dir(config: Config, preset: str | None, trainset: TrainSet, device: torch.device,
-                   world: World) -> Path:
-    run_dir = runs.new_run_dir(config.run.out, preset)
+                   world: World, overwrite: bool) -> Path:
+    run_dir = runs.new_run_dir(config.run.out, preset, overwrite=overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / runs.CONFIG, dump(config))
     runs.write_meta(run_dir, device=str(device), seed=config.run.seed,

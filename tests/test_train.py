@@ -136,6 +136,21 @@ def test_user_mistakes_are_one_line_errors(tmp_path, args, message):
     assert not out.exists()
 
 
+def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path):
+    run = tmp_path / "r"
+    _train("--epochs", "1", "--out", str(run))
+    result = runner.invoke(app, ["train", *TINY, "--epochs", "1", "--out", str(run)])
+    assert result.exit_code == 1 and "--overwrite" in result.stderr
+    _train("--epochs", "2", "--out", str(run), "--overwrite")
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    result = runner.invoke(app, ["train", *TINY, "--epochs", "1", "--out", str(other), "--overwrite"])
+    assert result.exit_code == 1 and "run directories only" in result.stderr
+    assert (other / "mine.txt").read_text() == "keep me"
+
+
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
     result = runner.invoke(app, ["train", "--resume", str(tmp_path), "--quiet"])
     assert result.exit_code == 1 and "not a run directory" in result.stderr
