@@ -260,7 +260,7 @@ def _place(split: Any, run: LoadedRun) -> DeviceImages | FileImages:
     if split.images is not None:
         return DeviceImages(split.images.to(run.device), dataset.mean, dataset.std)
     return FileImages(split, dataset.mean, dataset.std, device=run.device, resize=data.resize, crop=data.crop,
-                      workers=data.workers)
+                      workers=data.workers, gpu_decode=data.gpu_decode)
 
 
 @torch.inference_mode()

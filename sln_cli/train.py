@@ -361,7 +361,7 @@ def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Sp
                                 channels_last=run.channels_last, cache_plain=cache)
         return FileImages(split, dataset.mean, dataset.std, device=device, resize=config.data.resize,
                           crop=config.data.crop, workers=config.data.workers, dtype=dtype,
-                          channels_last=run.channels_last)
+                          channels_last=run.channels_last, gpu_decode=config.data.gpu_decode)
 
     def labels(split) -> Tensor:
         return torch.as_tensor(np.asarray(split.labels), dtype=torch.int64, device=device)

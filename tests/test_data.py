@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sln_cli.data import DATASETS, FileList, Split, load_dataset
+from sln_cli.data.augment import normalize
 from sln_cli.data.clothing1m import CLASSES as CLOTHING_CLASSES
 from sln_cli.data.clothing1m import balanced_indices
 from sln_cli.data.files import FileDataset, decode_image, eval_transform, train_transform
@@ -313,8 +314,8 @@ def test_clothing1m_missing_image_fails_only_when_decoded(tmp_path: Path) -> Non
     write_clothing1m(tmp_path)
     dataset = load_dataset("clothing1m", tmp_path)  # nothing is opened while listing
     dataset.train.files[1].unlink()
-    items = FileDataset(dataset.train, eval_transform(dataset.mean, dataset.std, resize=16, crop=12))
-    assert items[0][0].shape == (3, 12, 12)
+    items = FileDataset(dataset.train, eval_transform(resize=16, crop=12))
+    assert items[0][0].shape == (3, 12, 12) and items[0][0].dtype == torch.uint8
     with pytest.raises(SlnError, match=f"cannot decode image {dataset.train.files[1]}"):
         items[1]
 
@@ -358,14 +359,16 @@ def test_balanced_indices_is_uniform_and_seeded() -> None:
 # ---------------------------------------------------------------------------------------------- pipelines
 
 
-def test_eval_transform_normalises_a_flat_image(tmp_path: Path) -> None:
+def test_file_image_dataset_normalises_a_flat_image(tmp_path: Path) -> None:
     from PIL import Image
+
+    from sln_cli.data.files import FileImageDataset
 
     path = tmp_path / "flat.png"
     Image.fromarray(np.full((20, 30, 3), (51, 102, 204), np.uint8)).save(path)
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.2)
-    out = FileDataset(Split(labels=np.zeros(1, np.int64), files=(path,)), eval_transform(mean, std, resize=8, crop=6))
-    image, index = out[0]
+    split = Split(labels=np.zeros(1, np.int64), files=(path,))
+    image, index = FileImageDataset(split, mean=mean, std=std, train=False, resize=8, crop=6)[0]
     assert index == 0 and image.shape == (3, 6, 6) and image.dtype == torch.float32
     expected = (torch.tensor([51, 102, 204]) / 255 - torch.tensor(mean)) / torch.tensor(std)
     torch.testing.assert_close(image.mean(dim=(1, 2)), expected, atol=1e-5, rtol=0)
@@ -377,15 +380,16 @@ def test_train_transform_crops_and_flips(tmp_path: Path) -> None:
     path = tmp_path / "ramp.png"
     ramp = np.tile(np.arange(0, 240, 15, dtype=np.uint8)[None, :, None], (16, 1, 3))  # brighter to the right
     Image.fromarray(ramp).save(path)
-    transform = train_transform((0.0,) * 3, (1.0,) * 3, resize=16, crop=16)  # no crop: only the flip is random
+    transform = train_transform(resize=16, crop=16)  # no crop: only the flip is random
+    image = decode_image(path)
     torch.manual_seed(0)
-    rows = [transform(Image.open(path))[0, 0] for _ in range(200)]
+    rows = [transform(image)[0, 0] for _ in range(200)]
     unflipped = np.mean([bool(row[-1] > row[0]) for row in rows])
     # A fair flip: the unflipped share of 200 draws has sd 0.035; allow 4 sd.
     assert abs(unflipped - 0.5) < 0.14
-    assert train_transform((0.5,) * 3, (0.5,) * 3, resize=20, crop=8)(Image.open(path)).shape == (3, 8, 8)
+    assert train_transform(resize=20, crop=8)(image).shape == (3, 8, 8)
     with pytest.raises(SlnError, match="crop size"):
-        train_transform((0.5,), (0.5,), resize=8, crop=9)
+        train_transform(resize=8, crop=9)
 
 
 def test_corrupt_image_is_named(tmp_path: Path) -> None:
@@ -416,8 +420,8 @@ def test_file_image_dataset_picks_the_pipeline(tmp_path: Path) -> None:
 
     dataset = load_dataset("imagefolder", write_imagefolder(tmp_path, classes=("a", "b"), size=(40, 30)))
     evaluated = FileImageDataset(dataset.test, mean=dataset.mean, std=dataset.std, train=False, resize=24, crop=20)
-    by_hand = FileDataset(dataset.test, eval_transform(dataset.mean, dataset.std, resize=24, crop=20))
-    torch.testing.assert_close(evaluated[3][0], by_hand[3][0], rtol=0, atol=0)
+    by_hand = FileDataset(dataset.test, eval_transform(resize=24, crop=20))[3][0]  # (3, 20, 20) uint8
+    torch.testing.assert_close(evaluated[3][0], normalize(by_hand[None], dataset.mean, dataset.std)[0], rtol=0, atol=0)
     trained = FileImageDataset(dataset.train, mean=dataset.mean, std=dataset.std, train=True, resize=24, crop=20)
     image, index = trained[2]
     assert image.shape == (3, 20, 20) and index == 2 and len(trained) == len(dataset.train)

@@ -2,8 +2,9 @@
 of Clothing1M's sizes (about 500×600), on the originals and on the one-time resized cache (`sln cache`).
 
 Official (noise_clothing1m_train.py): PIL decode → Resize(256) → RandomCrop(224) → RandomHorizontalFlip → ToTensor →
-Normalize, one image at a time. Ours: `torchvision.io.decode_jpeg` → resize and crop/flip on uint8 tensors → one
-uint8 batch, normalised on the device (on a GPU the decode itself runs there too).
+Normalize, one image at a time. Ours, `sln train`'s own functions (`sln_cli.data.files`): `torchvision.io.decode_jpeg`
+→ resize and crop/flip on uint8 tensors → one uint8 batch, normalised on the device (on a GPU the decode itself runs
+there too).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from torch import Tensor
 
 from sln_cli.bench import hardware
 from sln_cli.data.augment import normalize
+from sln_cli.data.files import decode_batch, read_bytes, resize_shorter, train_view
+from sln_cli.data.files import decode_image as decode
+from sln_cli.data.files import random_crop_flip as random_crop_flip  # re-exported: the benchmark's pipeline pieces
 from sln_cli.devices import resolve_device
 
 CLOTHING1M_MEAN, CLOTHING1M_STD = (0.6959, 0.6537, 0.6371), (0.3113, 0.3192, 0.3214)  # official script
@@ -101,49 +105,17 @@ def official_transform() -> Any:
     ])
 
 
-def decode(path: Path) -> Tensor:
-    """uint8 3×H×W RGB by libjpeg-turbo (`torchvision.io.decode_jpeg`); other formats through `decode_image`."""
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
-
-    data = read_file(str(path))
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        return decode_jpeg(data, mode=ImageReadMode.RGB)
-    return decode_image(data, mode=ImageReadMode.RGB)
-
-
-def resize_shorter(image: Tensor, size: int) -> Tensor:
-    """Shorter side to `size` with antialiased bilinear on uint8, the output size torchvision's Resize(size) picks."""
-    from torchvision.transforms.v2 import functional
-
-    if min(image.shape[-2:]) == size:  # already there (a cached image): Resize would not change it either
-        return image
-    return functional.resize(image, [size], antialias=True)
-
-
-def random_crop_flip(image: Tensor, crop: int, generator: torch.Generator | None = None) -> Tensor:
-    """A uniform `crop`×`crop` window (RandomCrop) of a C×H×W image, flipped left-right with probability 1/2.
-
-    Without a generator it draws from torch's global RNG, as torchvision's transforms do in DataLoader workers.
-    """
-    height, width = image.shape[-2:]
-    top = int(torch.randint(0, height - crop + 1, (1,), generator=generator))
-    left = int(torch.randint(0, width - crop + 1, (1,), generator=generator))
-    window = image[:, top:top + crop, left:left + crop]  # (C, crop, crop)
-    return window.flip(-1) if bool(torch.rand(1, generator=generator) < 0.5) else window
-
-
 def load_batch(paths: Sequence[Path], generator: torch.Generator, *, resize: int = RESIZE, crop: int = CROP) -> Tensor:
-    """Ours on the CPU: decode, resize, crop and flip each image as uint8; one (B, 3, crop, crop) uint8 batch."""
-    return torch.stack([random_crop_flip(resize_shorter(decode(path), resize), crop, generator) for path in paths])
+    """Ours on the CPU, as `sln train`'s workers do it: decode, resize, crop and flip each image as uint8, then collate
+    one (B, 3, crop, crop) uint8 batch."""
+    return torch.stack([train_view(decode(path), resize=resize, crop=crop, generator=generator) for path in paths])
 
 
 def load_batch_gpu(paths: Sequence[Path], generator: torch.Generator, device: torch.device, *,
                    resize: int = RESIZE, crop: int = CROP) -> Tensor:
-    """Ours with a GPU: one batched `decode_jpeg(..., device="cuda")`, then resize/crop/flip there (uint8)."""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    decoded = decode_jpeg([read_file(str(path)) for path in paths], mode=ImageReadMode.RGB, device=device)
-    return torch.stack([random_crop_flip(resize_shorter(image, resize), crop, generator) for image in decoded])
+    """Ours with a GPU (`gpu_decode`): one batched `decode_jpeg(..., device="cuda")`, then resize/crop/flip there."""
+    decoded = decode_batch([read_bytes(path) for path in paths], paths, device=device)
+    return torch.stack([train_view(image, resize=resize, crop=crop, generator=generator) for image in decoded])
 
 
 def _official(paths: Sequence[Path]) -> None:

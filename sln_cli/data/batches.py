@@ -1,20 +1,23 @@
 """Serving a split as normalised float batches on the training device, in a given index order.
 
 In-memory datasets (CIFAR, digits) stay on the device as uint8 and are cropped, flipped and normalised
-there in whole batches; file-backed ones (Clothing1M, imagefolder) are decoded by DataLoader workers.
+there in whole batches; file-backed ones (Clothing1M, imagefolder) are decoded and cropped as uint8 by DataLoader
+workers and normalised on the device.
 Both yield `(images, indices)` so the training step does not care which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from sln_cli.data import Split
 from sln_cli.data.augment import crop_flip, normalize
+from sln_cli.errors import SlnError
 
 
 @dataclass(frozen=True)
@@ -60,22 +63,31 @@ class DeviceImages:
 
 
 class FileImages:
-    """A file-backed split decoded by persistent DataLoader workers into pinned memory.
+    """A file-backed split read by persistent DataLoader workers and normalised on the device.
 
-    Each sample's random crop and flip are seeded by (epoch seed, sample index), so a run is reproducible
-    and resumable whatever the number of workers.
+    Workers decode, resize and crop/flip each image on uint8 tensors (`sln_cli.data.files`) and collate uint8 batches,
+    pinned when the device is CUDA: a quarter of float32's host-to-device traffic; `normalize` then makes the model's
+    inputs on the device. With `gpu_decode` (CUDA only) the workers only read the files' bytes, and this process
+    decodes the JPEGs of a batch in one nvJPEG call and resizes and crops them there. Each sample's random crop and
+    flip are seeded by (epoch seed, sample index), so a run is reproducible and resumable whatever the number of
+    workers, and the GPU decode picks the same windows and flips. The crop is RandomCrop(crop) with a flip: the
+    `Augmentation` settings (CIFAR's padding) only switch it on.
     """
 
     def __init__(self, split: Split, mean: tuple[float, ...], std: tuple[float, ...], *, device: torch.device,
                  resize: int, crop: int, workers: int, dtype: torch.dtype = torch.float32,
-                 channels_last: bool = False) -> None:
-        from sln_cli.data.files import FileImageDataset
+                 channels_last: bool = False, gpu_decode: bool = False) -> None:
+        from sln_cli.data.files import FileDataset, eval_transform, train_transform
 
-        self.device, self.dtype, self.workers, self._length = device, dtype, workers, len(split.labels)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self._datasets = {
-            train: _SeededItems(FileImageDataset(split, mean=mean, std=std, train=train, resize=resize, crop=crop))
-            for train in (True, False)
+        if gpu_decode:
+            _require_cuda(device)
+        self.mean, self.std, self.device, self.dtype, self.channels_last = mean, std, device, dtype, channels_last
+        self.files, self.resize, self.crop, self.workers = split.files, resize, crop, workers
+        self.gpu_decode, self._length = gpu_decode, len(split.labels)
+        views = {True: train_transform(resize=resize, crop=crop), False: eval_transform(resize=resize, crop=crop)}
+        self._datasets: dict[bool, torch.utils.data.Dataset] = {
+            train: _SeededBytes(split.files) if gpu_decode else _SeededItems(FileDataset(split, view))
+            for train, view in views.items()
         }
         self._loaders: dict[tuple[bool, int], tuple[_OrderSampler, torch.utils.data.DataLoader]] = {}
 
@@ -84,21 +96,49 @@ class FileImages:
 
     def batches(self, order: Tensor, batch_size: int, *, augmentation: Augmentation | None = None,
                 generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        sampler, loader = self._loader(augmentation is not None, batch_size)
+        """Normalised `dtype` batches of `order`, random views drawn from `generator` when `augmentation` is given."""
+        train = augmentation is not None
+        sampler, loader = self._loader(train, batch_size)
         seed = int(torch.randint(0, 2**31, (1,), generator=generator, device=order.device)) if generator else 0
         sampler.items = [(i, seed + i) for i in order.tolist()]
-        for images, index in loader:
-            images = images.to(self.device, self.dtype, non_blocking=True, memory_format=self.memory_format)
+        for batch in loader:
+            if self.gpu_decode:
+                images, index = self._decode_on_device(*batch, train=train)
+            else:
+                images, index = batch  # (B, C, crop, crop) uint8
+                images = images.to(self.device, non_blocking=True)
+            images = normalize(images, self.mean, self.std, dtype=self.dtype, channels_last=self.channels_last)
             yield images, index.to(self.device, non_blocking=True)
+
+    def _decode_on_device(self, datas: list[Tensor], index: Tensor, seeds: Tensor, *,
+                          train: bool) -> tuple[Tensor, Tensor]:
+        from sln_cli.data.files import decode_batch, eval_view, train_view
+
+        decoded = decode_batch(datas, [self.files[i] for i in index.tolist()], device=self.device)
+        if not train:
+            return torch.stack([eval_view(image, resize=self.resize, crop=self.crop) for image in decoded]), index
+        # The seed a worker gives torch's global RNG, on a CPU generator: the same draws, so the same windows and flips.
+        return torch.stack([
+            train_view(image, resize=self.resize, crop=self.crop, generator=torch.Generator().manual_seed(seed))
+            for image, seed in zip(decoded, seeds.tolist(), strict=True)
+        ]), index  # (B, C, crop, crop) uint8 on the device
 
     def _loader(self, train: bool, batch_size: int) -> tuple[_OrderSampler, torch.utils.data.DataLoader]:
         if (train, batch_size) not in self._loaders:
             sampler = _OrderSampler()
             loader = torch.utils.data.DataLoader(
                 self._datasets[train], batch_size=batch_size, sampler=sampler, num_workers=self.workers,
-                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0)
+                collate_fn=_collate_bytes if self.gpu_decode else None,
+                pin_memory=self.device.type == "cuda" and not self.gpu_decode,  # nvJPEG reads pageable bytes
+                persistent_workers=self.workers > 0,
+                generator=torch.Generator())  # its workers' base seeds: not drawn from training's global RNG
             self._loaders[train, batch_size] = (sampler, loader)
         return self._loaders[train, batch_size]
+
+
+def _require_cuda(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise SlnError(f"decoding JPEGs on the GPU needs a CUDA device, not {device}; turn GPU decoding off")
 
 
 class _OrderSampler(torch.utils.data.Sampler):
@@ -115,13 +155,44 @@ class _OrderSampler(torch.utils.data.Sampler):
 
 
 class _SeededItems(torch.utils.data.Dataset):
+    """Item `(index, seed)` is `base[index]` drawn with torch's global RNG seeded by `seed`."""
+
     def __init__(self, base: torch.utils.data.Dataset) -> None:
         self.base = base
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, item: tuple[int, int]):
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, int]:
         index, seed = item
-        torch.manual_seed(seed)  # the worker's global RNG drives torchvision's random transforms
-        return self.base[index]
+        # The global CPU RNG drives the random crop and flip. Its state is restored afterwards: with workers=0 this
+        # runs in the training process. (torch.manual_seed would also seed every other backend, 70 times slower.)
+        rng = torch.default_generator
+        state = rng.get_state()
+        rng.manual_seed(seed)
+        try:
+            return self.base[index]
+        finally:
+            rng.set_state(state)
+
+
+class _SeededBytes(torch.utils.data.Dataset):
+    """Item `(index, seed)` is the file's bytes with both numbers: the main process decodes and draws (gpu_decode)."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, int, int]:
+        from sln_cli.data.files import read_bytes
+
+        index, seed = item
+        return read_bytes(self.files[index]), index, seed
+
+
+def _collate_bytes(items: list[tuple[Tensor, int, int]]) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Files differ in length: their bytes stay a list; indices and seeds become int64 (B,) tensors."""
+    datas, index, seeds = zip(*items, strict=True)
+    return list(datas), torch.tensor(index), torch.tensor(seeds)

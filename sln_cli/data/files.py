@@ -1,74 +1,159 @@
-"""Decoding for file-backed splits (imagefolder, Clothing1M): a torch Dataset and the two standard pipelines.
+"""Decoding and cropping for file-backed splits (imagefolder, Clothing1M) on uint8 tensors, one image at a time.
 
-The pipelines are the official SLN Clothing1M ones: Resize(256) → RandomCrop(224) → flip for training,
-Resize(256) → CenterCrop(224) for evaluation, then to [0, 1] and normalised; both sizes are configurable.
+The views are the official SLN Clothing1M ones: Resize(256) → RandomCrop(224) → flip for training, Resize(256) →
+CenterCrop(224) for evaluation (both sizes configurable), computed on uint8 tensors instead of PIL images; turning
+them into normalised floats (ToTensor + Normalize) is left to `augment.normalize`, on the training device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from sln_cli.data import Split
+from sln_cli.data.augment import normalize
 from sln_cli.errors import SlnError
 
-if TYPE_CHECKING:
-    from PIL import Image
+JPEG_MAGIC = [0xFF, 0xD8, 0xFF]  # every JPEG file starts with an SOI marker and the next marker's 0xFF
 
 
-def read_image(path: Path) -> Image.Image:
-    """The image at `path` as a fully decoded RGB PIL image (grey, palette and RGBA are converted)."""
+# --------------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------------
+
+
+def read_bytes(path: Path) -> Tensor:
+    """The file's contents as a uint8 (n,) tensor."""
+    try:
+        return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+    except OSError as exc:  # missing, a folder, unreadable
+        raise _cannot_decode(path, exc) from exc
+
+
+def decode_image(path: Path) -> Tensor:
+    """The image at `path` as uint8 3×H×W RGB (see `decode_bytes`)."""
+    return decode_bytes(read_bytes(path), path)
+
+
+def decode_bytes(data: Tensor, path: Path, *, device: torch.device | None = None) -> Tensor:
+    """uint8 3×H×W RGB from a file's bytes: JPEGs by `torchvision.io.decode_jpeg` (libjpeg-turbo; nvJPEG on a CUDA
+    `device`), every other format, and any JPEG it refuses, by PIL's `Image.open(...).convert("RGB")` as the
+    official loader reads them (grey, palette, RGBA and CMYK become RGB). `path` only names the file in errors."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if _is_jpeg(data):
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device or "cpu")
+        except RuntimeError:
+            pass  # a JPEG variant libjpeg-turbo rejects, or a corrupt file: PIL decides, and its error names the file
+    image = _decode_with_pil(data, path)
+    return image if device is None else image.to(device)
+
+
+def decode_batch(datas: Sequence[Tensor], paths: Sequence[Path], *, device: torch.device) -> list[Tensor]:
+    """`decode_bytes` of many files on `device`, the JPEGs in one batched `decode_jpeg` call (nvJPEG on CUDA)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    images: list[Tensor | None] = [None] * len(datas)
+    jpegs = [i for i, data in enumerate(datas) if _is_jpeg(data)]
+    if jpegs:
+        try:
+            decoded = decode_jpeg([datas[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+            for i, image in zip(jpegs, decoded, strict=True):
+                images[i] = image
+        except RuntimeError:
+            pass  # one bad file fails the whole call: decode them one by one below, which names it
+    return [decode_bytes(data, path, device=device) if image is None else image
+            for image, data, path in zip(images, datas, paths, strict=True)]
+
+
+def _is_jpeg(data: Tensor) -> bool:
+    return data[:3].tolist() == JPEG_MAGIC  # by content, not suffix: a PNG named .jpg still decodes
+
+
+def _decode_with_pil(data: Tensor, path: Path) -> Tensor:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")  # convert() forces the decode, so a truncated file fails here
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # missing, unreadable, corrupt, huge
-        raise SlnError(f"cannot decode image {path} ({exc}); replace or remove it (and its line in the list)") from exc
+        with Image.open(io.BytesIO(data.numpy())) as image:
+            pixels = np.array(image.convert("RGB"))  # H×W×3; convert() forces the decode, so truncation fails here
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # not an image, corrupt, truncated, huge
+        raise _cannot_decode(path, exc) from exc
+    return torch.from_numpy(pixels).permute(2, 0, 1)  # 3×H×W, the same channels-last strides decode_jpeg returns
 
 
-def decode_image(path: Path) -> torch.Tensor:
-    """The image at `path` as uint8 3×H×W RGB."""
-    pixels = np.asarray(read_image(path), dtype=np.uint8)  # H×W×3
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+def _cannot_decode(path: Path, exc: Exception) -> SlnError:
+    return SlnError(f"cannot decode image {path} ({exc}); replace or remove it (and its line in the list)")
 
 
-def train_transform(
-    mean: tuple[float, ...], std: tuple[float, ...], *, resize: int = 256, crop: int = 224
-) -> Callable[[Any], torch.Tensor]:
-    """Resize the short side to `resize`, random `crop`×`crop`, random horizontal flip, to [0, 1], normalise."""
-    from torchvision.transforms import v2
+# --------------------------------------------------------------------------------------------------
+# Resizing and cropping
+# --------------------------------------------------------------------------------------------------
 
+
+def resize_shorter(image: Tensor, size: int) -> Tensor:
+    """Shorter side to `size` by antialiased bilinear on uint8: the output size torchvision's Resize(size) picks and,
+    on the CPU, its uint8 kernel, which rounds within 1 grey level of PIL's resampling (the official pipeline's)."""
+    from torchvision.transforms.v2 import functional
+
+    if min(image.shape[-2:]) == size:  # already there (a cached image): Resize would not change it either
+        return image
+    return functional.resize(image, [size], antialias=True)
+
+
+def random_crop_flip(image: Tensor, crop: int, generator: torch.Generator | None = None) -> Tensor:
+    """A uniform `crop`×`crop` window of a C×H×W image, flipped left-right with probability 1/2.
+
+    The draws are torchvision's `RandomCrop(crop)` then `RandomHorizontalFlip()` (top, then left, none when the
+    image is already crop×crop; then `rand(1) < 0.5`), so one seed picks the official pipeline's window and flip.
+    Without `generator` they come from torch's global RNG, as torchvision's transforms do in DataLoader workers.
+    There is no padding: an image smaller than `crop` raises ValueError, as RandomCrop(pad_if_needed=False) does.
+    The training view never needs any, since its resize leaves the shorter side at `resize` ≥ `crop`.
+    """
+    height, width = image.shape[-2:]
+    if height < crop or width < crop:
+        raise ValueError(f"a {crop}×{crop} crop needs an image at least that large, got {height}×{width}")
+    top = left = 0
+    if (height, width) != (crop, crop):
+        top = int(torch.randint(0, height - crop + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - crop + 1, (1,), generator=generator))
+    window = image[..., top:top + crop, left:left + crop]  # (C, crop, crop)
+    return window.flip(-1) if bool(torch.rand(1, generator=generator) < 0.5) else window
+
+
+def center_crop(image: Tensor, crop: int) -> Tensor:
+    """The central `crop`×`crop` window, placed as torchvision's CenterCrop places it (offsets rounded)."""
+    from torchvision.transforms.v2 import functional
+
+    return functional.center_crop(image, [crop, crop])
+
+
+def train_view(image: Tensor, *, resize: int, crop: int, generator: torch.Generator | None = None) -> Tensor:
+    """Resize(resize) → RandomCrop(crop) → RandomHorizontalFlip() of a decoded image: uint8 C×crop×crop."""
+    return random_crop_flip(resize_shorter(image, resize), crop, generator)
+
+
+def eval_view(image: Tensor, *, resize: int, crop: int) -> Tensor:
+    """Resize(resize) → CenterCrop(crop) of a decoded image: uint8 C×crop×crop."""
+    return center_crop(resize_shorter(image, resize), crop)
+
+
+def train_transform(*, resize: int = 256, crop: int = 224) -> Callable[[Tensor], Tensor]:
+    """`train_view` with these sizes (a partial: it pickles into DataLoader workers)."""
     _check_sizes(resize, crop)
-    return v2.Compose(
-        [
-            v2.Resize(resize),
-            v2.RandomCrop(crop),
-            v2.RandomHorizontalFlip(),
-            *_to_normalised_tensor(mean, std),
-        ]
-    )
+    return functools.partial(train_view, resize=resize, crop=crop)
 
 
-def eval_transform(
-    mean: tuple[float, ...], std: tuple[float, ...], *, resize: int = 256, crop: int = 224
-) -> Callable[[Any], torch.Tensor]:
-    """Resize the short side to `resize`, centre `crop`×`crop`, to [0, 1], normalise."""
-    from torchvision.transforms import v2
-
+def eval_transform(*, resize: int = 256, crop: int = 224) -> Callable[[Tensor], Tensor]:
+    """`eval_view` with these sizes."""
     _check_sizes(resize, crop)
-    return v2.Compose([v2.Resize(resize), v2.CenterCrop(crop), *_to_normalised_tensor(mean, std)])
-
-
-def _to_normalised_tensor(mean: tuple[float, ...], std: tuple[float, ...]) -> list[Any]:
-    from torchvision.transforms import v2
-
-    # ToImage + ToDtype(scale=True) is v2's spelling of ToTensor: uint8 0..255 -> float32 0..1.
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return functools.partial(eval_view, resize=resize, crop=crop)
 
 
 def _check_sizes(resize: int, crop: int) -> None:
@@ -76,10 +161,15 @@ def _check_sizes(resize: int, crop: int) -> None:
         raise SlnError(f"the crop size ({crop}) must be positive and at most the resize size ({resize})")
 
 
-class FileDataset(torch.utils.data.Dataset):
-    """Item `i` is `(transform(image i), i)`: the index lets the training loop look up its (soft) label."""
+# --------------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------------
 
-    def __init__(self, split: Split, transform: Callable[[Any], torch.Tensor]) -> None:
+
+class FileDataset(torch.utils.data.Dataset):
+    """Item `i` is `(transform(decoded image i), i)`: the index lets the training loop look up its (soft) label."""
+
+    def __init__(self, split: Split, transform: Callable[[Tensor], Tensor]) -> None:
         if split.files is None:
             raise ValueError("FileDataset needs a file-backed split; in-memory splits are batched on the device")
         self.files = split.files
@@ -88,22 +178,20 @@ class FileDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(read_image(self.files[index])), index
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.transform(decode_image(self.files[index])), index
 
 
 class FileImageDataset(FileDataset):
-    """`FileDataset` with the standard pipeline: `train_transform` when `train`, else `eval_transform`."""
+    """Normalised float32 C×crop×crop items of the training (`train`) or evaluation view, on the CPU, for code that
+    wants a plain torch Dataset; `batches.FileImages` ships the uint8 views and normalises on the device instead."""
 
-    def __init__(
-        self,
-        split: Split,
-        *,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        train: bool,
-        resize: int = 256,
-        crop: int = 224,
-    ) -> None:
+    def __init__(self, split: Split, *, mean: tuple[float, ...], std: tuple[float, ...], train: bool,
+                 resize: int = 256, crop: int = 224) -> None:
         pipeline = train_transform if train else eval_transform
-        super().__init__(split, pipeline(mean, std, resize=resize, crop=crop))
+        super().__init__(split, pipeline(resize=resize, crop=crop))
+        self.mean, self.std = mean, std
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image, index = super().__getitem__(index)
+        return normalize(image[None], self.mean, self.std)[0], index  # (C, crop, crop) float32
