@@ -208,20 +208,24 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def render(evaluation: Evaluation, console: Any) -> None:
     """The comparison table (per run and weights, then mean ± std over seeds) and the files written."""
+    from rich import box
     from rich.table import Table
 
     rows = evaluation.rows
     columns = [("accuracy", "acc", True), ("top5", "top-5", True), ("nll", "NLL", False), ("brier", "Brier", False),
-               ("ece", "ECE", False), ("ece_adaptive", "adaptive ECE", False), ("mce", "MCE", False),
+               ("ece", "ECE", False), ("ece_adaptive", "aECE", False), ("mce", "MCE", False),
                ("accuracy_noisy", "acc vs noisy", True), ("memorized", "memorised", True)]
     columns = [column for column in columns if any(row.get(column[0]) is not None for row in rows)]
-    caption = (f"ECE and MCE: {BINS} equal-width bins; adaptive ECE: {BINS} equal-mass bins; Brier: sum over "
+    caption = (f"ECE and MCE: {BINS} equal-width bins; aECE (adaptive): {BINS} equal-mass bins; Brier: sum over "
                "classes" + ("; ± is the std over seeds (ddof=1)" if any(row.get("aggregate") for row in rows) else ""))
-    table = Table(title=f"sln evaluate: {evaluation.split} split", caption=caption)
+    # A light box: the table of two runs fits an 80-column terminal without wrapping its numbers.
+    table = Table(title=f"sln evaluate: {evaluation.split} split", caption=caption, box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
     for header in ("run", "weights", "epoch", "N"):
-        table.add_column(header, justify="left" if header in ("run", "weights") else "right", overflow="fold")
+        table.add_column(header, justify="left" if header in ("run", "weights") else "right",
+                         overflow="fold", no_wrap=header != "run")
     for _, header, _ in columns:
-        table.add_column(header, justify="right", overflow="fold")
+        table.add_column(header, justify="right", no_wrap=True)
     in_aggregates = False
     for row in rows:
         if row.get("aggregate") and not in_aggregates:
@@ -242,7 +246,7 @@ def _cell(row: dict[str, Any], key: str, percent: bool) -> str:
     value = row.get(key)
     if value is None:
         return "-"
-    scale, unit, digits = (100, "%", 2) if percent else (1, "", 4)
+    scale, unit, digits = (100, "%", 1) if percent else (1, "", 3)
     text = f"{value * scale:.{digits}f}"
     if f"{key}_std" in row:
         text += f" ± {row[f'{key}_std'] * scale:.{digits}f}"
