@@ -1,0 +1,49 @@
+"""The app itself: instant help, `python -m sln_cli`, presets listing, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from sln_cli import presets
+from sln_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch():
+    """`sln --help` must be instant: the CLI module imports no torch (nor numpy) at module level."""
+    code = "import sys, sln_cli.cli; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_python_dash_m_runs_the_same_app():
+    result = subprocess.run([sys.executable, "-m", "sln_cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("corrupt", "train", "evaluate", "analyze", "presets", "bench"):
+        assert command in result.stdout
+
+
+def test_presets_lists_every_preset_with_its_description():
+    result = runner.invoke(app, ["presets", "--json"])
+    assert result.exit_code == 0
+    listed = json.loads(result.stdout)
+    assert set(listed) == set(presets.available())
+    assert {"quickstart", "cifar10-sym", "cifar10-sym-lc", "clothing1m-lc", "cifar10n-worst"} <= set(listed)
+    assert all(listed.values())
+
+
+def test_sln_debug_keeps_the_traceback(monkeypatch):
+    monkeypatch.setenv("SLN_DEBUG", "1")
+    result = runner.invoke(app, ["train", "--preset", "no-such-preset"])
+    assert result.exit_code != 0 and result.exception is not None
+    assert type(result.exception).__name__ == "SlnError"
+
+
+def test_a_user_error_is_one_line_without_traceback():
+    result = runner.invoke(app, ["train", "--preset", "no-such-preset"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unknown preset 'no-such-preset'")
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
