@@ -40,7 +40,7 @@ def _reports_errors(command: F) -> F:
                 raise
             if _is_main_process():  # under torchrun every rank raises the same error: say it once
                 print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -79,7 +79,7 @@ def make_labels(
     clean = np.asarray(data.train.labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
     manifest: dict = {"dataset": data.name, "num_classes": data.num_classes, "mode": mode, "requested_noise_rate": rate}
-    manifest |= {"seed": seed, "exact": exact, "sln_version": __version__}
+    manifest |= {"seed": seed, "exact": exact, "sln_version": __version__, "classes": list(data.classes)}
     source_index, source = None, None
     if mode == "openset":
         assert source_dataset is not None and rate is not None
@@ -271,7 +271,8 @@ def inspect(
         raise SlnError(f"{path} has no `label` column (the true labels are unknown), so its noise cannot be measured")
     manifest = labels.manifest
     num_classes = manifest.get("num_classes")
-    classes: tuple[str, ...] | None = None
+    recorded = manifest.get("classes")
+    classes = tuple(map(str, recorded)) if isinstance(recorded, list) and len(recorded) == num_classes else None
     if dataset is not None:
         from sln_cli.data import load_dataset
 

@@ -6,3 +6,11 @@ class SlnError(Exception):
 
     Anything else that escapes is a bug and keeps its traceback.
     """
+
+    exit_code = 1
+
+
+class Interrupted(SlnError):
+    """The user stopped a run (Ctrl-C); the message says how to continue it."""
+
+    exit_code = 130  # the shell's convention for SIGINT

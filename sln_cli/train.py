@@ -29,7 +29,7 @@ from sln_cli.data.batches import Augmentation, DeviceImages, FileImages
 from sln_cli.devices import autocast, grad_scaler
 from sln_cli.distributed import SINGLE, World
 from sln_cli.ema import WeightEMA
-from sln_cli.errors import SlnError
+from sln_cli.errors import Interrupted, SlnError
 from sln_cli.files import atomic_write, atomic_write_text
 from sln_cli.labels import write_label_file
 from sln_cli.losses import (
@@ -114,13 +114,17 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
     with progress:
         progress.log(f"run directory: {run_dir}  ({_describe(trainset, config, device, world)})")
         progress.start(state.epoch + 1)
-        for epoch in range(state.epoch + 1, config.optim.epochs + 1):
-            row = _run_epoch(state, splits, trainset, config, epoch, device, progress, world)
-            _remember_best(state, row, has_val=splits.val is not None)
-            state.epoch = epoch
-            if world.is_main:
-                _save_epoch(state, run_dir, row, config)
-            progress.end_epoch(row)
+        try:
+            for epoch in range(state.epoch + 1, config.optim.epochs + 1):
+                row = _run_epoch(state, splits, trainset, config, epoch, device, progress, world)
+                _remember_best(state, row, has_val=splits.val is not None)
+                state.epoch = epoch
+                if world.is_main:
+                    _save_epoch(state, run_dir, row, config)
+                progress.end_epoch(row)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted during epoch {state.epoch + 1}; `sln train --resume {run_dir}` "
+                              "continues from the last checkpoint") from None
     _dump_weights_for_tests(state, world)
     return distributed.from_main(world, lambda: _finish(state, run_dir, config, time.perf_counter() - started))
 

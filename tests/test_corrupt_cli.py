@@ -115,6 +115,7 @@ def test_inspect_usage_of_our_own_file(workdir: Path) -> None:
     for key in ("num_samples", "num_classes", "realized_noise_rate", "per_class_noise_rate", "transition_matrix"):
         assert inspected[key] == made[key]
     assert inspected["requested_noise_rate"] == 0.4 and inspected["mode"] == "sym"
+    assert inspected["classes"] == list(CIFAR10_NAMES)  # the manifest records the class names
     checked = run_json("--inspect", "labels/c10-sym.csv", "--dataset", "cifar10", "--data-dir", "DATA")
     assert checked["classes"] == list(CIFAR10_NAMES)
 

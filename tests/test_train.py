@@ -194,3 +194,21 @@ def test_a_file_backed_dataset_with_a_validation_split_selects_on_it(tmp_path):
     assert summary["best"]["val_acc_ema"] == max(r["val_acc_ema"] for r in rows)
     assert (run / "best.pt").is_file()
     assert (run / "labels.csv").read_text().splitlines()[0] == "label_noisy"  # no truth to record
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, monkeypatch):
+    import sln_cli.train as train_module
+
+    real = train_module._run_epoch
+
+    def interrupt_in_epoch_two(state, *args, **kwargs):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+        return real(state, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_run_epoch", interrupt_in_epoch_two)
+    run = tmp_path / "r"
+    result = runner.invoke(app, ["train", *TINY, "--epochs", "3", "--out", str(run)])
+    assert result.exit_code == 130
+    assert result.stderr.startswith(f"error: interrupted during epoch 2; `sln train --resume {run}`")
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
