@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,7 +162,21 @@ class LoadedRun:
 
 
 def read_config(run_dir: Path) -> Config:
-    return resolve(load_yaml(run_dir / runs.CONFIG))
+    """The run's config, its relative data paths made absolute when they were relative to where it ran."""
+    config = resolve(load_yaml(run_dir / runs.CONFIG))
+    try:
+        ran_in = Path(json.loads((run_dir / runs.META).read_text(encoding="utf-8"))["working_directory"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return config
+
+    def located(path: str | None) -> str | None:
+        if path is None or Path(path).is_absolute() or Path(path).exists() or not (ran_in / path).exists():
+            return path
+        return str(ran_in / path)
+
+    data = dataclasses.replace(config.data, data_dir=located(config.data.data_dir))
+    noise = dataclasses.replace(config.noise, source_data_dir=located(config.noise.source_data_dir))
+    return dataclasses.replace(config, data=data, noise=noise)
 
 
 def load_states(path: Path, device: torch.device) -> tuple[dict[str, dict[str, torch.Tensor]], int | None]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -79,6 +80,7 @@ def write_meta(run_dir: Path, *, device: str, seed: int, extra: dict[str, Any] |
         "device_name": _device_name(device),
         "git_sha": _git_sha(),
         "command_line": sys.argv,
+        "working_directory": os.getcwd(),  # relative paths in config.yaml are relative to it
         "seed": seed,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         **(extra or {}),

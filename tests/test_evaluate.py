@@ -238,3 +238,19 @@ def test_top5_from_20_classes_on_synthetic_cifar100(tmp_path) -> None:
         top5 = np.argsort(-probs, axis=1, kind="stable")[:, :5]
         assert row["num_classes"] == 100 and probs.shape == (50, 100)
         assert row["top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(axis=1)))
+
+
+def test_a_run_made_with_a_relative_data_dir_evaluates_from_elsewhere(tmp_path, monkeypatch) -> None:
+    from tests.synthetic import write_cifar10
+
+    write_cifar10(tmp_path / "DATA", n_train=50, n_test=20, seed=0)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--preset", "cifar10-sym", "--data-dir", "DATA", "--epochs", "1",
+                                 "--set", "model.name=mlp", "--quiet", "--out", "run"])
+    assert result.exit_code == 0, result.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--json", "--weights", "raw"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["num_samples"] == 20
