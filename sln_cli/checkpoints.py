@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,21 +161,8 @@ class LoadedRun:
 
 
 def read_config(run_dir: Path) -> Config:
-    """The run's config, its relative data paths made absolute when they were relative to where it ran."""
-    config = resolve(load_yaml(run_dir / runs.CONFIG))
-    try:
-        ran_in = Path(json.loads((run_dir / runs.META).read_text(encoding="utf-8"))["working_directory"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return config
-
-    def located(path: str | None) -> str | None:
-        if path is None or Path(path).is_absolute() or Path(path).exists() or not (ran_in / path).exists():
-            return path
-        return str(ran_in / path)
-
-    data = dataclasses.replace(config.data, data_dir=located(config.data.data_dir))
-    noise = dataclasses.replace(config.noise, source_data_dir=located(config.noise.source_data_dir))
-    return dataclasses.replace(config, data=data, noise=noise)
+    """The run's config, with relative paths found from where it ran (`runs.relocate`)."""
+    return resolve(runs.relocate(load_yaml(run_dir / runs.CONFIG), run_dir))
 
 
 def load_states(path: Path, device: torch.device) -> tuple[dict[str, dict[str, torch.Tensor]], int | None]:

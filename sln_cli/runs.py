@@ -88,6 +88,26 @@ def write_meta(run_dir: Path, *, device: str, seed: int, extra: dict[str, Any] |
     atomic_write_text(run_dir / META, json.dumps(meta, indent=2) + "\n")
 
 
+_PATH_KEYS = (("data", "data_dir"), ("noise", "labels"), ("noise", "probs"), ("noise", "matrix"),
+              ("noise", "source_data_dir"))
+
+
+def relocate(tree: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A run's config tree with each relative path that is missing from here but present from the
+    run's working directory (meta.json) made absolute, so a run can be used from any directory."""
+    try:
+        ran_in = Path(json.loads((run_dir / META).read_text(encoding="utf-8"))["working_directory"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return tree
+    tree = {key: dict(value) if isinstance(value, dict) else value for key, value in tree.items()}
+    for section, key in _PATH_KEYS:
+        value = tree.get(section, {}).get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists() \
+                and (ran_in / value).exists():
+            tree[section][key] = str(ran_in / value)
+    return tree
+
+
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
     with open(run_dir / METRICS, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")

@@ -212,3 +212,16 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, monkeypatch):
     assert result.exit_code == 130
     assert result.stderr.startswith(f"error: interrupted during epoch 2; `sln train --resume {run}`")
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_run_with_relative_paths_resumes_from_another_directory(tmp_path, monkeypatch):
+    from tests.synthetic import write_cifar10
+
+    write_cifar10(tmp_path / "DATA", n_train=50, n_test=20, seed=0)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--preset", "cifar10-sym", "--data-dir", "DATA", "--set", "model.name=mlp", "--quiet"]
+    assert runner.invoke(app, [*args, "--epochs", "1", "--out", "run"]).exit_code == 0
+    monkeypatch.chdir(tmp_path / "run")
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
