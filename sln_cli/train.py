@@ -14,7 +14,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,9 @@ from torch import Tensor, nn
 
 from sln_cli import distributed, runs
 from sln_cli.config import Config, dump
-from sln_cli.data.batches import Augmentation, DeviceImages, FileImages
-from sln_cli.devices import autocast, grad_scaler
+from sln_cli.data.batches import Augmentation
+from sln_cli.devices import autocast
 from sln_cli.distributed import SINGLE, World
-from sln_cli.ema import WeightEMA
 from sln_cli.errors import Interrupted, SlnError
 from sln_cli.files import atomic_write, atomic_write_text
 from sln_cli.labels import write_label_file
@@ -39,42 +37,11 @@ from sln_cli.losses import (
     logit_gradient_noise_hook,
     soft_cross_entropy,
 )
-from sln_cli.models import build_model
 from sln_cli.progress import TrainProgress
+from sln_cli.state import Images, Splits, State, initial_state, place_splits, restore, to_checkpoint
 from sln_cli.trainset import TrainSet, build_trainset
 
-Images = DeviceImages | FileImages
 NO_BAD_STEP = torch.iinfo(torch.int64).max  # the first-non-finite-step marker of a pass where none was
-
-
-@dataclass
-class Splits:
-    """The splits on the device, with their labels as device tensors."""
-
-    train: Images
-    test: Images
-    test_labels: Tensor
-    val: Images | None = None
-    val_labels: Tensor | None = None
-
-
-@dataclass
-class State:
-    """Everything a checkpoint holds, live."""
-
-    model: nn.Module
-    ema: WeightEMA
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    targets: Tensor  # (N, K) float32: current per-sample targets (one-hot noisy labels until corrected)
-    noisy: Tensor  # (N,) int64: the noisy labels as given
-    clean: Tensor | None  # (N,) int64: true labels when known
-    probs_sum: Tensor | None  # (N, K) float32: softmax summed over epochs (--record-probs)
-    epoch: int = 0  # last completed epoch
-    best: dict[str, Any] | None = None  # metrics row of the best validation epoch
-    best_is_new: bool = False  # the last epoch improved on `best`: its weights go to best.pt
-    compiled: nn.Module | None = None  # torch.compile of the training forward (run.compile)
-    ddp: nn.Module | None = None  # under torchrun: the DistributedDataParallel wrapper of `model` that trains
 
 
 def train(config: Config, *, preset: str | None = None, resume: Path | None = None, quiet: bool = False,
@@ -101,7 +68,7 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
     state = initial_state(trainset, config, device)
     if resume is not None:
         run_dir = resume
-        _restore(state, run_dir, device, world)  # every rank loads the checkpoint
+        restore(state, run_dir, device, world)  # every rank loads the checkpoint
     else:  # rank 0 names the directory (timestamps differ across ranks) and writes it
         made = distributed.from_main(
             world, lambda: str(_start_run_dir(config, preset, trainset, device, world, overwrite)))
@@ -351,59 +318,8 @@ def _evaluate_both(state: State, splits: Splits, config: Config, world: World) -
 
 
 # --------------------------------------------------------------------------------------------------
-# Set-up
+# The run directory
 # --------------------------------------------------------------------------------------------------
-
-
-def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Splits:
-    dataset, run = trainset.dataset, config.run
-    dtype = torch.float32  # inputs stay fp32; autocast casts inside the network
-
-    def place(split, *, cache: bool) -> Images:
-        if split.images is not None:
-            return DeviceImages(split.images.to(device), dataset.mean, dataset.std, dtype=dtype,
-                                channels_last=run.channels_last, cache_plain=cache)
-        return FileImages(split, dataset.mean, dataset.std, device=device, resize=config.data.resize,
-                          crop=config.data.crop, workers=config.data.workers, dtype=dtype,
-                          channels_last=run.channels_last, gpu_decode=config.data.gpu_decode)
-
-    def labels(split) -> Tensor:
-        return torch.as_tensor(np.asarray(split.labels), dtype=torch.int64, device=device)
-
-    val = dataset.val
-    return Splits(
-        train=place(dataset.train, cache=False), test=place(dataset.test, cache=True),
-        test_labels=labels(dataset.test),
-        val=None if val is None else place(val, cache=True), val_labels=None if val is None else labels(val),
-    )
-
-
-def initial_state(trainset: TrainSet, config: Config, device: torch.device) -> State:
-    dataset = trainset.dataset
-    channels, size = _image_shape(dataset, config)
-    torch.manual_seed(config.run.seed)  # initialisation
-    model = build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
-                        image_size=size, weights=config.model.weights).to(device)
-    if config.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
-                                weight_decay=config.optim.weight_decay,
-                                **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-    noisy = torch.as_tensor(trainset.noisy, dtype=torch.int64, device=device)
-    clean = None if trainset.clean is None else torch.as_tensor(trainset.clean, dtype=torch.int64, device=device)
-    return State(
-        model=model, ema=ema, optimizer=optimizer, scaler=grad_scaler(device, config.run.precision),
-        targets=F.one_hot(noisy, dataset.num_classes).float(), noisy=noisy, clean=clean,
-        probs_sum=torch.zeros(len(noisy), dataset.num_classes, device=device) if config.run.record_probs else None,
-    )
-
-
-def _image_shape(dataset, config: Config) -> tuple[int, int]:
-    images = dataset.train.images
-    if images is not None:
-        return images.shape[1], images.shape[-1]
-    return 3, config.data.crop
 
 
 def _start_run_dir(config: Config, preset: str | None, trainset: TrainSet, device: torch.device,
@@ -427,51 +343,15 @@ def _describe(trainset: TrainSet, config: Config, device: torch.device, world: W
 
 
 # --------------------------------------------------------------------------------------------------
-# Checkpoints, resume, results
+# Per-epoch files and results
 # --------------------------------------------------------------------------------------------------
-
-
-def _checkpoint(state: State) -> dict[str, Any]:
-    return {
-        "epoch": state.epoch,
-        "model": state.model.state_dict(),
-        "ema": state.ema.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scaler": state.scaler.state_dict(),
-        "targets": state.targets,
-        "probs_sum": state.probs_sum,
-        "best": state.best,
-        "torch_rng": torch.get_rng_state(),
-    }
-
-
-def _restore(state: State, run_dir: Path, device: torch.device, world: World = SINGLE) -> None:
-    """Every rank loads the checkpoint (on several nodes the run directory must be on a shared filesystem)."""
-    path = run_dir / runs.CHECKPOINT
-    if not path.is_file():
-        if world.is_main:
-            runs.truncate_metrics(run_dir, 0)  # killed before the first checkpoint: start over in place
-        return
-    saved = runs.load_torch(path, map_location=device)
-    if saved["targets"].shape != state.targets.shape:
-        raise SlnError(f"the checkpoint in {run_dir} was made with another training set; resume with its own data")
-    state.model.load_state_dict(saved["model"])
-    state.ema.load_state_dict(saved["ema"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.scaler.load_state_dict(saved["scaler"])
-    state.targets, state.epoch, state.best = saved["targets"], saved["epoch"], saved["best"]
-    if state.probs_sum is not None and saved["probs_sum"] is not None:
-        state.probs_sum = saved["probs_sum"]
-    torch.set_rng_state(saved["torch_rng"])
-    if world.is_main:
-        runs.truncate_metrics(run_dir, state.epoch)
 
 
 def _save_epoch(state: State, run_dir: Path, row: dict[str, Any], config: Config) -> None:
     """Rank 0 only: the metrics line, the resumable checkpoint and any kept weights of the epoch just done."""
     runs.append_metrics(run_dir, row)
     if state.epoch % config.run.checkpoint_every == 0 or state.epoch == config.optim.epochs:
-        runs.save_torch(run_dir / runs.CHECKPOINT, _checkpoint(state))
+        runs.save_torch(run_dir / runs.CHECKPOINT, to_checkpoint(state))
     _keep_epoch_weights(state, run_dir, config.run.keep_checkpoints)
 
 

@@ -20,7 +20,8 @@ from sln_cli.devices import autocast
 from sln_cli.distributed import SINGLE, World
 from sln_cli.errors import SlnError
 from sln_cli.models import build_model
-from sln_cli.train import evaluate, place_splits
+from sln_cli.state import place_splits
+from sln_cli.train import evaluate
 from sln_cli.trainset import build_trainset
 
 ROOT = Path(__file__).resolve().parents[1]

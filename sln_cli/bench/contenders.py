@@ -12,13 +12,14 @@ from sln_cli.data.batches import Augmentation, DeviceImages
 from sln_cli.devices import autocast
 from sln_cli.losses import add_label_noise, soft_cross_entropy
 from sln_cli.progress import TrainProgress
-from sln_cli.train import evaluate, initial_state, place_splits, train_pass
+from sln_cli.state import initial_state, place_splits
+from sln_cli.train import evaluate, train_pass
 from sln_cli.trainset import TrainSet
 
 
 class SlnRun:
-    """`sln_cli.train.train_pass` on a `State` from `initial_state` and `Splits` from `place_splits`: the very code
-    `sln train` runs each epoch (data, augmentation, label noise, step, EMA, metrics), over `trainset`."""
+    """`sln_cli.train.train_pass` on a `State` and `Splits` from `sln_cli.state`: the very code `sln train`
+    runs each epoch (data, augmentation, label noise, step, EMA, metrics), over `trainset`."""
 
     def __init__(self, trainset: TrainSet, warmup: TrainSet, config: Config, device: torch.device) -> None:
         self.config, self.device = config, device
