@@ -83,7 +83,7 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
         progress.start(state.epoch + 1)
         try:
             for epoch in range(state.epoch + 1, config.optim.epochs + 1):
-                row = _run_epoch(state, splits, trainset, config, epoch, device, progress, world)
+                row = _run_epoch(state, splits, config, epoch, device, progress, world)
                 _remember_best(state, row, has_val=splits.val is not None)
                 state.epoch = epoch
                 if world.is_main:
@@ -101,8 +101,8 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
 # --------------------------------------------------------------------------------------------------
 
 
-def _run_epoch(state: State, splits: Splits, trainset: TrainSet, config: Config, epoch: int,
-               device: torch.device, progress: TrainProgress, world: World) -> dict[str, Any]:
+def _run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: torch.device,
+               progress: TrainProgress, world: World) -> dict[str, Any]:
     sln, optim = config.sln, config.optim
     # 1. learning rate: lr * gamma^(number of milestones already passed)
     lr = optim.lr * optim.lr_gamma ** sum(epoch > m for m in optim.lr_milestones)
