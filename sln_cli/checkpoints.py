@@ -267,6 +267,8 @@ def _place(split: Any, run: LoadedRun) -> DeviceImages | FileImages:
 @torch.inference_mode()
 def predict(model: nn.Module, images: DeviceImages | FileImages, *, batch_size: int) -> np.ndarray:
     """Softmax probabilities (N, K) float32 of an eval-mode network on un-augmented images, in split order."""
+    if batch_size < 1:
+        raise SlnError(f"--batch-size must be at least 1, got {batch_size}")
     model.eval()
     device = next(model.parameters()).device
     order = torch.arange(len(images), device=device)

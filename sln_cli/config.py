@@ -178,13 +178,25 @@ def validate(config: Config) -> list[str]:
             problems.append(f"{key} must not be negative, got {value}")
     if not 0.0 <= sln.ema_decay < 1.0:
         problems.append(f"sln.ema_decay must be in [0, 1), got {sln.ema_decay}")
-    if sln.correction is not None and sln.correction < 0:
-        problems.append(f"sln.correction must be an epoch number >= 0, got {sln.correction}")
+    if sln.correction is not None and sln.correction < 1:  # the official code, too, treats 0 as "never"
+        problems.append(f"sln.correction must be an epoch number >= 1 (null turns correction off), "
+                        f"got {sln.correction}")
     for key, value in [("data.train_limit", data.train_limit), ("data.test_limit", data.test_limit)]:
         if value is not None and value < 1:
             problems.append(f"{key} must be at least 1, got {value}")
-    if data.padding < 0:
-        problems.append(f"data.padding must not be negative, got {data.padding}")
+    run = config.run
+    for key, value in [("run.eval_batch_size", run.eval_batch_size), ("data.crop", data.crop),
+                       ("data.balanced_per_class", data.balanced_per_class)]:
+        if value is not None and value < 1:
+            problems.append(f"{key} must be at least 1, got {value}")
+    for key, value in [("data.padding", data.padding), ("data.workers", data.workers),
+                       ("optim.momentum", optim.momentum), ("run.keep_checkpoints", run.keep_checkpoints),
+                       ("run.cpu_threads", run.cpu_threads), ("sln.grad_noise_sigma", sln.grad_noise_sigma),
+                       ("sln.logit_grad_noise_sigma", sln.logit_grad_noise_sigma)]:
+        if value < 0:
+            problems.append(f"{key} must not be negative, got {value}")
+    if data.crop > data.resize:
+        problems.append(f"data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
     if config.run.checkpoint_every < 1:
         problems.append(f"run.checkpoint_every must be at least 1, got {config.run.checkpoint_every}")
     return problems

@@ -12,7 +12,8 @@ class WeightEMA:
     """`ema = decay * ema + (1 - decay) * model` after every optimizer step, in a few fused foreach kernels.
 
     As the official `utils.WeightEMA`, every floating-point entry of the state dict is averaged (parameters
-    and BatchNorm running statistics); integer buffers (`num_batches_tracked`) are copied.
+    and BatchNorm running statistics). Integer buffers (`num_batches_tracked`) are copied, which the official
+    code means to do (its `ema_param = param` rebinding is a no-op); BatchNorm's fixed momentum ignores them.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:

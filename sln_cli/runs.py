@@ -117,7 +117,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # a line cut off by a kill: the epoch it logged is trained again on resume
+                break
+            raise SlnError(f"{path} line {number} is not JSON: the file was edited or damaged") from None
+    return rows
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:

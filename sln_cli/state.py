@@ -138,6 +138,6 @@ def restore(state: State, run_dir: Path, device: torch.device, world: World = SI
     state.targets, state.epoch, state.best = saved["targets"], saved["epoch"], saved["best"]
     if state.probs_sum is not None and saved["probs_sum"] is not None:
         state.probs_sum = saved["probs_sum"]
-    torch.set_rng_state(saved["torch_rng"])
+    torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto `device`; the CPU generator wants it back
     if world.is_main:
         runs.truncate_metrics(run_dir, state.epoch)

@@ -264,7 +264,7 @@ def _correct_labels(state: State, train: Images, config: Config, generator: torc
         samples = torch.arange(n, device=state.targets.device)
     else:
         state.targets[samples] = F.one_hot(state.noisy[samples], state.targets.shape[1]).float()
-    order = distributed.shard(samples, world)
+    order = distributed.shard(torch.unique(samples), world)  # a sample drawn twice is scored once
     augmentation = Augmentation(config.data.padding, config.data.flip) if config.sln.correction_augment else None
     for images, index in train.batches(order, config.run.eval_batch_size, augmentation=augmentation,
                                        generator=generator):
@@ -350,9 +350,9 @@ def _describe(trainset: TrainSet, config: Config, device: torch.device, world: W
 def _save_epoch(state: State, run_dir: Path, row: dict[str, Any], config: Config) -> None:
     """Rank 0 only: the metrics line, the resumable checkpoint and any kept weights of the epoch just done."""
     runs.append_metrics(run_dir, row)
+    _keep_epoch_weights(state, run_dir, config.run.keep_checkpoints)  # before the checkpoint that names them
     if state.epoch % config.run.checkpoint_every == 0 or state.epoch == config.optim.epochs:
         runs.save_torch(run_dir / runs.CHECKPOINT, to_checkpoint(state))
-    _keep_epoch_weights(state, run_dir, config.run.keep_checkpoints)
 
 
 def _remember_best(state: State, row: dict[str, Any], *, has_val: bool) -> None:
@@ -384,7 +384,9 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict
                                            "epoch": state.epoch})
     if state.probs_sum is not None:
         with atomic_write(run_dir / runs.PROBS, "wb") as f:
-            np.save(f, (state.probs_sum / max(state.epoch, 1)).cpu().numpy())
+            # each row of softmax sums to one, so a row's total counts the times its sample was trained on
+            seen = state.probs_sum.sum(dim=1, keepdim=True).clamp_min(1e-12)
+            np.save(f, (state.probs_sum / seen).cpu().numpy())
     rows = runs.read_metrics(run_dir)
     summary = {
         "run_dir": str(run_dir),

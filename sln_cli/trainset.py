@@ -56,7 +56,7 @@ def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tup
     return make_labels(
         dataset,
         mode=noise.mode,
-        rate=noise.rate,
+        rate=None if noise.matrix is not None else noise.rate,  # a transition matrix sets the noise itself
         seed=noise.seed,
         exact=noise.exact,
         matrix=_path(noise.matrix),

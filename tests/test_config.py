@@ -34,6 +34,13 @@ def test_precedence_defaults_preset_set_flags():
         ({"noise": {"mode": "symm"}}, "did you mean 'sym'"),
         ({"noise": {"rate": 1.5}}, "noise.rate must be in [0, 1]"),
         ({"optim": 3}, "must be a mapping"),
+        ({"sln": {"correction": 0}}, "sln.correction must be an epoch number >= 1"),
+        ({"run": {"eval_batch_size": 0}}, "run.eval_batch_size must be at least 1"),
+        ({"optim": {"momentum": -0.5}}, "optim.momentum must not be negative"),
+        ({"data": {"workers": -1}}, "data.workers must not be negative"),
+        ({"data": {"balanced_per_class": 0}}, "data.balanced_per_class must be at least 1"),
+        ({"sln": {"grad_noise_sigma": -1}}, "sln.grad_noise_sigma must not be negative"),
+        ({"data": {"crop": 300}}, "data.crop (300) must not exceed data.resize (256)"),
     ],
 )
 def test_bad_presets_name_the_key(preset, message):

@@ -254,3 +254,8 @@ def test_a_run_made_with_a_relative_data_dir_evaluates_from_elsewhere(tmp_path, 
     result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--json", "--weights", "raw"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["num_samples"] == 20
+
+
+def test_a_batch_size_below_one_is_a_user_error(tiny_runs) -> None:
+    result = runner.invoke(app, ["evaluate", str(next(iter(tiny_runs.values()))), "--batch-size", "0"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: --batch-size must be at least 1")

@@ -225,3 +225,28 @@ def test_a_run_with_relative_paths_resumes_from_another_directory(tmp_path, monk
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_transition_matrix_drives_generated_noise(tmp_path):
+    """noise.matrix sets the noise by itself: noise.rate (a float in every config) must not get in its way."""
+    matrix = np.eye(10) * 0.5
+    for k in range(10):
+        matrix[k, (k + 1) % 10] += 0.5  # half of every class goes to the next one
+    np.save(tmp_path / "m.npy", matrix)
+    _train("--epochs", "1", "--set", "noise.mode=transition", "--set", f"noise.matrix={tmp_path / 'm.npy'}",
+           "--out", str(tmp_path / "r"))
+    labels = np.loadtxt(tmp_path / "r" / "labels.csv", delimiter=",", skiprows=1, dtype=int)
+    flipped = labels[:, 0] != labels[:, 1]
+    assert np.all(labels[flipped, 1] == (labels[flipped, 0] + 1) % 10)
+    assert 0.4 < flipped.mean() < 0.6  # 1,297 draws at p = 0.5: well within 7 standard errors
+
+
+def test_a_metrics_line_cut_off_by_a_kill_is_dropped_but_damage_elsewhere_is_an_error(tmp_path):
+    from sln_cli import runs
+    from sln_cli.errors import SlnError
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epo\n{"epoch": 3}\n')
+    with pytest.raises(SlnError, match="line 2 is not JSON"):
+        runs.read_metrics(tmp_path)
