@@ -73,8 +73,9 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
         check_compatible([first, run])
         data = split_data(run, split)
         configs[target.name] = run.config
+        batch = run.config.run.eval_batch_size if batch_size is None else batch_size  # 0 is an error, not a default
         for weight in chosen:
-            probs = predict(run.network(weight), data.images, batch_size=batch_size or run.config.run.eval_batch_size)
+            probs = predict(run.network(weight), data.images, batch_size=batch)
             row, bins = _metrics_row(run, data, weight, probs)
             if save_predictions is not None:
                 path = _predictions_path(save_predictions, target.name, weight, several=len(resolved) * len(chosen) > 1)

@@ -82,7 +82,7 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
     _check_weights(weights)
     run = load_run(_one_target(target, checkpoint, "sln analyze confidence"), resolve_device(device))
     data = split_data(run, "train")
-    batch_size = batch_size or run.config.run.eval_batch_size
+    batch_size = run.config.run.eval_batch_size if batch_size is None else batch_size
     probs = predict(run.network(weights), data.images, batch_size=batch_size)
     report = confidence_report(probs, data.noisy, data.labels, noise_rate=noise_rate)
     mislabelled = data.noisy != data.labels
