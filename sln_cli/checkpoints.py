@@ -22,6 +22,7 @@ from sln_cli import runs
 from sln_cli.config import Config, load_yaml, resolve
 from sln_cli.data.batches import DeviceImages, FileImages
 from sln_cli.errors import SlnError
+from sln_cli.state import image_shape, place_split
 from sln_cli.trainset import TrainSet, build_trainset
 
 SPLITS = ("test", "train", "val")
@@ -145,8 +146,7 @@ class LoadedRun:
     def network(self, weights: str, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
         """The run's architecture with the `weights` of this checkpoint (or the given `state`), in eval mode."""
         dataset, config = self.trainset.dataset, self.config
-        images = dataset.train.images
-        channels, size = (images.shape[1], images.shape[-1]) if images is not None else (3, config.data.crop)
+        channels, size = image_shape(dataset, config)
         from sln_cli.models import build_model
 
         # weights=None: the checkpoint provides every parameter, so never fetch pretrained ones again.
@@ -257,11 +257,7 @@ def split_data(run: LoadedRun, split: str, *, subset: np.ndarray | None = None,
 
 
 def _place(split: Any, run: LoadedRun) -> DeviceImages | FileImages:
-    dataset, data = run.trainset.dataset, run.config.data
-    if split.images is not None:
-        return DeviceImages(split.images.to(run.device), dataset.mean, dataset.std)
-    return FileImages(split, dataset.mean, dataset.std, device=run.device, resize=data.resize, crop=data.crop,
-                      workers=data.workers, gpu_decode=data.gpu_decode)
+    return place_split(split, run.trainset.dataset, run.config, run.device)
 
 
 @torch.inference_mode()

@@ -53,11 +53,6 @@ def detect() -> World:
     return world if world.size > 1 else SINGLE
 
 
-def is_main() -> bool:
-    """Whether this process speaks for the run (rank 0, or the only process): only it prints results."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def device_for(world: World, name: str, *, sync_batchnorm: bool = False) -> torch.device:
     """This process's device: under torchrun `auto`/`cuda` mean cuda:LOCAL_RANK, and `cpu` stays the CPU."""
     if world.size == 1:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sln_cli.errors import SlnError
 
@@ -43,3 +44,8 @@ def _umask() -> int:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_write(path) as f:
         f.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """`obj` as indented JSON with a final newline, written atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")

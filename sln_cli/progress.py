@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,6 +102,3 @@ def summary_table(summary: dict[str, Any]) -> Table:
                           f"{best['test_acc' + key]:.2%}", f"{best['test_loss' + key]:.4f}")
     return table
 
-
-def is_interactive() -> bool:
-    return sys.stdout.isatty()

@@ -30,7 +30,7 @@ import torch
 
 from sln_cli import __version__
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write, atomic_write_text
+from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 
 CONFIG, META, METRICS, SUMMARY, PROBS = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "probs.npy"
 CHECKPOINT, FINAL, BEST = "checkpoint.pt", "final.pt", "best.pt"
@@ -85,7 +85,7 @@ def write_meta(run_dir: Path, *, device: str, seed: int, extra: dict[str, Any] |
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    atomic_write_text(run_dir / META, json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(run_dir / META, meta)
 
 
 _PATH_KEYS = (("data", "data_dir"), ("noise", "labels"), ("noise", "probs"), ("noise", "matrix"),

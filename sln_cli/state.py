@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from sln_cli import runs
 from sln_cli.config import Config
+from sln_cli.data import Dataset, Split
 from sln_cli.data.batches import DeviceImages, FileImages
 from sln_cli.devices import grad_scaler
 from sln_cli.distributed import SINGLE, World
@@ -56,17 +57,23 @@ class State:
     ddp: nn.Module | None = None  # under torchrun: the DistributedDataParallel wrapper of `model` that trains
 
 
-def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Splits:
-    dataset, run = trainset.dataset, config.run
-    dtype = torch.float32  # inputs stay fp32; autocast casts inside the network
+def place_split(split: Split, dataset: Dataset, config: Config, device: torch.device, *,
+                cache: bool = False) -> Images:
+    """One split on the device: uint8 resident (in-memory datasets) or decoded by DataLoader workers."""
+    # inputs stay fp32; autocast casts inside the network
+    if split.images is not None:
+        return DeviceImages(split.images.to(device), dataset.mean, dataset.std,
+                            channels_last=config.run.channels_last, cache_plain=cache)
+    data = config.data
+    return FileImages(split, dataset.mean, dataset.std, device=device, resize=data.resize, crop=data.crop,
+                      workers=data.workers, channels_last=config.run.channels_last, gpu_decode=data.gpu_decode)
 
-    def place(split, *, cache: bool) -> Images:
-        if split.images is not None:
-            return DeviceImages(split.images.to(device), dataset.mean, dataset.std, dtype=dtype,
-                                channels_last=run.channels_last, cache_plain=cache)
-        return FileImages(split, dataset.mean, dataset.std, device=device, resize=config.data.resize,
-                          crop=config.data.crop, workers=config.data.workers, dtype=dtype,
-                          channels_last=run.channels_last, gpu_decode=config.data.gpu_decode)
+
+def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Splits:
+    dataset = trainset.dataset
+
+    def place(split: Split, *, cache: bool) -> Images:
+        return place_split(split, dataset, config, device, cache=cache)
 
     def labels(split) -> Tensor:
         return torch.as_tensor(np.asarray(split.labels), dtype=torch.int64, device=device)
@@ -81,7 +88,7 @@ def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Sp
 
 def initial_state(trainset: TrainSet, config: Config, device: torch.device) -> State:
     dataset = trainset.dataset
-    channels, size = _image_shape(dataset, config)
+    channels, size = image_shape(dataset, config)
     torch.manual_seed(config.run.seed)  # initialisation
     model = build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
                         image_size=size, weights=config.model.weights).to(device)
@@ -100,7 +107,8 @@ def initial_state(trainset: TrainSet, config: Config, device: torch.device) -> S
     )
 
 
-def _image_shape(dataset, config: Config) -> tuple[int, int]:
+def image_shape(dataset: Dataset, config: Config) -> tuple[int, int]:
+    """(channels, side) of the network's input: the stored images', or the crop of a file-backed dataset."""
     images = dataset.train.images
     if images is not None:
         return images.shape[1], images.shape[-1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import time
@@ -28,7 +27,7 @@ from sln_cli.data.batches import Augmentation
 from sln_cli.devices import autocast
 from sln_cli.distributed import SINGLE, World
 from sln_cli.errors import Interrupted, SlnError
-from sln_cli.files import atomic_write, atomic_write_text
+from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.labels import write_label_file
 from sln_cli.losses import (
     add_label_noise,
@@ -397,7 +396,7 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict
         "sigma": config.sln.sigma,
         "seconds": seconds,
     }
-    atomic_write_text(run_dir / runs.SUMMARY, json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(run_dir / runs.SUMMARY, summary)
     return summary
 
 

@@ -70,14 +70,14 @@ def test_one_process_is_untouched():
 def test_the_world_comes_from_torchrun_environment(monkeypatch):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
-    assert distributed.detect() == SINGLE and distributed.is_main()
+    assert distributed.detect() == SINGLE
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("RANK", "0")
     assert distributed.detect() == SINGLE
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert distributed.detect() == World(rank=3, size=4, local_rank=1) and not distributed.is_main()
+    assert distributed.detect() == World(rank=3, size=4, local_rank=1) and not distributed.detect().is_main
     monkeypatch.setenv("RANK", "x")
     with pytest.raises(SlnError, match="torchrun"):
         distributed.detect()

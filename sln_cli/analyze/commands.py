@@ -34,7 +34,7 @@ from sln_cli.checkpoints import (
 )
 from sln_cli.devices import resolve_device
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write, atomic_write_text
+from sln_cli.files import atomic_write, atomic_write_json
 
 CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
 LABELS = ("noisy", "true")
@@ -337,7 +337,7 @@ def _resumable_grid(model: torch.nn.Module, batches: list[Batch], direction_x: d
     partial = _saved_grid(grid_path, meta_path, fingerprint, (options.points, options.points))
     if partial is None:  # grid first, then settings: a kill in between never pairs new settings with an old grid
         _save_grid(grid_path, np.full((options.points, options.points), np.nan))
-        atomic_write_text(meta_path, json.dumps(fingerprint, indent=2) + "\n")
+        atomic_write_json(meta_path, fingerprint)
     span = (-options.span, options.span)
     with _grid_progress(progress, name, options.points ** 2, partial) as advance:
         def on_point(done: int, total: int, losses: np.ndarray) -> None:
