@@ -43,7 +43,8 @@ def generate(
     out: Path | None,
 ) -> dict:
     """Corrupt the training labels of `dataset` with `mode`, write `out` (+ manifest), return the summary."""
-    _check_request(dataset, mode, rate, seed, exact, matrix, probs, source_dataset, out)
+    _check_request(dataset, mode, rate, seed, exact, matrix, probs, source_dataset)
+    _check_out(out)
     assert dataset is not None and mode is not None and out is not None
     from sln_cli.data import load_dataset
 
@@ -75,7 +76,7 @@ def make_labels(
 
     `sln corrupt` writes them to a file; `sln train` generates them on the fly the same way.
     """
-    _check_request(data.name, mode, rate, seed, exact, matrix, probs, source_dataset, Path("labels.csv"))
+    _check_request(data.name, mode, rate, seed, exact, matrix, probs, source_dataset)
     clean = np.asarray(data.train.labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
     manifest: dict = {"dataset": data.name, "num_classes": data.num_classes, "mode": mode, "requested_noise_rate": rate}
@@ -120,7 +121,6 @@ def _check_request(
     matrix: Path | None,
     probs: Path | None,
     source_dataset: str | None,
-    out: Path | None,
 ) -> None:
     """Refuse an incomplete or contradictory request before any data is read."""
     if mode is None or mode not in MODES:
@@ -128,8 +128,6 @@ def _check_request(
         raise SlnError(f"{what}; choose one of {', '.join(MODES)}")
     if dataset is None:
         raise SlnError("pass --dataset (e.g. --dataset cifar10), or --inspect FILE to summarise an existing file")
-    if out is None:
-        raise SlnError("pass --out FILE.csv: where to write the noisy labels")
     uses_matrix = mode == "transition" or (mode == "asym" and matrix is not None)
     if mode == "transition" and matrix is None:
         raise SlnError("mode transition needs --matrix: a KxK row-stochastic matrix (.npy or .csv, rows = true class)")
@@ -157,6 +155,11 @@ def _check_request(
         raise SlnError(f"--exact applies to modes {' and '.join(EXACT_MODES)}; drop it for mode {mode}")
     if seed < 0:
         raise SlnError(f"--seed must be a non-negative integer, got {seed}")
+
+
+def _check_out(out: Path | None) -> None:
+    if out is None:
+        raise SlnError("pass --out FILE.csv: where to write the noisy labels")
     if Path(out).suffix.lower() != ".csv":
         raise SlnError(f"--out {out} must end in .csv (its manifest is written beside it as .json)")
 
