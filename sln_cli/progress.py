@@ -19,10 +19,9 @@ class TrainProgress:
     def __init__(self, epochs: int, *, quiet: bool = False, console: Console | None = None) -> None:
         self.console = console or Console()
         self.quiet = quiet
-        self.live = not quiet and self.console.is_terminal
         self._last_sample = 0.0
         self._progress: Progress | None = None
-        if self.live:
+        if not quiet and self.console.is_terminal:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
@@ -49,7 +48,6 @@ class TrainProgress:
             self._progress.update(self._epochs, completed=first_epoch - 1)
 
     def start_epoch(self, epoch: int, steps: int) -> None:
-        self._epoch_start = time.perf_counter()
         if self._progress:
             self._progress.reset(self._steps, total=steps, description=f"epoch {epoch}", info="")
 
