@@ -291,7 +291,8 @@ def evaluate(
 
 
 analyze_app = typer.Typer(
-    name="analyze", help="Confidence and loss-landscape / sharpness statistics of trained runs.", no_args_is_help=True
+    name="analyze", help="Confidence, label issues and loss-landscape / sharpness statistics of trained runs.",
+    no_args_is_help=True,
 )
 app.add_typer(analyze_app)
 
@@ -331,6 +332,56 @@ def confidence(
         _print_json(result)
     else:
         commands.render_confidence(result, _console())
+
+
+@analyze_app.command()
+@_reports_errors
+def issues(
+    target: Annotated[str, typer.Argument(metavar="RUN_OR_CHECKPOINT", help="A run directory or a .pt file in one.")],
+    checkpoint: CheckpointOption = None,
+    weights: Annotated[str, typer.Option(help="ema (SLN-MO, default) or raw (SLN) weights.")] = "ema",
+    score: Annotated[
+        str, typer.Option(help="loss (-log p of the given label; default) or probability (p of the given label).")
+    ] = "loss",
+    average_checkpoints: Annotated[
+        bool, typer.Option(help="Average the softmax over the run's kept epoch checkpoints (run.keep_checkpoints).")
+    ] = False,
+    top: Annotated[int, typer.Option(help="Rows printed and images on the contact sheet; precision at k = top.")] = 20,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Flag loss >= T (or probability <= T); default: flag where argmax differs from the label."),
+    ] = None,
+    noise_rate: Annotated[
+        float | None,
+        typer.Option(help="With true labels: precision/recall of the r·N most suspect (default: the realised r)."),
+    ] = None,
+    compare: Annotated[
+        str | None, typer.Option(help="cleanlab: also run cleanlab's find_label_issues on the same probabilities.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for issues.csv and contact-sheet.png (default: RUN/analysis/issues-*).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace issues.csv and contact-sheet.png in --out.")] = False,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """The training samples whose given label is probably wrong, ranked, with a suggested label (works without truth).
+
+    Writes issues.csv (every sample, most suspect first) and a contact sheet of the top images; with true labels
+    known, precision/recall at r·N, precision at k and AUROC; --compare cleanlab runs cleanlab beside it.
+    """
+    from sln_cli.analyze import issues as issues_lib
+
+    result = issues_lib.analyze_issues(
+        target, checkpoint=checkpoint, out=out, device=device, overwrite=overwrite, weights=weights, score=score,
+        average_checkpoints=average_checkpoints, top=top, threshold=threshold, noise_rate=noise_rate,
+        compare=compare, batch_size=batch_size,
+    )
+    if json_output:
+        _print_json(result)
+    else:
+        issues_lib.render_issues(result, _console())
 
 
 @analyze_app.command()
