@@ -100,6 +100,11 @@ def corrupt(
     label_set: Annotated[
         str | None, typer.Option(help="CIFAR-N .pt: which label set, e.g. worse_label, aggre_label, noisy_label.")
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="With --inspect: draw the transition matrix to this PNG (and, with --dataset, flipped "
+                          "examples per class to PNG-examples.png)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise."""
@@ -110,10 +115,12 @@ def corrupt(
     if inspect is not None:
         if given := [flag for flag, value in generation_flags.items() if value is not None]:
             raise SlnError(f"--inspect summarises an existing file; drop {', '.join(given)}")
-        summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir)
+        summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir, plot=plot)
     else:
         if label_set is not None:
             raise SlnError("--label-set picks the labels of a CIFAR-N file given to --inspect; drop it")
+        if plot is not None:
+            raise SlnError("--plot draws the file given to --inspect; write the file first, then inspect it")
         summary = corrupt_lib.generate(
             dataset=dataset,
             data_dir=data_dir,
