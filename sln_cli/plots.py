@@ -63,6 +63,11 @@ def plot_reliability(path: str | os.PathLike[str], diagrams: Mapping[str, Reliab
                      title: str = "Reliability diagram") -> None:
     """One panel per run: accuracy per equal-width confidence bin, the gap to the bin's mean confidence, and
     the diagonal of perfect calibration."""
+    _save(reliability_figure(diagrams, title=title), path)
+
+
+def reliability_figure(diagrams: Mapping[str, ReliabilityBins], *, title: str = "Reliability diagram") -> Figure:
+    """The figure of `plot_reliability`, unsaved (TensorBoard takes it as an image)."""
     figure, axes = _figure(len(diagrams))
     for axis, (name, bins) in zip(axes, diagrams.items(), strict=True):
         centres, width = (bins.edges[:-1] + bins.edges[1:]) / 2, np.diff(bins.edges)
@@ -75,7 +80,7 @@ def plot_reliability(path: str | os.PathLike[str], diagrams: Mapping[str, Reliab
                  title=f"{name} (ECE {bins.ece:.3f})")
     axes[0].legend(loc="upper left")
     figure.suptitle(title)
-    _save(figure, path)
+    return figure
 
 
 def plot_confidence_histograms(path: str | os.PathLike[str], scores: ConfidenceScores, mislabelled: np.ndarray, *,
@@ -134,12 +139,19 @@ def plot_memorisation(path: str | os.PathLike[str], curves: Mapping[str, tuple[S
                       *, ylabel: str = "mislabelled samples predicted as their noisy label",
                       title: str = "Memorisation of noisy labels") -> None:
     """Fraction against epoch for each named curve, `{name: (epochs, fractions)}`, on a 0-1 axis."""
+    _save(memorisation_figure(curves, ylabel=ylabel, title=title), path)
+
+
+def memorisation_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
+                        ylabel: str = "mislabelled samples predicted as their noisy label",
+                        title: str = "Memorisation of noisy labels") -> Figure:
+    """The figure of `plot_memorisation`, unsaved."""
     figure, (axis,) = _figure(1)
     for name, (epochs, fractions) in curves.items():
         axis.plot(epochs, fractions, marker=".", label=name)
     axis.set(xlabel="epoch", ylabel=ylabel, ylim=(0, 1), title=title)
     axis.legend()
-    _save(figure, path)
+    return figure
 
 
 MATRIX_NUMBERS_LIMIT = 20  # above this many classes the heat map shows no per-cell numbers (unreadable)
