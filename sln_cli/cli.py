@@ -186,6 +186,9 @@ def train(
     record_probs: Annotated[
         bool | None, typer.Option("--record-probs", help="Save the epoch-averaged softmax (probs.npy).")
     ] = None,
+    tensorboard: Annotated[
+        bool | None, typer.Option("--tensorboard", help="Also log to TensorBoard in RUN/tensorboard (run.tensorboard).")
+    ] = None,
     print_config: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output; only errors and the final table.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out (a run directory only).")] = False,
@@ -198,7 +201,7 @@ def train(
         "optim.epochs": epochs, "run.seed": seed, "sln.sigma": sigma, "noise.rate": noise_rate,
         "noise.labels": _str(labels), "data.data_dir": _str(data_dir), "run.device": device,
         "run.precision": precision, "run.out": _str(out), "data.train_limit": train_limit,
-        "data.test_limit": test_limit, "run.record_probs": record_probs,
+        "data.test_limit": test_limit, "run.record_probs": record_probs, "run.tensorboard": tensorboard,
     }
     if resume is not None:
         preset, base = _resume_base(resume, preset)
@@ -237,7 +240,7 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     """A resumed run may only train longer or move to another device; anything else would be another run."""
     from sln_cli import config as config_lib
 
-    allowed = {"optim.epochs", "run.device", "run.out"}
+    allowed = {"optim.epochs", "run.device", "run.out", "run.tensorboard"}  # logging may be switched on later
     now = config_lib.to_dict(config)
     changed = [
         f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)

@@ -94,6 +94,7 @@ class RunConfig:
     compile: Literal["none", "compile"] = "none"  # torch.compile the forward (CUDA: with CUDA graphs)
     sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
     cpu_threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0 = PyTorch's default
+    tensorboard: bool = False  # also write TensorBoard event files in RUN/tensorboard (extra sln-cli[tensorboard])
 
 
 @dataclass(frozen=True)
