@@ -36,6 +36,11 @@ def train(*args: str) -> None:
     assert result.exit_code == 0, result.output
 
 
+def resume(run: Path, *args: str) -> None:
+    result = runner.invoke(app, ["train", "--resume", str(run), "--quiet", *args])
+    assert result.exit_code == 0, result.output
+
+
 def test_tags_are_stable_names_of_the_metric_keys() -> None:
     assert metric_tag("epoch") is None
     assert metric_tag("train_loss") == "train/loss" and metric_tag("test_acc_ema") == "test/acc_ema"
@@ -58,14 +63,15 @@ def test_a_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path: Path) 
     assert "noise/memorized" not in events(tmp_path).Tags()["scalars"]  # None and booleans are not scalars
 
 
+@pytest.mark.slow  # three short trainings and their final images
 def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train("--tensorboard", "--out", str(run), "--set", "run.checkpoint_every=1")
     saved = tmp_path / "checkpoint-epoch-2.pt"
     shutil.copy(run / "checkpoint.pt", saved)
-    train("--resume", str(run), "--epochs", "3")
+    resume(run, "--epochs", "3")
     shutil.copy(saved, run / "checkpoint.pt")  # as if killed after logging epoch 3, before its checkpoint
-    train("--resume", str(run), "--epochs", "3")
+    resume(run, "--epochs", "3")
     accumulator, rows = events(run), metrics(run)
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     tags = accumulator.Tags()
@@ -85,7 +91,7 @@ def test_switched_on_at_resume_it_backfills_the_earlier_epochs(tmp_path: Path) -
     run = tmp_path / "run"
     train("--out", str(run))
     assert not (run / "tensorboard").exists()
-    train("--resume", str(run), "--epochs", "3", "--tensorboard")
+    resume(run, "--epochs", "3", "--tensorboard")
     assert [s.step for s in events(run).Scalars("test/acc")] == [1, 2, 3]
 
 
