@@ -391,7 +391,9 @@ def issues(
     if json_output:
         _print_json(result)
     else:
-        issues_lib.render_issues(result, _console())
+        from sln_cli.analyze.issues_view import render_issues
+
+        render_issues(result, _console())
 
 
 @analyze_app.command()

@@ -4,8 +4,6 @@ against the true labels when they are known (AUROC, precision/recall at r·N, pr
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from sln_cli.analyze.confidence import _as_mask, _as_probabilities, detection_metrics, per_sample_loss
@@ -79,7 +77,3 @@ def overlap(ours: np.ndarray, theirs: np.ndarray) -> dict[str, float | int | Non
     return {"both": both, "only_ours": int((ours & ~theirs).sum()), "only_theirs": int((theirs & ~ours).sum()),
             "jaccard": both / either if either else None}
 
-
-def rate_count(rate: float, size: int) -> int:
-    """round(r·N), halves rounded up, as `detection_metrics` flags them."""
-    return math.floor(rate * size + 0.5)
