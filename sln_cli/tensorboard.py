@@ -57,8 +57,9 @@ class TensorBoardLogger:
 
         log_dir = Path(run_dir) / LOG_DIR
         backfill = first_epoch > 1 and not any(log_dir.glob("events.out.tfevents.*"))
-        # purge_step: events at steps >= first_epoch, written before an interruption, are hidden from then on
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=first_epoch if first_epoch > 1 else None)
+        # purge_step: events at steps >= first_epoch, written before an interruption (or, at epoch 1, by a run
+        # this one replaced, should its files have stayed), are hidden from then on
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=first_epoch)
         self.run_dir, self.logged = Path(run_dir), False
         if backfill:  # tensorboard switched on at resume: the epochs trained before it, from metrics.jsonl
             for row in runs.read_metrics(self.run_dir):

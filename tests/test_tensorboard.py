@@ -63,6 +63,18 @@ def test_a_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path: Path) 
     assert "noise/memorized" not in events(tmp_path).Tags()["scalars"]  # None and booleans are not scalars
 
 
+def test_events_left_by_a_replaced_run_are_hidden(tmp_path: Path) -> None:
+    old = TensorBoardLogger(tmp_path, first_epoch=1)
+    old.log_epoch({"epoch": 1, "test_acc": 0.5})  # one epoch: the new run's steps never go backwards, so only
+    old.close()                                   # the purge (not TensorBoard's out-of-order check) can hide it
+    new = TensorBoardLogger(tmp_path, first_epoch=1)  # a new run in the same directory, old events still there
+    for epoch in (1, 2):
+        new.log_epoch({"epoch": epoch, "test_acc": 0.9})
+    new.close()
+    assert [(s.step, s.value) for s in events(tmp_path).Scalars("test/acc")] == [(1, pytest.approx(0.9)),
+                                                                                  (2, pytest.approx(0.9))]
+
+
 @pytest.mark.slow  # three short trainings and their final images
 def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: Path) -> None:
     run = tmp_path / "run"
