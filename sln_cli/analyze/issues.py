@@ -75,6 +75,8 @@ def analyze_issues(target: str | Path, *, checkpoint: str | None = None, out: Pa
     data = split_data(run, "train", true_labels=False)
     if options.top > len(data.noisy):
         raise SlnError(f"--top {options.top} is larger than the training set ({len(data.noisy)} samples)")
+    if options.noise_rate is not None and run.trainset.clean is None:
+        raise SlnError("--noise-rate sets r of precision/recall at r·N, which need true labels; this run has none")
     suffix = "-averaged" if options.average_checkpoints else ""
     out_dir = Path(out) if out is not None else (
         run.target.run_dir / "analysis" / f"issues-{file_label(run.target.name)}-{options.weights}{suffix}")
