@@ -180,8 +180,8 @@ def test_a_file_backed_dataset_without_truth_gets_paths_and_no_detection(tmp_pat
     assert all(Path(row["path"]).is_file() and row["given_class"] in ("cat", "dog", "emu") for row in rows)
     assert "true_label" not in rows[0] and "mislabelled" not in rows[0]
     assert Path(result["files"]["contact_sheet"]).is_file()
-    assert_one_line_error(["analyze", "issues", str(run), "--noise-rate", "0.2", "--out", str(tmp_path / "o")],
-                          "need true labels")
+    assert_one_line_error(["analyze", "issues", str(run), "--noise-rate", "0.2", "--top", "2", "--out",
+                           str(tmp_path / "o")], "need true labels")
     plain = runner.invoke(app, ["analyze", "issues", str(run), "--top", "2", "--overwrite"])
     assert plain.exit_code == 0 and "img_" in plain.stdout, plain.output  # the table shows file names
 
