@@ -70,7 +70,10 @@ def _print_json(obj: Any) -> None:
 @app.command()
 @_reports_errors
 def corrupt(
-    dataset: Annotated[str | None, typer.Option(help="cifar10, cifar100, digits, imagefolder or clothing1m.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="cifar10, cifar100, digits, imagefolder, clothing1m, animal10n or webvision-mini."),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset lives (see README).")] = None,
     download: Annotated[bool, typer.Option(help="Fetch the official archive (checksummed) if it is missing.")] = False,
     mode: Annotated[
@@ -285,7 +288,8 @@ def evaluate(
     ] = None,
     weights: Annotated[str, typer.Option(help="raw (SLN), ema (SLN-MO) or both.")] = "both",
     split: Annotated[
-        str, typer.Option(help="test, val, or train (needs true labels; adds clean/mislabelled accuracy).")
+        str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), or ilsvrc12 "
+                               "(webvision-mini's second test set).")
     ] = "test",
     out: Annotated[
         Path | None, typer.Option(help="Folder for the reliability diagram (default: RUN/analysis of the first run).")

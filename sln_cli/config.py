@@ -18,7 +18,7 @@ import yaml
 
 from sln_cli.errors import SlnError
 
-DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m"]
+DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m", "animal10n", "webvision-mini"]
 NoiseMode = Literal["none", "sym", "uniform", "asym", "asym-superclass", "transition", "dependent", "idn", "openset"]
 
 

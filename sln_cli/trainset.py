@@ -14,7 +14,7 @@ from sln_cli.data import DEFAULT_DATA_DIRS, Dataset, Split, load_dataset
 from sln_cli.labels import NoisyLabels, check_against, read_label_file
 
 # Datasets whose given training labels are themselves noisy: with no generated noise, the truth is unknown.
-_INHERENTLY_NOISY = ("clothing1m", "imagefolder")
+_INHERENTLY_NOISY = ("clothing1m", "imagefolder", "animal10n", "webvision-mini")
 
 
 @dataclass(frozen=True)
