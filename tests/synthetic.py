@@ -185,11 +185,12 @@ def clothing1m_entries(root: Path, split: str) -> list[tuple[str, int]]:
 
 def write_animal10n(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0) -> Path:
     """`root/training/<label>_<id>.jpg` and `root/testing/...`, 64×64 JPEGs as the authors distribute Animal-10N;
-    labels cycle through the 10 classes, ids are zero-padded and unique per split; returns `root`."""
+    labels cycle through the 10 classes, ids (3i + 1, zero-padded) are unique per split and unrelated to the
+    label; returns `root`."""
     rng = np.random.default_rng(seed)
     for folder, count in (("training", n_train), ("testing", n_test)):
         for i in range(count):
-            _write_image(Path(root) / folder / f"{i % 10}_{i:05d}.jpg", rng, (64, 64))
+            _write_image(Path(root) / folder / f"{i % 10}_{3 * i + 1:05d}.jpg", rng, (64, 64))
     return Path(root)
 
 

@@ -31,7 +31,7 @@ def test_animal10n_labels_from_file_names_in_sorted_order(tmp_path: Path) -> Non
     assert data.name == "animal10n" and data.classes == ANIMAL_CLASSES and data.val is None
     names = sorted(p.name for p in (root / "training").glob("*.jpg"))
     assert data.train.labels.tolist() == [int(name.split("_")[0]) for name in names]
-    assert data.train.labels.tolist()[:4] == [0, 0, 0, 1]  # 0_00000, 0_00010, 0_00020, 1_00001: sorted by name
+    assert data.train.labels.tolist()[:4] == [0, 0, 0, 1]  # 0_00001, 0_00031, 0_00061, 1_00004: sorted by name
     assert data.train.images.shape == (23, 3, 64, 64) and data.test.images.shape == (12, 3, 64, 64)
     assert torch.equal(data.train.images[5], decode_image(root / "training" / names[5]))
     assert data.mean == channel_statistics(data.train.images)[0]
@@ -48,7 +48,7 @@ def test_channel_statistics_equal_the_float_computation() -> None:
 @pytest.mark.parametrize("bad_name", ["cat_00001.jpg", "10_00001.jpg", "3.jpg", "3_.jpg"])
 def test_animal10n_unparsable_file_name_is_named(tmp_path: Path, bad_name: str) -> None:
     root = write_animal10n(tmp_path, n_train=10, n_test=10)
-    (root / "testing" / "0_00000.jpg").rename(root / "testing" / bad_name)
+    (root / "testing" / "0_00001.jpg").rename(root / "testing" / bad_name)
     with pytest.raises(SlnError, match=f"cannot read a label from the file name .*testing/{bad_name}"):
         load_dataset("animal10n", root)
 
@@ -57,7 +57,7 @@ def test_animal10n_missing_split_and_wrong_size(tmp_path: Path) -> None:
     root = write_animal10n(tmp_path, n_train=10, n_test=10)
     from PIL import Image
 
-    Image.new("RGB", (32, 64)).save(root / "training" / "4_99999.jpg")
+    Image.new("RGB", (32, 64)).save(root / "training" / "4_99999.jpg")  # width 32, height 64
     with pytest.raises(SlnError, match="4_99999.jpg is 32×64 pixels; Animal-10N images are 64×64"):
         load_dataset("animal10n", root)
     (root / "training" / "4_99999.jpg").unlink()
