@@ -40,16 +40,19 @@ def parse_label(path: Path) -> int:
 
 
 def channel_statistics(images: torch.Tensor, chunk: int = 2048) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 N×C×H×W images on [0, 1] pixels, in chunks (a float copy would be ~5 GB)."""
+    """Per-channel mean and std of uint8 N×C×H×W images on [0, 1] pixels, in chunks (a float copy would be ~5 GB).
+
+    Sums of pixel values (< 2^8) and their squares (< 2^16) are exact in float32 and accumulated in float64.
+    """
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].double() / 255  # (chunk, C, H, W)
-        total += block.sum(dim=(0, 2, 3))
-        squares += block.square().sum(dim=(0, 2, 3))
+        block = images[start:start + chunk].float()  # (chunk, C, H, W), values 0..255
+        total += block.sum(dim=(0, 2, 3), dtype=torch.float64)
+        squares += block.square_().sum(dim=(0, 2, 3), dtype=torch.float64)
     count = images.numel() / images.shape[1]
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    mean = total / count / 255
+    std = (squares / count / 255**2 - mean.square()).clamp_min(0).sqrt()
     return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
 
 
@@ -67,14 +70,17 @@ def _read_split(root: Path, folder: str) -> Split:
     return Split(labels=labels, images=_decode_all(paths))
 
 
-def _decode_all(paths: list[Path]) -> torch.Tensor:
-    from sln_cli.data.files import decode_image
+def _decode_all(paths: list[Path], chunk: int = 512) -> torch.Tensor:
+    from sln_cli.data.files import decode_batch, read_bytes
 
     images = torch.empty(len(paths), 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)  # (N, 3, 64, 64)
-    for i, path in enumerate(paths):
-        image = decode_image(path)  # (3, H, W) RGB
-        if image.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-            raise SlnError(f"{path} is {image.shape[-1]}×{image.shape[-2]} pixels; Animal-10N images are "
-                           f"{IMAGE_SIZE}×{IMAGE_SIZE}: restore the original file")
-        images[i] = image
+    for start in range(0, len(paths), chunk):
+        batch = paths[start:start + chunk]
+        # one batched decode_jpeg call per chunk: ~2x faster than file by file on a CPU
+        decoded = decode_batch([read_bytes(path) for path in batch], batch, device=torch.device("cpu"))
+        for offset, (path, image) in enumerate(zip(batch, decoded, strict=True)):  # image: (3, H, W) RGB
+            if image.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+                raise SlnError(f"{path} is {image.shape[-1]}×{image.shape[-2]} pixels; Animal-10N images are "
+                               f"{IMAGE_SIZE}×{IMAGE_SIZE}: restore the original file")
+            images[start + offset] = image
     return images
