@@ -35,7 +35,7 @@ class DataConfig:
     crop: int = 224  # file-backed datasets: crop size, in pixels
     balanced_per_class: int | None = None  # fresh class-balanced draw each epoch (Clothing1M: 18,976)
     workers: int = 4  # DataLoader workers for file-backed datasets
-    gpu_decode: bool = False  # file-backed datasets: decode JPEGs on the GPU with nvJPEG (CUDA only)
+    gpu_decode: bool = False  # file-backed datasets: decode JPEGs on the GPU with nvJPEG (on CUDA; else workers)
 
 
 @dataclass(frozen=True)
