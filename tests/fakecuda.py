@@ -7,8 +7,9 @@ wait for the device:
 
 - `h2d` / `d2h`: a copy between CPU and CUDA memory (`torch.as_tensor(host_data, device="cuda")`, `.cpu()`, a
   tensor indexed with a Python list, ...); a pageable host-to-device copy is also a stream synchronisation;
-- `sync`: a host read of a device value (`.item()`, `.tolist()`, `int(t)`, `bool(t)`, `if t:`); under fake tensors
-  it returns a stand-in value (the largest int64, 1.0, True) so the host code goes on;
+- `sync`: a host read of a device value (`.item()`, `.tolist()`, `int(t)`, `bool(t)`, `if t:`, and `torch.unique`,
+  whose output size is data); under fake tensors it returns a stand-in value (the largest int64, 1.0, True; all
+  the values for unique) so the host code goes on;
 - `mixed`: a CPU tensor (0-dim ones included) as an operand of an op on CUDA tensors;
 - `generator`: a random op whose generator lives on another device than its output (CUDA raises
   "Expected a 'cuda' device type for generator").
@@ -20,6 +21,7 @@ What FakeTensorMode alone cannot cover, and how it is covered here:
   `fake_backward`: it calls the hooks registered on tensors of the graph (the logit-gradient noise) with a
   gradient of the right shape, dtype and device, and gives every leaf reached a gradient. Autograd's own kernels
   run on the device of their inputs and never touch the host, so what it leaves out cannot copy anything;
+- `Module.to` swaps parameters in place, which FakeTensorMode's weak references forbid: parameters are replaced;
 - autocast and GradScaler are told CUDA AMP is available, so they take their CUDA paths.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -38,7 +41,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
 COPIES = {aten._to_copy.default, aten.copy_.default, aten._copy_from.default, aten._copy_from_and_resize.default}
-CUDA = torch.device("cuda")
+# In-place kernels with no fake implementation in torch 2.14 (FakeTensorMode would run the real CUDA kernel):
+# their operands are checked like any op's, then nothing runs, as nothing would be computed on fake tensors anyway.
+NO_FAKE_KERNEL = {aten._fused_sgd_}
+CUDA = torch.device("cuda", 0)  # with its index: `.to(CUDA)` of a tensor made there is then a no-op
 
 
 # The device each non-CPU LogicalGenerator stands for, by its seed: an op receives a fresh `torch._C.Generator`
@@ -86,8 +92,11 @@ class DeviceTraffic(TorchDispatchMode):
         super().__init__()
 
     def count(self, since: int = 0) -> dict[str, int]:
+        return self.count_between(since, len(self.events))
+
+    def count_between(self, start: int, stop: int) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for kind, _ in self.events[since:]:
+        for kind, _ in self.events[start:stop]:
             counts[kind] = counts.get(kind, 0) + 1
         return counts
 
@@ -95,7 +104,7 @@ class DeviceTraffic(TorchDispatchMode):
         kwargs = kwargs or {}
         tensors = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         name = str(func)
-        if func is aten._local_scalar_dense.default:
+        if func in (aten._local_scalar_dense.default, aten.item.default):
             self.events.append(("sync", name))
             return _stand_in(args[0].dtype)
         if func in COPIES:
@@ -111,6 +120,12 @@ class DeviceTraffic(TorchDispatchMode):
             out = kwargs.get("device") or (tensors[0].device if tensors else torch.device("cpu"))
             if generator_device(generator).type != torch.device(out).type:
                 self.events.append(("generator", name))
+        if func.overloadpacket in NO_FAKE_KERNEL:
+            return None
+        if func is aten._unique2.default:  # its output size is data: CUDA reads it back (a sync)
+            self.events.append(("sync", name))
+            values = args[0].flatten().clone()  # a stand-in of the largest possible size
+            return values, torch.zeros_like(values, dtype=torch.int64), torch.ones_like(values, dtype=torch.int64)
         return func(*args, **kwargs)
 
 
@@ -149,6 +164,22 @@ def fake_backward(hooks: _Hooks):
     return backward
 
 
+def _apply_by_replacing(self: torch.nn.Module, fn, recurse: bool = True) -> torch.nn.Module:
+    """`Module._apply` (behind `.to`) for fake tensors: torch swaps a FakeTensor parameter in place, which fails on
+    the weak references FakeTensorMode keeps; a new Parameter in its place does what `.to` promises."""
+    if recurse:
+        for module in self.children():
+            _apply_by_replacing(module, fn)
+    with torch.no_grad():
+        for key, param in self._parameters.items():
+            if param is not None:
+                self._parameters[key] = torch.nn.Parameter(fn(param), requires_grad=param.requires_grad)
+        for key, buffer in self._buffers.items():
+            if buffer is not None:
+                self._buffers[key] = fn(buffer)
+    return self
+
+
 @contextlib.contextmanager
 def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[DeviceTraffic]:
     """The block runs with fake CUDA tensors; yields the traffic recorder (see the module docstring)."""
@@ -169,6 +200,9 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[DeviceTraffic]:
     monkeypatch.setattr(sys.modules[__name__], "LOGICAL_DEVICES", {})
     monkeypatch.setattr(torch.Tensor, "backward", fake_backward(hooks))
     monkeypatch.setattr(torch.Tensor, "register_hook", register_hook)
+    monkeypatch.setattr(torch.nn.Module, "_apply", _apply_by_replacing)
     traffic = DeviceTraffic()
-    with FakeTensorMode(allow_non_fake_inputs=True), traffic:
+    with warnings.catch_warnings(), FakeTensorMode(allow_non_fake_inputs=True), traffic:
+        # deepcopy (the EMA's copy of the network) reads data pointers to memoise: harmless on fake tensors
+        warnings.filterwarnings("ignore", "Accessing the data pointer of FakeTensor")
         yield traffic

@@ -37,3 +37,94 @@ def test_augmenting_and_normalising_a_resident_batch_moves_nothing(monkeypatch: 
             for batch, index in images.batches(order, 4, augmentation=augmentation, generator=generator):
                 assert batch.device.type == index.device.type == "cuda" and batch.dtype == torch.float32
     assert traffic.count(start) == {}  # before the cached constants: 2 copies (mean, std) per batch
+
+
+# --------------------------------------------------------------------------------------------------
+# A whole training pass, label correction and evaluation on fake CUDA
+# --------------------------------------------------------------------------------------------------
+
+TINY = {"data": {"dataset": "digits", "train_limit": 40, "test_limit": 20, "padding": 1},
+        "noise": {"mode": "sym", "rate": 0.4}, "model": {"name": "cnn"}, "optim": {"batch_size": 8},
+        "sln": {"sigma": 0.5, "correction": 1}, "run": {"device": "cuda", "eval_batch_size": 16}}
+
+
+class StepMarks:
+    """A stand-in for TrainProgress that notes where each step's events end (and never reads the live loss)."""
+
+    def __init__(self, traffic) -> None:
+        self.traffic, self.marks = traffic, []
+
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        self.marks.append(len(self.traffic.events))
+
+    def step(self, images: int, read_loss) -> None:
+        self.marks.append(len(self.traffic.events))
+
+    def per_step(self) -> list[dict[str, int]]:
+        return [self.traffic.count_between(a, b) for a, b in zip(self.marks, self.marks[1:], strict=False)]
+
+
+def _fake_state(monkeypatch: pytest.MonkeyPatch, sln: dict | None = None, **run: object):
+    """Config, splits and state of a tiny digits run built on fake CUDA (inside the fake_cuda block)."""
+    from sln_cli import config as config_lib
+    from sln_cli.state import initial_state, place_splits
+    from sln_cli.trainset import build_trainset
+
+    tree = {**TINY, "sln": {**TINY["sln"], **(sln or {})}, "run": {**TINY["run"], **run}}
+    config = config_lib.resolve(tree)
+    trainset = build_trainset(config.data, config.noise)  # numpy: outside the device
+
+    def build():
+        with CUDA:  # the network is made on the (fake) GPU: FakeTensorMode cannot move a module's parameters there
+            return place_splits(trainset, config, CUDA), initial_state(trainset, config, CUDA)
+
+    return config, trainset, build
+
+
+STEP_REFACTOR = pytest.mark.xfail(strict=True, reason="the step's metric sums and LC's unique: fixed in train.py next")
+
+
+@STEP_REFACTOR
+@pytest.mark.parametrize(("precision", "sln", "run"), [
+    ("fp32", {}, {"channels_last": False}),
+    ("bf16", {"grad_noise_sigma": 0.01}, {"record_probs": True}),
+    ("fp16", {"logit_grad_noise_sigma": 0.5}, {}),  # GradScaler + fused SGD: the scale never leaves the device
+])
+def test_a_training_step_copies_nothing_and_never_waits_for_the_device(
+        monkeypatch: pytest.MonkeyPatch, precision: str, sln: dict, run: dict) -> None:
+    from sln_cli import train
+
+    config, _, build = _fake_state(monkeypatch, sln, precision=precision, **run)
+    with fake_cuda(monkeypatch) as traffic:
+        splits, state = build()
+        assert state.scaler.is_enabled() == (precision == "fp16")
+        assert state.optimizer.defaults["fused"] is True
+        marks = StepMarks(traffic)
+        row = train.train_pass(state, splits.train, config, config.sln.sigma, 1, CUDA, marks)
+    steps = marks.per_step()
+    assert len(steps) == 5  # 40 images, batches of 8
+    assert steps == [{}] * 5, steps
+    assert row["train_samples"] == 40
+
+
+@STEP_REFACTOR
+def test_label_correction_and_evaluation_copy_nothing_and_read_back_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-epoch passes: no copy at all, and the host reads only the final sums (evaluation) or the corrected
+    accuracy (label correction), once, after the last batch."""
+    from sln_cli import train
+
+    config, _, build = _fake_state(monkeypatch)
+    with fake_cuda(monkeypatch) as traffic:
+        splits, state = build()
+        start = len(traffic.events)
+        generator = torch.Generator(device="cuda").manual_seed(3)
+        row = train._correct_labels(state, splits.train, config, generator)
+        assert traffic.count(start) == {"sync": 1} and row["corrected_acc"] == 1.0  # the stand-in read
+        assert state.targets.device.type == "cuda"
+        start = len(traffic.events)
+        state.ema.update()
+        assert traffic.count(start) == {}
+        results = train.evaluate([state.model, state.ema.module], splits.test, splits.test_labels, batch_size=8,
+                                 forward=lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        assert len(results) == 2
+        assert traffic.count(start) == {"sync": 4}  # sums.tolist(): (loss, correct) of both networks
