@@ -475,5 +475,28 @@ def cache(
                          f"{summary['skipped']} already cached, in {summary['seconds']:.1f} s: {summary['out']}")
 
 
+@app.command()
+@_reports_errors
+def doctor(
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Check this machine: versions, device, capability and memory, then a few real training steps of every path.
+
+    fp32, bf16, fp16 with the grad scaler, channels-last, torch.compile (CUDA graphs on a GPU), the EMA, label
+    correction, a checkpoint and its exact resume, nvJPEG (on CUDA) and a one-process DDP group; each passes,
+    fails or is skipped, with its images/s. Exit code 1 when any check fails.
+    """
+    from sln_cli import doctor as doctor_lib
+
+    result = doctor_lib.diagnose(device)
+    if json_output:
+        _print_json(result)
+    else:
+        doctor_lib.render(result, _console())
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
