@@ -230,12 +230,15 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     """A resumed run may only train longer or move to another device; anything else would be another run."""
     from sln_cli import config as config_lib
 
-    allowed = {"optim.epochs", "run.device", "run.out"}
+    # where and how fast it runs may change; anything else would be another run
+    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic"}
     now = config_lib.to_dict(config)
+    # keys newer than the saved run (its config.yaml lacks them) count as their defaults
+    before = config_lib.to_dict(config_lib.resolve(saved))
     changed = [
         f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
         for key, value in values.items()
-        if f"{section}.{key}" not in allowed and saved.get(section, {}).get(key) != value
+        if f"{section}.{key}" not in allowed and before.get(section, {}).get(key) != value
     ]
     if changed:
         raise SlnError(f"cannot change {', '.join(changed)} when resuming; start a new run instead")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
@@ -58,6 +59,21 @@ def use_device(device: torch.device) -> None:
     where (DataLoader pin-memory threads, nvJPEG, the caching allocator, NCCL) opens it on GPU N, not on GPU 0."""
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
+
+
+def set_determinism(deterministic: bool) -> None:
+    """`run.deterministic`: on, the same seed gives the same numbers on the same kind of device (exact resume);
+    off, cuDNN may pick the fastest convolution algorithm per shape by timing it (`benchmark`), and kernels
+    with float atomics (index_add_, some backward passes) may sum in any order.
+
+    On, cuBLAS needs a fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts: set here unless the
+    user set it) and ops without a deterministic CUDA kernel warn instead of failing.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def optimizer_kernel(device: torch.device) -> dict[str, bool]:

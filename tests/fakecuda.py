@@ -22,6 +22,7 @@ What FakeTensorMode alone cannot cover, and how it is covered here:
   gradient of the right shape, dtype and device, and gives every leaf reached a gradient. Autograd's own kernels
   run on the device of their inputs and never touch the host, so what it leaves out cannot copy anything;
 - `Module.to` swaps parameters in place, which FakeTensorMode's weak references forbid: parameters are replaced;
+  `copy.deepcopy` of a fake tensor reads its (absent) data pointer: it clones instead;
 - autocast and GradScaler are told CUDA AMP is available, so they take their CUDA paths.
 """
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -120,6 +120,8 @@ class DeviceTraffic(TorchDispatchMode):
             out = kwargs.get("device") or (tensors[0].device if tensors else torch.device("cpu"))
             if generator_device(generator).type != torch.device(out).type:
                 self.events.append(("generator", name))
+                # recorded; not run with it: FakeTensorMode given a CPU generator for a CUDA draw corrupts memory
+                kwargs = {**kwargs, "generator": None}
         if func.overloadpacket in NO_FAKE_KERNEL:
             return None
         if func is aten._unique2.default:  # its output size is data: CUDA reads it back (a sync)
@@ -180,6 +182,19 @@ def _apply_by_replacing(self: torch.nn.Module, fn, recurse: bool = True) -> torc
     return self
 
 
+def _deepcopy_by_cloning(self: torch.Tensor, memo: dict) -> torch.Tensor:
+    """`Tensor.__deepcopy__` for fake tensors (the EMA copies the network): torch's own reads the fake storage's
+    data pointer and corrupted memory here (segfaults in a later test); a clone is what a deep copy means."""
+    if id(self) not in memo:
+        with torch.no_grad():
+            copied = self.clone()
+        copied.requires_grad_(self.requires_grad)
+        if getattr(self, "_is_param", False):  # a parameter made under FakeTensorMode is a marked FakeTensor
+            copied._is_param = True
+        memo[id(self)] = copied
+    return memo[id(self)]
+
+
 @contextlib.contextmanager
 def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[DeviceTraffic]:
     """The block runs with fake CUDA tensors; yields the traffic recorder (see the module docstring)."""
@@ -201,8 +216,12 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Iterator[DeviceTraffic]:
     monkeypatch.setattr(torch.Tensor, "backward", fake_backward(hooks))
     monkeypatch.setattr(torch.Tensor, "register_hook", register_hook)
     monkeypatch.setattr(torch.nn.Module, "_apply", _apply_by_replacing)
+    monkeypatch.setattr(torch.Tensor, "__deepcopy__", _deepcopy_by_cloning)
+    # FakeTensorMode's op cache is shared by every mode of the process; with the stand-ins above it crashed a later
+    # test (a segfault building a network), so each block runs uncached and leaves nothing behind
+    FakeTensorMode.cache_clear()
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    mode.cache_enabled = False
     traffic = DeviceTraffic()
-    with warnings.catch_warnings(), FakeTensorMode(allow_non_fake_inputs=True), traffic:
-        # deepcopy (the EMA's copy of the network) reads data pointers to memoise: harmless on fake tensors
-        warnings.filterwarnings("ignore", "Accessing the data pointer of FakeTensor")
+    with mode, traffic:
         yield traffic
