@@ -219,3 +219,96 @@ def test_gpu_decoding_waits_on_its_own_stream_and_hands_its_images_to_the_curren
     images = files.decode_jpegs_on_cuda([torch.zeros(3, dtype=torch.uint8)] * 2, CUDA)
     assert len(images) == 2
     assert log == [("decode on", "side"), ("wait", "main", "side"), ("record", "main"), ("record", "main")]
+
+
+# --------------------------------------------------------------------------------------------------
+# The logit-gradient noise under a GradScaler (item 1)
+# --------------------------------------------------------------------------------------------------
+
+
+def _noise_on_the_gradient(scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """What `sln.logit_grad_noise_sigma=0.5` adds to a linear network's unscaled weight gradient in one real
+    `sgd_step` (lr 0, so the gradient stays readable): the gradient with noise minus the gradient without."""
+    import contextlib
+
+    from sln_cli.ema import WeightEMA
+    from sln_cli.step import Step, sgd_step
+
+    grads = []
+    for sigma in (0.5, 0.0):
+        torch.manual_seed(0)
+        network = torch.nn.Linear(6, 4)
+        optimizer = torch.optim.SGD(network.parameters(), lr=0.0)
+        step = Step(optimizer=optimizer, scaler=scaler, ema=WeightEMA(network), autocast=contextlib.nullcontext,
+                    sigma=0.0, noise=torch.Generator().manual_seed(7), logit_grad_noise_sigma=sigma)
+        images, targets = torch.randn(8, 6), torch.eye(4)[torch.arange(8) % 4]
+        sgd_step(step, network, images, targets, torch.arange(8))
+        grads.append(network.weight.grad.clone())  # unscaled by scaler.step
+    return grads[0] - grads[1]
+
+
+def test_the_logit_gradient_noise_keeps_its_size_under_the_grad_scaler() -> None:
+    """The CPU GradScaler is the CUDA one's code: with a scale of 65,536, the noise added to the scaled gradient
+    was unscaled with it, 65,536 times too weak. Scaled with the loss, it is what fp32 without a scaler adds."""
+    plain = _noise_on_the_gradient(torch.amp.GradScaler("cpu", enabled=False))
+    scaled = _noise_on_the_gradient(torch.amp.GradScaler("cpu", init_scale=2.0**16))
+    assert plain.abs().mean() > 1e-3  # the noise is there
+    torch.testing.assert_close(scaled, plain, rtol=1e-4, atol=1e-7)  # before the fix: scaled == plain / 65,536
+
+
+# --------------------------------------------------------------------------------------------------
+# run.deterministic (item 10) and the compile mode under torchrun (item 6)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_determinism():
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[:2]
+    torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_run_deterministic_chooses_cudnn_benchmark_or_deterministic_kernels(
+        deterministic: bool, restore_determinism: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sln_cli import train
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    config = _tiny_config(deterministic=deterministic)
+    assert _tiny_config().run.deterministic is True  # exact resume is the default promise
+
+    def stop(*args, **kwargs):
+        raise SlnError("stop after the switches")
+
+    monkeypatch.setattr(train, "build_trainset", stop)
+    with pytest.raises(SlnError, match="stop after"):
+        train.train(config, quiet=True)
+    assert torch.backends.cudnn.deterministic is deterministic
+    assert torch.backends.cudnn.benchmark is not deterministic
+    assert torch.are_deterministic_algorithms_enabled() is deterministic
+    assert ("CUBLAS_WORKSPACE_CONFIG" in __import__("os").environ) is deterministic
+
+
+def test_a_run_saved_before_a_new_config_key_still_resumes() -> None:
+    from sln_cli.cli import _check_resume_changes
+
+    saved = config_lib.to_dict(_tiny_config())
+    del saved["run"]["deterministic"]  # a config.yaml written before the key existed
+    _check_resume_changes(saved, _tiny_config())
+    _check_resume_changes(saved, _tiny_config(deterministic=False))  # how, not what: may change on resume
+    with pytest.raises(SlnError, match="cannot change run.precision"):
+        _check_resume_changes(saved, _tiny_config(precision="bf16"))
+
+
+@pytest.mark.parametrize(("world_size", "mode"), [(1, "reduce-overhead"), (2, "default")])
+def test_training_compiles_without_cuda_graphs_under_ddp(monkeypatch: pytest.MonkeyPatch, world_size: int,
+                                                         mode: str) -> None:
+    from sln_cli import train
+    from sln_cli.distributed import World
+
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda network, mode, dynamic: modes.append(mode) or network)
+    train._compiled(torch.nn.Linear(2, 2), "compile", torch.device("cuda", 0), World(rank=0, size=world_size))
+    assert modes == [mode]
