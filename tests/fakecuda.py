@@ -87,6 +87,7 @@ class DeviceTraffic(TorchDispatchMode):
     """Records `(kind, op)` for every op that would cross the host-device line (see the module docstring)."""
 
     events: list[tuple[str, str]] = field(default_factory=list)
+    stand_ins: bool = True  # fake tensors: host reads return stand-ins; False on a real GPU (the real values)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -106,7 +107,8 @@ class DeviceTraffic(TorchDispatchMode):
         name = str(func)
         if func in (aten._local_scalar_dense.default, aten.item.default):
             self.events.append(("sync", name))
-            return _stand_in(args[0].dtype)
+            if self.stand_ins:
+                return _stand_in(args[0].dtype)
         if func in COPIES:
             source = args[1] if func is aten.copy_.default else args[0]
             target = args[0].device if func is aten.copy_.default else kwargs.get("device") or source.device
@@ -124,7 +126,7 @@ class DeviceTraffic(TorchDispatchMode):
                 kwargs = {**kwargs, "generator": None}
         if func.overloadpacket in NO_FAKE_KERNEL:
             return None
-        if func is aten._unique2.default:  # its output size is data: CUDA reads it back (a sync)
+        if func is aten._unique2.default and self.stand_ins:  # its size is data: CUDA reads it back (a sync)
             self.events.append(("sync", name))
             values = args[0].flatten().clone()  # a stand-in of the largest possible size
             return values, torch.zeros_like(values, dtype=torch.int64), torch.ones_like(values, dtype=torch.int64)

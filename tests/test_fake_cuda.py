@@ -123,3 +123,26 @@ def test_label_correction_and_evaluation_copy_nothing_and_read_back_once(monkeyp
                                  forward=lambda: torch.autocast("cuda", dtype=torch.bfloat16))
         assert len(results) == 2
         assert traffic.count(start) == {"sync": 4}  # sums.tolist(): (loss, correct) of both networks
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_on_a_real_gpu_a_training_step_copies_nothing_either(precision: str) -> None:
+    """The same recorder on real CUDA tensors (host reads give the real values): what the fake run promises."""
+    from sln_cli import config as config_lib
+    from sln_cli import epoch
+    from sln_cli.state import initial_state, place_splits
+    from sln_cli.trainset import build_trainset
+    from tests.fakecuda import DeviceTraffic
+
+    config = config_lib.resolve({**TINY, "run": {**TINY["run"], "precision": precision}})
+    trainset = build_trainset(config.data, config.noise)
+    device = torch.device("cuda", torch.cuda.current_device())
+    splits, state = place_splits(trainset, config, device), initial_state(trainset, config, device)
+    traffic = DeviceTraffic(stand_ins=False)
+    marks = StepMarks(traffic)
+    with traffic:
+        row = epoch.train_pass(state, splits.train, config, config.sln.sigma, 1, device, marks)
+    assert marks.per_step() == [{}] * 5
+    assert row["train_samples"] == 40
