@@ -47,12 +47,13 @@ def sha256_labels(labels: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest: dict) -> dict:
+def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest: dict | None = None) -> dict:
     """Write the CSV and its manifest atomically (if either fails, neither is left); return the manifest.
 
-    `manifest` carries what only the caller knows (dataset, mode, rate, seed, ...); the format, the sample
-    count and the sha256s of the label vectors are filled in here.
+    The manifest is `labels.manifest` (or `manifest`, when given): what only its maker knows (dataset, mode,
+    rate, seed, ...); the format, the sample count and the sha256s of the label vectors are filled in here.
     """
+    manifest = labels.manifest if manifest is None else manifest
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise SlnError(f"the output {path} must end in .csv (its manifest is written beside it as .json)")
