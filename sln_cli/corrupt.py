@@ -140,7 +140,8 @@ def render(summary: dict, console: Console) -> None:
     rates.add_row("requested rate", _rate(summary.get("requested_noise_rate")))
     if summary.get("expected_noise_rate") is not None:
         rates.add_row("expected overall rate", _rate(summary["expected_noise_rate"]))
-    rates.add_row("realised overall rate", f"{_rate(summary['realized_noise_rate'])} ({summary['num_noisy']} samples)")
+    corrupted = summary.get("num_replaced_images", summary["num_mislabelled"])
+    rates.add_row("realised overall rate", f"{_rate(summary['realized_noise_rate'])} ({corrupted} samples)")
     for key in ("label_set", "source_dataset", "seed", "manifest"):
         if summary.get(key) is not None:
             rates.add_row(key.replace("_", " "), str(summary[key]))
