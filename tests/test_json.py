@@ -87,7 +87,9 @@ def test_presets_json_schema() -> None:
     assert "quickstart" in described and all(isinstance(text, str) for text in described.values())
 
 
-@pytest.mark.parametrize("command", ["corrupt", "presets", "evaluate", "bench", "cache"])
-def test_every_json_flag_has_the_same_help(command: str) -> None:
-    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
-    assert "--json" in result.stdout
+@pytest.mark.parametrize("command", [["corrupt"], ["presets"], ["evaluate"], ["analyze", "confidence"],
+                                     ["analyze", "landscape"], ["bench"], ["cache"]])
+def test_every_json_flag_is_the_one_shared_declaration(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    assert result.exit_code == 0
+    assert "Print JSON instead of tables (what it holds: README)." in result.stdout

@@ -373,14 +373,12 @@ def _grid_progress(show: bool, name: str, total: int, partial: np.ndarray | None
     if not show:
         yield lambda done: None
         return
-    from rich import progress as rich_progress
     from rich.console import Console
 
+    from sln_cli.progress import progress_bar
+
     done = 0 if partial is None else int(np.count_nonzero(~np.isnan(partial)))
-    columns = (rich_progress.TextColumn("[bold]{task.description}"), rich_progress.BarColumn(),
-               rich_progress.MofNCompleteColumn(), rich_progress.TimeElapsedColumn(),
-               rich_progress.TimeRemainingColumn())
-    with rich_progress.Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with progress_bar(Console(stderr=True)) as bar:
         resumed = f" (resumed at {done})" if done else ""
         task = bar.add_task(f"2D grid {name}{resumed}", total=total, completed=done)
         yield lambda count: bar.update(task, completed=count)
