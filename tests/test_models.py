@@ -236,7 +236,6 @@ def test_small_models_learn_digits_quickly(name: str, epochs: int) -> None:
 
 @pytest.mark.parametrize("depth", [4, 27, 30])
 def test_a_wide_resnet_depth_that_is_not_6n_plus_4_is_a_user_error(depth: int) -> None:
-    from sln_cli.errors import SlnError
     from sln_cli.models.wrn import WideResNet
 
     with pytest.raises(SlnError, match="6n\\+4"):
