@@ -109,7 +109,7 @@ def trainset_of(dataset: Dataset, size: int | None = None) -> TrainSet:
         dataset = dataclasses.replace(dataset, train=Split(dataset.train.labels[:size], dataset.train.images[:size]))
     labels = dataset.train.labels
     return TrainSet(dataset=dataset, noisy=labels, clean=labels, labels=NoisyLabels(labels, labels, None, {}),
-                    manifest={}, train_indices=np.arange(len(labels)), test_indices=np.arange(len(dataset.test)))
+                    train_indices=np.arange(len(labels)), test_indices=np.arange(len(dataset.test)))
 
 
 def config_for(settings: BenchSettings, device: torch.device, precision: str, channels_last: bool) -> Config:
