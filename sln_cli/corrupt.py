@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sln_cli import official
 from sln_cli.errors import SlnError
 from sln_cli.labels import check_against, manifest_path, read_label_file, summarize, write_label_file
 from sln_cli.noisy_labels import MODES, check_request, load_source_dataset, make_labels
@@ -64,6 +65,8 @@ def inspect(
     path: Path, *, label_set: str | None = None, dataset: str | None = None, data_dir: Path | None = None
 ) -> dict:
     """Summarise an existing label file (ours, an official SLN CSV, or CIFAR-N); check it against `dataset`."""
+    if official.is_official(path):  # `official:NAME`: the verified cached copy, fetched if missing
+        path = official.label_path(os.fspath(path))
     labels = read_label_file(path, label_set=label_set)
     if labels.clean is None:
         raise SlnError(f"{path} has no `label` column (the true labels are unknown), so its noise cannot be measured")
