@@ -27,6 +27,13 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Options several commands share: one declaration, one help text.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (what it holds: README).")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+CheckpointOption = Annotated[
+    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
+]
+
 
 def _reports_errors(command: F) -> F:
     """Turn an `SlnError` into `error: ...` on stderr and exit code 1 (`SLN_DEBUG=1` keeps the traceback)."""
@@ -108,7 +115,7 @@ def corrupt(
         typer.Option(help="Download the papers' pinned label files (NAME, e.g. cifar10/sym0.4, or all) into "
                           "$SLN_CACHE/labels, verified by sha256, for later offline use as --labels official:NAME."),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise.
 
@@ -168,7 +175,7 @@ def _fetch_official(which: str, other_flags: dict[str, Any], json_output: bool) 
 
 @app.command()
 @_reports_errors
-def presets(json_output: Annotated[bool, typer.Option("--json", help="Print name -> description as JSON.")] = False):
+def presets(json_output: JsonOption = False):
     """List the presets with a one-line description each (use one with `sln train --preset NAME`)."""
     from rich.table import Table
 
@@ -286,9 +293,7 @@ def evaluate(
     targets: Annotated[
         list[str], typer.Argument(metavar="RUN_OR_CHECKPOINT", help="Run directories or .pt files in one; globs ok.")
     ],
-    checkpoint: Annotated[
-        str | None, typer.Option(help="Checkpoint of each run directory: final (default), best, last or epoch-N.")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     weights: Annotated[str, typer.Option(help="raw (SLN), ema (SLN-MO) or both.")] = "both",
     split: Annotated[
         str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), or ilsvrc12 "
@@ -303,11 +308,9 @@ def evaluate(
         typer.Option(help="FILE.npz of probs (N×K), labels, indices; with several runs or weights each file gets "
                           "-<run>-<weights> before .npz."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list: one object per run and weights, then seed means.")
-    ] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Accuracy and calibration of runs side by side (mean ± std over runs that differ only in their seed).
 
@@ -331,11 +334,7 @@ analyze_app = typer.Typer(
 app.add_typer(analyze_app)
 
 WeightsOption = Annotated[str, typer.Option(help="raw (SLN) or ema (SLN-MO) weights.")]
-CheckpointOption = Annotated[
-    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
-]
 OutOption = Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: RUN/analysis).")]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 
 
 @analyze_app.command()
@@ -350,7 +349,7 @@ def confidence(
     out: OutOption = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Confidence of clean vs mislabelled training samples, and how well the loss spots the mislabelled ones.
 
@@ -397,9 +396,7 @@ def landscape(
     ] = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option(help="Batch size of the loss and Hessian passes.")] = 256,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object (a list of them for several runs).")
-    ] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Loss landscape and sharpness: Hessian eigenvalues and trace, sharpness within rho, 1D/2D cuts.
 
@@ -426,7 +423,7 @@ def bench(
     data_dir: Annotated[
         Path | None, typer.Option(help="Real CIFAR-10 layout to benchmark on; synthetic data otherwise.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
     steps: Annotated[
         int | None,
         typer.Option(help="Training steps measured per contender and round (default 2 on a CPU, 50 on a GPU)."),
@@ -444,7 +441,7 @@ def bench(
     model: Annotated[str, typer.Option(hidden=True)] = "wrn-28-2",
     eval_images: Annotated[int | None, typer.Option(hidden=True)] = None,
     batch_size: Annotated[int, typer.Option(hidden=True)] = 128,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """How fast this hardware trains: sln beside a re-creation of the official loop and the hardware ceiling.
 
@@ -491,7 +488,7 @@ def cache(
     size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.")] = 256,
     quality: Annotated[int, typer.Option(help="JPEG quality of re-encoded JPEGs (other formats stay lossless).")] = 95,
     workers: Annotated[int | None, typer.Option(help="Processes (default: one per core; 0 = this one).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Resize every image of a file-backed dataset once to a shorter side of 256, into a mirror of its folder.
 

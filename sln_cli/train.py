@@ -142,7 +142,7 @@ def _start_run_dir(config: Config, preset: str | None, trainset: TrainSet, devic
     runs.write_meta(run_dir, device=str(device), seed=config.run.seed,
                     extra={"num_train": len(trainset.noisy), "num_test": len(trainset.dataset.test.labels),
                            "world_size": world.size})
-    write_label_file(run_dir / "labels.csv", trainset.labels, trainset.manifest)
+    write_label_file(run_dir / "labels.csv", trainset.labels)
     return run_dir
 
 
