@@ -27,6 +27,13 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Options several commands share: one declaration, one help text.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (what it holds: README).")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+CheckpointOption = Annotated[
+    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
+]
+
 
 def _reports_errors(command: F) -> F:
     """Turn an `SlnError` into `error: ...` on stderr and exit code 1 (`SLN_DEBUG=1` keeps the traceback)."""
@@ -113,7 +120,7 @@ def corrupt(
         typer.Option(help="Download the papers' pinned label files (NAME, e.g. cifar10/sym0.4, or all) into "
                           "$SLN_CACHE/labels, verified by sha256, for later offline use as --labels official:NAME."),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise.
 
@@ -176,7 +183,7 @@ def _fetch_official(which: str, other_flags: dict[str, Any], json_output: bool) 
 
 @app.command()
 @_reports_errors
-def presets(json_output: Annotated[bool, typer.Option("--json", help="Print name -> description as JSON.")] = False):
+def presets(json_output: JsonOption = False):
     """List the presets with a one-line description each (use one with `sln train --preset NAME`)."""
     from rich.table import Table
 
@@ -272,12 +279,15 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     """A resumed run may only train longer or move to another device; anything else would be another run."""
     from sln_cli import config as config_lib
 
-    allowed = {"optim.epochs", "run.device", "run.out", "run.tensorboard"}  # logging may be switched on later
+    # where and how fast it runs may change, and logging may be switched on; anything else would be another run
+    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic", "run.tensorboard"}
     now = config_lib.to_dict(config)
+    # keys newer than the saved run (its config.yaml lacks them) count as their defaults
+    before = config_lib.to_dict(config_lib.resolve(saved))
     changed = [
         f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
         for key, value in values.items()
-        if f"{section}.{key}" not in allowed and saved.get(section, {}).get(key) != value
+        if f"{section}.{key}" not in allowed and before.get(section, {}).get(key) != value
     ]
     if changed:
         raise SlnError(f"cannot change {', '.join(changed)} when resuming; start a new run instead")
@@ -294,9 +304,7 @@ def evaluate(
     targets: Annotated[
         list[str], typer.Argument(metavar="RUN_OR_CHECKPOINT", help="Run directories or .pt files in one; globs ok.")
     ],
-    checkpoint: Annotated[
-        str | None, typer.Option(help="Checkpoint of each run directory: final (default), best, last or epoch-N.")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     weights: Annotated[str, typer.Option(help="raw (SLN), ema (SLN-MO) or both.")] = "both",
     split: Annotated[
         str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), or ilsvrc12 "
@@ -311,11 +319,9 @@ def evaluate(
         typer.Option(help="FILE.npz of probs (N×K), labels, indices; with several runs or weights each file gets "
                           "-<run>-<weights> before .npz."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list: one object per run and weights, then seed means.")
-    ] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Accuracy and calibration of runs side by side (mean ± std over runs that differ only in their seed).
 
@@ -340,11 +346,7 @@ analyze_app = typer.Typer(
 app.add_typer(analyze_app)
 
 WeightsOption = Annotated[str, typer.Option(help="raw (SLN) or ema (SLN-MO) weights.")]
-CheckpointOption = Annotated[
-    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
-]
 OutOption = Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: RUN/analysis).")]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 
 
 @analyze_app.command()
@@ -359,7 +361,7 @@ def confidence(
     out: OutOption = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Confidence of clean vs mislabelled training samples, and how well the loss spots the mislabelled ones.
 
@@ -458,9 +460,7 @@ def landscape(
     ] = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option(help="Batch size of the loss and Hessian passes.")] = 256,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object (a list of them for several runs).")
-    ] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Loss landscape and sharpness: Hessian eigenvalues and trace, sharpness within rho, 1D/2D cuts.
 
@@ -487,7 +487,7 @@ def bench(
     data_dir: Annotated[
         Path | None, typer.Option(help="Real CIFAR-10 layout to benchmark on; synthetic data otherwise.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
     steps: Annotated[
         int | None,
         typer.Option(help="Training steps measured per contender and round (default 2 on a CPU, 50 on a GPU)."),
@@ -505,7 +505,7 @@ def bench(
     model: Annotated[str, typer.Option(hidden=True)] = "wrn-28-2",
     eval_images: Annotated[int | None, typer.Option(hidden=True)] = None,
     batch_size: Annotated[int, typer.Option(hidden=True)] = 128,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """How fast this hardware trains: sln beside a re-creation of the official loop and the hardware ceiling.
 
@@ -552,7 +552,7 @@ def cache(
     size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.")] = 256,
     quality: Annotated[int, typer.Option(help="JPEG quality of re-encoded JPEGs (other formats stay lossless).")] = 95,
     workers: Annotated[int | None, typer.Option(help="Processes (default: one per core; 0 = this one).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Resize every image of a file-backed dataset once to a shorter side of 256, into a mirror of its folder.
 
@@ -569,6 +569,29 @@ def cache(
     else:
         _console().print(f"{summary['resized']} images resized, {summary['copied']} files copied, "
                          f"{summary['skipped']} already cached, in {summary['seconds']:.1f} s: {summary['out']}")
+
+
+@app.command()
+@_reports_errors
+def doctor(
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Check this machine: versions, device, capability and memory, then a few real training steps of every path.
+
+    fp32, bf16, fp16 with the grad scaler, channels-last, torch.compile (CUDA graphs on a GPU), the EMA, label
+    correction, a checkpoint and its exact resume, nvJPEG (on CUDA) and a one-process DDP group; each passes,
+    fails or is skipped, with its images/s. Exit code 1 when any check fails.
+    """
+    from sln_cli import doctor as doctor_lib
+
+    result = doctor_lib.diagnose(device)
+    if json_output:
+        _print_json(result)
+    else:
+        doctor_lib.render(result, _console())
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

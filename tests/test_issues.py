@@ -17,11 +17,10 @@ from typer.testing import CliRunner
 
 from sln_cli.analyze import ranking
 from sln_cli.cli import app
-from tests import test_evaluate
-from tests.test_evaluate import TINY, assert_one_line_error
+from tests.conftest import TINY_RUN as TINY
+from tests.test_evaluate import assert_one_line_error
 
-tiny_runs = getattr(test_evaluate, "tiny_runs", None)  # the session fixture (trained once), wherever it lives
-runner = CliRunner()
+runner = CliRunner()  # tiny_runs: conftest's session fixture, trained once
 
 
 def issues_json(*args: str) -> dict:

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from sln_cli.cli import app
 from sln_cli.tensorboard import MEMORISATION_TAG, RELIABILITY_TAG, TensorBoardLogger, metric_tag
-from tests.test_evaluate import TINY, assert_one_line_error
+from tests.conftest import TINY_RUN as TINY
+from tests.test_evaluate import assert_one_line_error
 
 runner = CliRunner()
 
