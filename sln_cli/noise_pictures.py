@@ -41,7 +41,7 @@ def draw_noise(paths: dict[str, Path], summary: dict, clean: np.ndarray, noisy: 
 
     names = summary.get("classes") or [str(i) for i in range(summary["num_classes"])]
     title = (f"{Path(summary['file']).name}: realised noise {summary['realized_noise_rate']:.3f} "
-             f"({summary['num_noisy']} of {summary['num_samples']})")
+             f"({summary['num_mislabelled']} of {summary['num_samples']})")
     plot_transition_matrix(paths["transition_matrix"], np.asarray(summary["transition_matrix"]), names, title=title)
     if dataset is not None and "examples" in paths:
         draw_examples(paths["examples"], dataset, clean, noisy, title=title)

@@ -19,8 +19,14 @@ from sln_cli.analyze import ranking
 from sln_cli.cli import app
 from tests.conftest import TINY_RUN as TINY
 from tests.test_evaluate import assert_one_line_error
+from tests.test_json import _check_spelling  # one spelling per idea across commands
 
 runner = CliRunner()  # tiny_runs: conftest's session fixture, trained once
+ISSUES = {"run", "name", "checkpoint", "epoch", "weights", "score", "score_meaning", "inputs", "averaged_epochs",
+          "suggested_label", "num_samples", "num_classes", "classes", "threshold", "num_flagged", "flagged_by",
+          "lc_weight", "truth_known", "title", "num_mislabelled", "realized_noise_rate", "detection", "files", "top"}
+DETECTION = {"auroc", "noise_rate", "flagged_at_rate", "precision_at_rate", "recall_at_rate", "k", "precision_at_k",
+             "flagged"}
 
 
 def issues_json(*args: str) -> dict:
@@ -119,6 +125,8 @@ def test_csv_and_json_match_the_ema_probabilities(tiny_runs, tmp_path) -> None:
     assert result["realized_noise_rate"] == pytest.approx(mislabelled.mean())
     assert result["num_flagged"] == int((probs.argmax(axis=1) != given).sum())
     assert len(result["top"]) == 7 and result["top"][0]["rank"] == 1
+    assert set(result) == ISSUES and set(detection) == DETECTION
+    _check_spelling(result)
     with Image.open(out / "contact-sheet.png") as image:
         assert image.format == "PNG" and image.width > 300
 
