@@ -141,18 +141,25 @@ def corrupt(
 
 @app.command()
 @_reports_errors
-def presets(json_output: Annotated[bool, typer.Option("--json", help="Print name -> description as JSON.")] = False):
-    """List the presets with a one-line description each (use one with `sln train --preset NAME`)."""
+def presets(json_output: Annotated[
+        bool, typer.Option("--json", help="Print name -> description as JSON (sweeps as sweep:NAME).")] = False):
+    """List the presets and sweeps with a one-line description each (`sln train --preset NAME`, `sln sweep NAME`)."""
     from rich.table import Table
 
     from sln_cli import presets as presets_lib
+    from sln_cli.sweep import spec as sweep_spec
 
     described = presets_lib.describe()
+    sweeps = sweep_spec.describe()
     if json_output:
-        _print_json(described)
+        _print_json({**described, **{f"sweep:{name}": text for name, text in sweeps.items()}})
         return
     table = Table("preset", "description", title="presets")
     for name, description in described.items():
+        table.add_row(name, description)
+    _console().print(table)
+    table = Table("sweep", "description", title="sweeps (sln sweep NAME)")
+    for name, description in sweeps.items():
         table.add_row(name, description)
     _console().print(table)
 
@@ -239,6 +246,72 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     ]
     if changed:
         raise SlnError(f"cannot change {', '.join(changed)} when resuming; start a new run instead")
+
+
+# --------------------------------------------------------------------------------------------------
+# sln sweep / sln report
+# --------------------------------------------------------------------------------------------------
+
+
+@app.command()
+@_reports_errors
+def sweep(
+    spec: Annotated[str, typer.Argument(metavar="SPEC", help="A sweep name (see `sln presets`) or a YAML file.")],
+    out: Annotated[Path | None, typer.Option(help="Sweep directory (default sweeps/<name>).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds instead of the spec's: 0,1,2 or 0-4.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key in every run: section.key=value (repeatable).")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option(help="Runs at once (default: one per device slot; CPU: 1).")] = None,
+    devices: Annotated[str, typer.Option(help="cpu, or GPUs such as cuda:0,cuda:1.")] = "cpu",
+    per_device: Annotated[int, typer.Option(help="Runs sharing one GPU.")] = 1,
+    cpu_threads: Annotated[
+        int | None, typer.Option(help="Threads per CPU run (default: the cores divided between the jobs).")
+    ] = None,
+    retries: Annotated[int, typer.Option(help="Restarts of a failing run in this invocation.")] = 1,
+    dry_run: Annotated[bool, typer.Option(help="Show every run and its state; run nothing.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="With --dry-run: print the runs as a JSON list.")] = False,
+    launcher: Annotated[str, typer.Option(help="local (child processes here) or slurm (submitit).")] = "local",
+    partition: Annotated[str | None, typer.Option(help="slurm: the partition.")] = None,
+    time_min: Annotated[int, typer.Option(help="slurm: time limit of a job, in minutes.")] = 24 * 60,
+    gpus_per_job: Annotated[int, typer.Option(help="slurm: GPUs per job (0: CPU jobs).")] = 1,
+    runs_per_job: Annotated[int, typer.Option(help="slurm: runs per job, sharing its GPUs.")] = 1,
+) -> None:
+    """Run a grid of runs (presets × methods × overrides × seeds); rerun to continue: finished runs are skipped,
+    partial ones resumed, failed ones restarted. Label-correction runs start from their twin's state."""
+    from sln_cli.sweep import commands
+
+    if json_output and not dry_run:
+        raise SlnError("--json prints the plan of --dry-run; add --dry-run")
+    if retries < 0:
+        raise SlnError(f"--retries must not be negative, got {retries}")
+    plan, sweep_dir = commands.load(spec, out=out, seeds=seeds, overrides=set_ or [])
+    if dry_run:
+        result = commands.dry_run(plan, sweep_dir)
+        if json_output:
+            _print_json(result["rows"])
+        else:
+            commands.render_dry_run(result, _console())
+        return
+    if launcher == "slurm":
+        from sln_cli.sweep.slurm import submit
+
+        slurm = commands.SlurmOptions(partition=partition, time_minutes=time_min, gpus_per_job=gpus_per_job,
+                                      runs_per_job=runs_per_job)
+        jobs_submitted = submit(plan, sweep_dir, slurm, retries=retries)
+        _console().print(f"submitted {len(jobs_submitted)} jobs ({', '.join(j['job_id'] for j in jobs_submitted)}); "
+                         f"rerun the same command after they end to resubmit anything unfinished", markup=False)
+        return
+    if launcher != "local":
+        raise SlnError(f"--launcher takes local or slurm, got {launcher!r}")
+    from sln_cli.sweep.runner import Options, run_sweep
+
+    options = Options(jobs=jobs, devices=commands.parse_devices(devices), per_device=per_device, retries=retries,
+                      cpu_threads=cpu_threads)
+    outcome = run_sweep(plan, sweep_dir, options, console=_console())
+    commands.render_outcome(outcome, _console())
+    if any(result != "done" for result in outcome["runs"].values()):
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------------------------------
