@@ -314,6 +314,45 @@ def sweep(
         raise typer.Exit(1)
 
 
+@app.command()
+@_reports_errors
+def report(
+    targets: Annotated[
+        list[str], typer.Argument(metavar="RUN_OR_SWEEP", help="Sweep directories, run directories or globs.")
+    ],
+    metric: Annotated[str, typer.Option(help="acc (test accuracy) or nll (test cross-entropy).")] = "acc",
+    select: Annotated[
+        str, typer.Option(help="last (final epoch) or best-val (the epoch of best EMA validation accuracy).")
+    ] = "last",
+    fmt: Annotated[str, typer.Option("--format", help="table, markdown, csv, latex or json.")] = "table",
+    json_output: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    all_weights: Annotated[
+        bool, typer.Option(help="Both weights of every run (CE-MO, SLN-LC too), not only the paper's rows.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: SWEEP/report).")] = None,
+    figures: Annotated[bool, typer.Option(help="Write accuracy.png and memorisation.png.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace PNGs in --out that sln did not write.")] = False,
+) -> None:
+    """The paper's table from runs: one row per method, one column per setting, mean ± std over seeds, the
+    paper's number beside; unfinished runs are shown, never averaged. Also the curves as PNGs."""
+    from sln_cli.report import collect, render
+
+    fmt = "json" if json_output else fmt
+    if fmt not in render.FORMATS:
+        raise SlnError(f"--format takes {', '.join(render.FORMATS)}, got {fmt!r}")
+    found = collect.find_runs(targets)
+    cells = collect.cells(found, metric=metric, select=select, every=all_weights)
+    written: list[Path] = []
+    if figures:
+        from sln_cli.report.figures import default_folder, write_figures
+
+        written = write_figures(found, out or default_folder(targets, found), overwrite=overwrite)
+    render.render(cells, fmt, _console())
+    if written:
+        _console(stderr=fmt != "table").print(f"figures: {', '.join(map(str, written))}", markup=False,
+                                              highlight=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # Later subcommands
 # --------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 
 from sln_cli import config as config_lib
 from sln_cli import presets as presets_lib
+from sln_cli import runs
 from sln_cli.errors import SlnError
 
 SPEC_KEYS = ("description", "presets", "methods", "grid", "seeds", "set")
@@ -144,8 +145,10 @@ def cell_name(preset: str, method: str, grid: tuple[tuple[str, Any], ...], seed:
 
 def comparable(tree: dict[str, Any]) -> dict[str, Any]:
     """A config tree without the keys that say where and how fast a run goes (not what it computes)."""
-    return {s: ({k: v for k, v in vals.items() if (s, k) not in RUNTIME_KEYS} if isinstance(vals, dict) else vals)
-            for s, vals in tree.items() if s != "description"}
+    out = {s: ({k: v for k, v in vals.items() if (s, k) not in RUNTIME_KEYS} if isinstance(vals, dict) else vals)
+           for s, vals in tree.items() if s != "description"}
+    out["method"] = runs.method_section(tree)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

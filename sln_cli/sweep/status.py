@@ -60,8 +60,6 @@ def state_of(cell: Cell, sweep: Sweep, failures: dict[str, Any]) -> CellState:
 def check_config(cell: Cell) -> None:
     """The run directory must hold this cell's run (runtime keys aside; more epochs in the spec may extend it)."""
     saved = config_lib.load_yaml(cell.run_dir / runs.CONFIG)
-    if "method" in cell.config and "method" not in saved:  # a run made before `method` existed (CONTRACTS.md)
-        saved["method"] = {"name": "sln"}
     want, have = comparable(cell.config), comparable(saved)
     if have.get("optim", {}).get("epochs", 0) <= want["optim"]["epochs"]:
         have = {**have, "optim": {**have["optim"], "epochs": want["optim"]["epochs"]}}
