@@ -32,6 +32,7 @@ from sln_cli.sweep.spec import Cell, Sweep
 
 LOOK_SECONDS = 0.5  # how long the scheduler sleeps between looks at its children
 STOP_SECONDS = 30.0  # after Ctrl-C, how long children get to stop before they are killed
+TRAIN = [sys.executable, "-m", "sln_cli", "train"]  # the command of a run (tests put a fake trainer here)
 LOCKED = "is in use by"  # the words of sln_cli.locks' message when another process holds a run
 
 ownership.register_kind("sweep", (status_lib.SWEEP_FILE, status_lib.FAILURES, "logs/*.log", ".*.tmp", "logs/.*.tmp"))
@@ -78,6 +79,7 @@ def threads_per_run(options: Options) -> int:
 
 def run_sweep(sweep: Sweep, sweep_dir: Path, options: Options, *, console: Any = None) -> dict[str, Any]:
     """Run every unfinished cell of `sweep` in `sweep_dir` (holding the sweep's lock); return the outcome."""
+    slots(options)  # bad options fail before anything is written
     if not ownership.is_owned(sweep_dir, "sweep"):
         ownership.claim_new_directory(sweep_dir, "sweep", overwrite=False)
     with lock_directory(sweep_dir, what="sweep"):
@@ -158,7 +160,7 @@ class Scheduler:
         return {"cpu_threads": self.threads} if device == "cpu" and not explicit else {}
 
     def _start(self, cell: Cell, mode: str, device: str) -> None:
-        command = [sys.executable, "-m", "sln_cli", "train"]
+        command = list(TRAIN)
         if mode == "fresh":
             sets = [*cell.overrides, *(f"run.{k}={v}" for k, v in self._runtime(cell, device).items())]
             command += ["--preset", cell.preset, *[a for s in sets for a in ("--set", s)], "--out", str(cell.run_dir)]
