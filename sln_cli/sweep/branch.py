@@ -62,3 +62,15 @@ def branch(cell: Cell, twin: Cell, *, runtime: dict[str, Any]) -> None:
 def _copy(source: Path, target: Path) -> None:
     with open(source, "rb") as src, atomic_write(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
+
+
+def keep_state(state: Any, run_dir: Path, epochs: tuple[int, ...]) -> None:
+    """Called by training after each epoch's files: at an epoch of `run.keep_state_at`, keep the full resumable
+    state (and best.pt as it stands) for the LC runs that branch here."""
+    if state.epoch not in epochs:
+        return
+    from sln_cli.state import to_checkpoint
+
+    runs.save_torch(state_file(run_dir, state.epoch), to_checkpoint(state))
+    if (run_dir / runs.BEST).is_file():
+        _copy(run_dir / runs.BEST, best_file(run_dir, state.epoch))
