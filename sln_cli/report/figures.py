@@ -24,13 +24,13 @@ def write_figures(found: list[Run], out: Path, *, overwrite: bool = False) -> li
     measured on the training batches as they are trained, so the EMA has none) in `out`."""
     ownership.prepare_output_dir(out, "report")
     written = []
-    for name, key, ylabel, raw_only in (("accuracy.png", "test_acc", "test accuracy (%)", False),
-                                        ("memorisation.png", "memorized", "mislabelled fitted to their label (%)",
-                                         True)):
+    for name, key, ylabel, what, raw_only in (
+            ("accuracy.png", "test_acc", "test accuracy (%)", "test accuracy", False),
+            ("memorisation.png", "memorized", "mislabelled fitted to their label (%)", "memorisation", True)):
         panels = curves(found, key, raw_only=raw_only)
         if panels:
             ownership.check_replaceable(out / name, overwrite=overwrite)
-            plot_seed_bands(out / name, panels, ylabel=ylabel, title=f"{ylabel}: mean ± std over seeds")
+            plot_seed_bands(out / name, panels, ylabel=ylabel, title=f"{what}, mean ± std over seeds")
             written.append(out / name)
     return written
 

@@ -105,7 +105,9 @@ class Scheduler:
         started = time.perf_counter()
         failures = status_lib.read_failures(self.sweep_dir)
         todo = [c for c in self.cells if status_lib.state_of(c, self.sweep, failures).status != "done"]
-        todo.sort(key=lambda c: c.twin is not None)  # twins first: their LC runs branch from them
+        twins = {c.twin for c in self.cells if c.twin is not None}
+        # twins first (their LC runs branch from them), then LC runs (started as soon as they can branch)
+        todo.sort(key=lambda c: 0 if c.name in twins else 1 if c.twin is not None else 2)
         self.outcome = {c.name: "done" for c in self.cells if c not in todo}
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
