@@ -241,11 +241,14 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
 
 
 def _die_with_parent(parent: int) -> Any:
-    """A pre-exec hook: on Linux the child gets SIGKILL when the sweep process dies, even by SIGKILL."""
-    if not sys.platform.startswith("linux"):
-        return None
+    """A pre-exec hook: SIGINT back to its default (a sweep started in the background, e.g. under nohup, has it
+    ignored, and children inherit that), so that the child stops at its checkpoint when told; and on Linux the
+    child gets SIGKILL when the sweep process dies, even by SIGKILL."""
 
     def hook() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python then installs its KeyboardInterrupt handler
+        if not sys.platform.startswith("linux"):
+            return
         import ctypes
 
         try:
