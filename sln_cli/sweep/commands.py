@@ -48,7 +48,7 @@ def render_dry_run(plan: dict[str, Any], console: Console) -> None:
     for column in ("run", "status", "epochs", "starts from"):
         table.add_column(column, justify="right" if column == "epochs" else "left")
     for row in plan["rows"]:
-        start = f"{row['branch_from']} @ {row['epochs_saved']}" if row["branch_from"] else ""
+        start = f"{Path(row['branch_from']).name} @ {row['epochs_saved']}" if row["branch_from"] else ""
         table.add_row(row["name"], row["status"], f"{row['epochs_done']}/{row['epochs_total']}", start)
     console.print(table)
     console.print(savings_line(plan), markup=False, highlight=False)
