@@ -141,27 +141,25 @@ def corrupt(
 
 @app.command()
 @_reports_errors
-def presets(json_output: Annotated[
-        bool, typer.Option("--json", help="Print name -> description as JSON (sweeps as sweep:NAME).")] = False):
+def presets(
+    json_output: Annotated[bool, typer.Option("--json", help="Print name -> description as JSON.")] = False,
+    sweeps: Annotated[bool, typer.Option("--sweeps", help="With --json: the sweeps instead of the presets.")] = False,
+):
     """List the presets and sweeps with a one-line description each (`sln train --preset NAME`, `sln sweep NAME`)."""
     from rich.table import Table
 
     from sln_cli import presets as presets_lib
     from sln_cli.sweep import spec as sweep_spec
 
-    described = presets_lib.describe()
-    sweeps = sweep_spec.describe()
     if json_output:
-        _print_json({**described, **{f"sweep:{name}": text for name, text in sweeps.items()}})
+        _print_json(sweep_spec.describe() if sweeps else presets_lib.describe())
         return
-    table = Table("preset", "description", title="presets")
-    for name, description in described.items():
-        table.add_row(name, description)
-    _console().print(table)
-    table = Table("sweep", "description", title="sweeps (sln sweep NAME)")
-    for name, description in sweeps.items():
-        table.add_row(name, description)
-    _console().print(table)
+    for kind, described in (("preset", presets_lib.describe()), ("sweep", sweep_spec.describe())):
+        table = Table(kind, "description", title=f"{kind}s (sln {'train --preset' if kind == 'preset' else 'sweep'} "
+                                                 "NAME)")
+        for name, description in described.items():
+            table.add_row(name, description)
+        _console().print(table)
 
 
 @app.command()

@@ -124,9 +124,11 @@ def test_dry_run_table_states_the_epochs_saved(tmp_path):
 
 
 def test_presets_lists_the_sweeps():
-    result = runner.invoke(app, ["presets", "--json"])
+    result = runner.invoke(app, ["presets", "--json", "--sweeps"])
     assert result.exit_code == 0
-    assert "sweep:paper-cifar10" in json.loads(result.stdout)
+    assert set(json.loads(result.stdout)) == set(spec_lib.available())
+    table = runner.invoke(app, ["presets"])
+    assert "quickstart-sweep" in table.stdout and "cifar10-sym-lc" in table.stdout
 
 
 def test_parse_seeds():
