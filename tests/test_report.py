@@ -113,6 +113,16 @@ def test_the_paper_number_and_the_difference_stand_beside_ours(tmp_path):
     assert "paper 88.97?" in render.cell_text(cell)  # "?": not yet checked against the publication
 
 
+def test_the_official_label_files_stand_for_the_paper_settings(tmp_path):
+    def official(tree):
+        tree["data"]["dataset"] = "cifar10"
+        tree["noise"]["labels"] = "official:cifar10/asym0.4"
+
+    _run(tmp_path / "r", ["sln.sigma=0"], raw=0.8, ema=0.8, edit=official)
+    (cell,) = collect.cells(collect.find_runs([str(tmp_path / "r")]))
+    assert cell["setting"] == "official:cifar10/asym0.4" and cell["paper"] == pytest.approx(0.8038)
+
+
 def test_one_column_never_mixes_datasets(tmp_path):
     for name, dataset in [("a", "digits"), ("b", "cifar10")]:
         def edit(tree, dataset=dataset):

@@ -66,7 +66,8 @@ def setting_of(config: dict[str, Any]) -> str:
     data, noise = config["data"], config["noise"]
     if noise.get("labels"):
         label_set = f" ({noise['label_set']})" if noise.get("label_set") else ""
-        return f"{Path(noise['labels']).name}{label_set}"
+        name = noise["labels"] if str(noise["labels"]).startswith("official:") else Path(noise["labels"]).name
+        return f"{name}{label_set}"
     if noise["mode"] == "none":
         return data["dataset"]
     return f"{data['dataset']} {noise['mode']} {noise['rate']:.0%}"

@@ -22,8 +22,9 @@ def table() -> dict[str, dict[str, Any]]:
 def setting_key(config: dict[str, Any]) -> str | None:
     """The paper's name for a run's setting: `<dataset> <mode> <rate>`, also for the official label files."""
     data, noise = config["data"], config["noise"]
-    if noise.get("labels"):
-        match = OFFICIAL_FILE.fullmatch(Path(noise["labels"]).name)
+    if noise.get("labels"):  # `official:cifar10/sym0.4` or a copy of the official file
+        match = OFFICIAL_FILE.fullmatch(Path(str(noise["labels"]).removeprefix("official:")).name + ".csv") \
+            if str(noise["labels"]).startswith("official:") else OFFICIAL_FILE.fullmatch(Path(noise["labels"]).name)
         return f"{data['dataset']} {match[1]} {float(match[2]):.0%}" if match else None
     if noise.get("mode") == "none":
         return data["dataset"]
