@@ -29,6 +29,7 @@ from sln_cli.progress import TrainProgress
 from sln_cli.recording import record_eval_pass, reset_optimizer
 from sln_cli.state import Splits, State, initial_state, place_splits, restore, to_checkpoint
 from sln_cli.step import Loss, sln_loss
+from sln_cli.sweep import branch
 from sln_cli.tensorboard import open_logger, require_tensorboard
 from sln_cli.trainset import TrainSet, build_trainset
 
@@ -170,6 +171,7 @@ def _save_epoch(state: State, run_dir: Path, row: dict[str, Any], config: Config
     """Rank 0 only: the metrics line, the resumable checkpoint and any kept weights of the epoch just done."""
     runs.append_metrics(run_dir, row)
     _keep_epoch_weights(state, run_dir, config.run.keep_checkpoints)  # before the checkpoint that names them
+    branch.keep_state(state, run_dir, config.run.keep_state_at)  # LC runs of a sweep start from it
     if state.epoch % config.run.checkpoint_every == 0 or state.epoch == config.optim.epochs:
         runs.save_torch(run_dir / runs.CHECKPOINT, to_checkpoint(state))
 

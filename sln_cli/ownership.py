@@ -1,0 +1,195 @@
+"""What `sln` may replace or delete: only what it can prove it made, and only when asked.
+
+A directory `sln` creates gets a marker file (`.sln-owned`, JSON: kind, sln version, creation time). With
+`--overwrite`, a directory carrying our marker of the same kind is re-claimed by deleting only the files
+`sln` writes there (by name); anything else in it stays. An existing file the user names as an output is
+replaced only with `--overwrite`; files sln keeps up to date inside a directory it owns (metrics,
+checkpoints, plots in a run's `analysis/`) are its own to rewrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fnmatch
+import json
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from sln_cli import __version__
+from sln_cli.errors import SlnError
+from sln_cli.files import atomic_write_json
+
+MARKER = ".sln-owned"  # JSON: {"kind": "run"|"sweep"|..., "sln_version": ..., "created": ...}
+_LOCK = ".sln.lock"  # sln_cli.locks.LOCK: the lock of the directory, held by the caller while it claims
+_MAX_MARKER_BYTES = 4096
+
+# The files sln writes in a directory of each kind, as glob patterns relative to it (one folder level at most).
+# `.NAME.*.tmp` are the temporary files of an atomic write that a kill left behind.
+OWNED_FILES: dict[str, tuple[str, ...]] = {
+    "run": (
+        "config.yaml", "meta.json", "labels.csv", "labels.json", "metrics.jsonl", "checkpoint.pt", "final.pt",
+        "best.pt", "summary.json", "probs.npy", ".*.tmp", "checkpoints/epoch-*.pt", "checkpoints/.*.tmp",
+        "checkpoints/state-*.pt",  # run.keep_state_at (sln sweep's label-correction branching)
+        "analysis/reliability-*.png", "analysis/confidence-*.png", "analysis/memorisation-*.png",
+        "analysis/landscape-*", "analysis/.*.tmp", "analysis/" + MARKER,
+    ),
+    "analysis": ("reliability-*.png", "confidence-*.png", "memorisation-*.png", "landscape-*", ".*.tmp"),
+}
+# Runs made before the marker existed hold these files; --overwrite leaves such a directory to the user.
+_LEGACY_RUN = ("config.yaml", "meta.json", "metrics.jsonl")
+
+
+def register_kind(kind: str, patterns: Sequence[str]) -> None:
+    """Declare the files sln writes in directories of `kind` (e.g. a sweep), so --overwrite can remove them."""
+    OWNED_FILES[kind] = tuple(patterns)
+
+
+def is_owned(directory: Path, kind: str) -> bool:
+    """`directory` carries sln's marker of this kind."""
+    return _marker_kind(Path(directory)) == kind
+
+
+def claim_new_directory(directory: Path, kind: str, *, overwrite: bool) -> None:
+    """Create `directory` (or take an empty one), or with `overwrite` re-claim one that carries OUR marker of
+    the same kind, removing only the files sln writes there; refuse anything else with one line naming it."""
+    directory = Path(directory)
+    if not _make(directory):
+        if not directory.is_dir():
+            raise SlnError(f"{directory} exists and is not a directory; choose another path for the {kind}")
+        if _contents(directory, kind):
+            _check_reclaim(directory, kind, overwrite)
+            remove_owned_files(directory, kind)
+    atomic_write_json(directory / MARKER, {"kind": kind, "sln_version": __version__,
+                                           "created": datetime.datetime.now().astimezone().isoformat()})
+
+
+def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite") -> None:
+    """An output file the user named: new, or existing and replaced only with `overwrite`; never a directory.
+
+    Inside a directory sln owns (a run, its analysis folder), sln's own files are kept up to date freely."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_dir():
+        raise SlnError(f"{path} is a directory; give a file path for this output")
+    if overwrite or _owns_file(path):
+        return
+    raise SlnError(f"{path} already exists; pass {flag} to replace it, or choose another path")
+
+
+def prepare_output_dir(directory: Path, kind: str = "analysis") -> None:
+    """A folder for outputs: created and marked as sln's when new, used as it is when it exists."""
+    directory = Path(directory)
+    if _make(directory):
+        atomic_write_json(directory / MARKER, {"kind": kind, "sln_version": __version__,
+                                               "created": datetime.datetime.now().astimezone().isoformat()})
+    elif not directory.is_dir():
+        raise SlnError(f"{directory} exists and is not a directory; choose another output folder")
+
+
+def remove_owned_files(directory: Path, kind: str) -> list[Path]:
+    """Delete the regular files of `directory` that sln writes for `kind` (never links, folders or others);
+    folders sln made that end up empty go too. Returns what was removed."""
+    removed = []
+    for pattern in OWNED_FILES.get(kind, ()):
+        folder, _, name = pattern.rpartition("/")
+        where = directory / folder if folder else directory
+        if not _plain_dir(where):
+            continue
+        for entry in sorted(os.listdir(where)):
+            path = where / entry
+            if not fnmatch.fnmatchcase(entry, name) or (not folder and entry in (MARKER, _LOCK)):
+                continue
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                _unlink(path)
+                removed.append(path)
+    for folder in {p.rpartition("/")[0] for p in OWNED_FILES.get(kind, ()) if "/" in p}:
+        with contextlib.suppress(OSError):  # only if empty: a user's file keeps its folder
+            (directory / folder).rmdir()
+    return removed
+
+
+# --------------------------------------------------------------------------------------------------
+# Internals
+# --------------------------------------------------------------------------------------------------
+
+
+def _make(directory: Path) -> bool:
+    """Create `directory` (and its parents); False if it already existed."""
+    try:
+        directory.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise SlnError(f"cannot create {directory}: {exc.strerror or exc}") from exc
+
+
+def _contents(directory: Path, kind: str) -> list[str]:
+    """What is in `directory` besides our lock (and our marker of this kind, when it is alone)."""
+    try:
+        names = [name for name in os.listdir(directory) if name != _LOCK]
+    except OSError as exc:
+        raise SlnError(f"cannot read {directory}: {exc.strerror or exc}") from exc
+    return [] if names == [MARKER] and _marker_kind(directory) == kind else names
+
+
+def _check_reclaim(directory: Path, kind: str, overwrite: bool) -> None:
+    owner = _marker_kind(directory)
+    if not overwrite:
+        extra = f", or continue it with --resume {directory}" if owner == "run" == kind else ""
+        raise SlnError(f"{kind} directory {directory} is not empty; pick another path, replace sln's files in it "
+                       f"with --overwrite{extra}")
+    if owner == kind:
+        return
+    if owner is not None:
+        raise SlnError(f"{directory} is an sln {owner} directory, not a {kind} one; --overwrite will not touch it: "
+                       "pick another path")
+    if kind == "run" and all((directory / name).is_file() for name in _LEGACY_RUN):
+        raise SlnError(f"{directory} holds a run made before sln marked its own directories, so --overwrite will "
+                       f"not touch it; delete it yourself (rm -r {directory}) or pick another path")
+    raise SlnError(f"{directory} was not made by sln (it has no {MARKER} marker), so --overwrite will not touch "
+                   "it; pick another path or an empty directory")
+
+
+def _marker_kind(directory: Path) -> str | None:
+    try:
+        with open(directory / MARKER, "rb") as f:
+            record = json.loads(f.read(_MAX_MARKER_BYTES + 1)[:_MAX_MARKER_BYTES].decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = record.get("kind") if isinstance(record, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _owns_file(path: Path) -> bool:
+    """`path` is a file sln writes in a directory it owns (by the directory's marker and the file's name)."""
+    kind = _marker_kind(path.parent)
+    if kind is not None and _matches(path.name, OWNED_FILES.get(kind, ())):
+        return True
+    # a run's analysis folder made before it carried its own marker
+    return path.parent.name == "analysis" and is_owned(path.parent.parent, "run") and \
+        _matches(f"analysis/{path.name}", OWNED_FILES["run"])
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return name not in (MARKER, _LOCK) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _plain_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SlnError(f"cannot remove {path}: {exc.strerror or exc}") from exc
