@@ -110,6 +110,11 @@ def corrupt(
     label_set: Annotated[
         str | None, typer.Option(help="CIFAR-N .pt: which label set, e.g. worse_label, aggre_label, noisy_label.")
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="With --inspect: draw the transition matrix to this PNG (and, with --dataset, flipped "
+                          "examples per class to PNG-examples.png)."),
+    ] = None,
     fetch_official: Annotated[
         str | None,
         typer.Option(help="Download the papers' pinned label files (NAME, e.g. cifar10/sym0.4, or all) into "
@@ -126,15 +131,18 @@ def corrupt(
     generation_flags = {"--mode": mode, "--rate": rate, "--out": out, "--matrix": matrix, "--probs": probs}
     generation_flags |= {"--source-dataset": source_dataset, "--exact": exact or None}
     if fetch_official is not None:
-        _fetch_official(fetch_official, generation_flags | {"--inspect": inspect, "--dataset": dataset}, json_output)
+        _fetch_official(fetch_official, generation_flags | {"--inspect": inspect, "--dataset": dataset, "--plot": plot},
+                        json_output)
         return
     if inspect is not None:
         if given := [flag for flag, value in generation_flags.items() if value is not None]:
             raise SlnError(f"--inspect summarises an existing file; drop {', '.join(given)}")
-        summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir)
+        summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir, plot=plot)
     else:
         if label_set is not None:
             raise SlnError("--label-set picks the labels of a CIFAR-N file given to --inspect; drop it")
+        if plot is not None:
+            raise SlnError("--plot draws the file given to --inspect; write the file first, then inspect it")
         summary = corrupt_lib.generate(
             dataset=dataset,
             data_dir=data_dir,
@@ -222,6 +230,9 @@ def train(
     record_probs: Annotated[
         bool | None, typer.Option("--record-probs", help="Save the epoch-averaged softmax (probs.npy).")
     ] = None,
+    tensorboard: Annotated[
+        bool | None, typer.Option("--tensorboard", help="Also log to TensorBoard in RUN/tensorboard (run.tensorboard).")
+    ] = None,
     print_config: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output; only errors and the final table.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out (a run directory only).")] = False,
@@ -234,7 +245,7 @@ def train(
         "optim.epochs": epochs, "run.seed": seed, "sln.sigma": sigma, "noise.rate": noise_rate,
         "noise.labels": _str(labels), "data.data_dir": _str(data_dir), "run.device": device,
         "run.precision": precision, "run.out": _str(out), "data.train_limit": train_limit,
-        "data.test_limit": test_limit, "run.record_probs": record_probs,
+        "data.test_limit": test_limit, "run.record_probs": record_probs, "run.tensorboard": tensorboard,
     }
     if resume is not None:
         preset, base = _resume_base(resume, preset)
@@ -273,8 +284,8 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     """A resumed run may only train longer or move to another device; anything else would be another run."""
     from sln_cli import config as config_lib
 
-    # where and how fast it runs may change; anything else would be another run
-    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic"}
+    # where and how fast it runs may change, and logging may be switched on; anything else would be another run
+    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic", "run.tensorboard"}
     now = config_lib.to_dict(config)
     # keys newer than the saved run (its config.yaml lacks them) count as their defaults
     before = config_lib.to_dict(config_lib.resolve(saved))
@@ -439,7 +450,8 @@ def evaluate(
 
 
 analyze_app = typer.Typer(
-    name="analyze", help="Confidence and loss-landscape / sharpness statistics of trained runs.", no_args_is_help=True
+    name="analyze", help="Confidence, label issues and loss-landscape / sharpness statistics of trained runs.",
+    no_args_is_help=True,
 )
 app.add_typer(analyze_app)
 
@@ -475,6 +487,58 @@ def confidence(
         _print_json(result)
     else:
         commands.render_confidence(result, _console())
+
+
+@analyze_app.command()
+@_reports_errors
+def issues(
+    target: Annotated[str, typer.Argument(metavar="RUN_OR_CHECKPOINT", help="A run directory or a .pt file in one.")],
+    checkpoint: CheckpointOption = None,
+    weights: Annotated[str, typer.Option(help="ema (SLN-MO, default) or raw (SLN) weights.")] = "ema",
+    score: Annotated[
+        str, typer.Option(help="loss (-log p of the given label; default) or probability (p of the given label).")
+    ] = "loss",
+    average_checkpoints: Annotated[
+        bool, typer.Option(help="Average the softmax over the run's kept epoch checkpoints (run.keep_checkpoints).")
+    ] = False,
+    top: Annotated[int, typer.Option(help="Rows printed and images on the contact sheet; precision at k = top.")] = 20,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Flag loss >= T (or probability <= T); default: flag where argmax differs from the label."),
+    ] = None,
+    noise_rate: Annotated[
+        float | None,
+        typer.Option(help="With true labels: precision/recall of the r·N most suspect (default: the realised r)."),
+    ] = None,
+    compare: Annotated[
+        str | None, typer.Option(help="cleanlab: also run cleanlab's find_label_issues on the same probabilities.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for issues.csv and contact-sheet.png (default: RUN/analysis/issues-*).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace issues.csv and contact-sheet.png in --out.")] = False,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """The training samples whose given label is probably wrong, ranked, with a suggested label (works without truth).
+
+    Writes issues.csv (every sample, most suspect first) and a contact sheet of the top images; with true labels
+    known, precision/recall at r·N, precision at k and AUROC; --compare cleanlab runs cleanlab beside it.
+    """
+    from sln_cli.analyze import issues as issues_lib
+
+    result = issues_lib.analyze_issues(
+        target, checkpoint=checkpoint, out=out, device=device, overwrite=overwrite, weights=weights, score=score,
+        average_checkpoints=average_checkpoints, top=top, threshold=threshold, noise_rate=noise_rate,
+        compare=compare, batch_size=batch_size,
+    )
+    if json_output:
+        _print_json(result)
+    else:
+        from sln_cli.analyze.issues_view import render_issues
+
+        render_issues(result, _console())
 
 
 @analyze_app.command()

@@ -99,6 +99,7 @@ class RunConfig:
     sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
     cpu_threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0 = PyTorch's default
     deterministic: bool = True  # same numbers for the same seed on the same kind of device; false: cuDNN benchmark
+    tensorboard: bool = False  # also write TensorBoard event files in RUN/tensorboard (extra sln-cli[tensorboard])
     keep_state_at: tuple[int, ...] = ()  # also keep the full resumable state after these epochs (LC branching)
 
 

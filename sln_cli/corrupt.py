@@ -62,9 +62,15 @@ def _check_out(out: Path | None) -> None:
 
 
 def inspect(
-    path: Path, *, label_set: str | None = None, dataset: str | None = None, data_dir: Path | None = None
+    path: Path, *, label_set: str | None = None, dataset: str | None = None, data_dir: Path | None = None,
+    plot: Path | None = None,
 ) -> dict:
-    """Summarise an existing label file (ours, an official SLN CSV, or CIFAR-N); check it against `dataset`."""
+    """Summarise an existing label file (ours, an official SLN CSV, or CIFAR-N); check it against `dataset`;
+    with `plot`, draw its noise (`sln_cli.noise_pictures`)."""
+    if plot is not None:
+        from sln_cli.noise_pictures import draw_noise, plot_paths
+
+        plot_paths_ = plot_paths(plot, with_examples=dataset is not None)  # refused before any work
     if official.is_official(path):  # `official:NAME`: the verified cached copy, fetched if missing
         path = official.label_path(os.fspath(path))
     labels = read_label_file(path, label_set=label_set)
@@ -95,6 +101,9 @@ def inspect(
     summary = _finish(summary, manifest, classes, expected=manifest.get("expected_noise_rate"), file=path)
     if dataset is not None:
         summary["dataset"] = summary["dataset"] or data.name  # checked against it just above
+    if plot is not None:
+        summary["plots"] = draw_noise(plot_paths_, summary, labels.clean, labels.noisy,
+                                      data if dataset is not None else None)
     return summary
 
 
@@ -155,6 +164,8 @@ def render(summary: dict, console: Console) -> None:
     console.print(
         _matrix_table(summary, names) if summary["num_classes"] <= MATRIX_LIMIT else _confusions(summary, names)
     )
+    for what, plot in (summary.get("plots") or {}).items():
+        console.print(f"{what}: {plot}", markup=False, highlight=False)
 
 
 def _per_class_table(summary: dict, names: list[str]):

@@ -34,13 +34,18 @@ def correct_targets(
     the official `noise_cifar_train.py` and `noise_clothing1m_train.py`.
     """
     num_classes = ema_probs.shape[1]
-    span = (losses.max() - losses.min()).clamp_min(torch.finfo(losses.dtype).tiny)
-    weight = ((losses - losses.min()) / span).unsqueeze(1)  # (N, 1) in [0, 1]
+    weight = correction_weight(losses).unsqueeze(1)  # (N, 1) in [0, 1]
     if mix_with == "argmax":
         prediction = F.one_hot(ema_probs.argmax(dim=1), num_classes).to(ema_probs.dtype)
     else:
         prediction = ema_probs
     return weight * F.one_hot(noisy_labels, num_classes).to(ema_probs.dtype) + (1 - weight) * prediction
+
+
+def correction_weight(losses: Tensor) -> Tensor:
+    """Label correction's weight on the given label: the loss min-max normalised to [0, 1] (official code)."""
+    span = (losses.max() - losses.min()).clamp_min(torch.finfo(losses.dtype).tiny)
+    return (losses - losses.min()) / span
 
 
 def logit_gradient_noise_hook(sigma: float, batch_size: int, generator: torch.Generator | None = None, *,

@@ -33,6 +33,7 @@ OWNED_FILES: dict[str, tuple[str, ...]] = {
         "config.yaml", "meta.json", "labels.csv", "labels.json", "metrics.jsonl", "checkpoint.pt", "final.pt",
         "best.pt", "summary.json", "probs.npy", ".*.tmp", "checkpoints/epoch-*.pt", "checkpoints/.*.tmp",
         "checkpoints/state-*.pt",  # run.keep_state_at (sln sweep's label-correction branching)
+        "tensorboard/events.out.tfevents.*",  # run.tensorboard
         "analysis/reliability-*.png", "analysis/confidence-*.png", "analysis/memorisation-*.png",
         "analysis/landscape-*", "analysis/.*.tmp", "analysis/" + MARKER,
     ),

@@ -1,5 +1,6 @@
 """PNG figures for `sln evaluate` / `sln analyze`: reliability diagrams, clean-vs-mislabelled histograms,
-loss-landscape curves and contours, memorisation curves. Each function writes one PNG atomically.
+loss-landscape curves and contours, memorisation curves, noise transition matrices. Each function writes one PNG
+atomically.
 
 matplotlib is imported inside the functions (so importing this module is instant) and drawn on an explicit Agg
 canvas (`Figure` + `FigureCanvasAgg`, no pyplot): headless, and no process-wide backend or figure state changes.
@@ -43,17 +44,30 @@ def _figure(panels: int, max_columns: int = 4) -> tuple[Figure, list[Any]]:
     return figure, axes[:panels]
 
 
-def _save(figure: Figure, path: str | os.PathLike[str]) -> None:
+def save_figure(figure: Figure, path: str | os.PathLike[str]) -> None:
+    """The figure as a PNG at `path`, written atomically."""
+    with atomic_write(path, "wb") as f:
+        f.write(png_bytes(figure))
+
+
+def png_bytes(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
+    return buffer.getvalue()
+
+
+_save = save_figure
 
 
 def plot_reliability(path: str | os.PathLike[str], diagrams: Mapping[str, ReliabilityBins], *,
                      title: str = "Reliability diagram") -> None:
     """One panel per run: accuracy per equal-width confidence bin, the gap to the bin's mean confidence, and
     the diagonal of perfect calibration."""
+    _save(reliability_figure(diagrams, title=title), path)
+
+
+def reliability_figure(diagrams: Mapping[str, ReliabilityBins], *, title: str = "Reliability diagram") -> Figure:
+    """The figure of `plot_reliability`, unsaved (TensorBoard takes it as an image)."""
     figure, axes = _figure(len(diagrams))
     for axis, (name, bins) in zip(axes, diagrams.items(), strict=True):
         centres, width = (bins.edges[:-1] + bins.edges[1:]) / 2, np.diff(bins.edges)
@@ -66,7 +80,7 @@ def plot_reliability(path: str | os.PathLike[str], diagrams: Mapping[str, Reliab
                  title=f"{name} (ECE {bins.ece:.3f})")
     axes[0].legend(loc="upper left")
     figure.suptitle(title)
-    _save(figure, path)
+    return figure
 
 
 def plot_confidence_histograms(path: str | os.PathLike[str], scores: ConfidenceScores, mislabelled: np.ndarray, *,
@@ -125,11 +139,45 @@ def plot_memorisation(path: str | os.PathLike[str], curves: Mapping[str, tuple[S
                       *, ylabel: str = "mislabelled samples predicted as their noisy label",
                       title: str = "Memorisation of noisy labels") -> None:
     """Fraction against epoch for each named curve, `{name: (epochs, fractions)}`, on a 0-1 axis."""
+    _save(memorisation_figure(curves, ylabel=ylabel, title=title), path)
+
+
+def memorisation_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
+                        ylabel: str = "mislabelled samples predicted as their noisy label",
+                        title: str = "Memorisation of noisy labels") -> Figure:
+    """The figure of `plot_memorisation`, unsaved."""
     figure, (axis,) = _figure(1)
     for name, (epochs, fractions) in curves.items():
         axis.plot(epochs, fractions, marker=".", label=name)
     axis.set(xlabel="epoch", ylabel=ylabel, ylim=(0, 1), title=title)
     axis.legend()
+    return figure
+
+
+MATRIX_NUMBERS_LIMIT = 20  # above this many classes the heat map shows no per-cell numbers (unreadable)
+
+
+def plot_transition_matrix(path: str | os.PathLike[str], matrix: np.ndarray, classes: Sequence[str], *,
+                           title: str = "Label transition matrix") -> None:
+    """Heat map of a row-normalised K x K matrix (row = true class, column = given label), class names on the
+    axes; each cell's percentage is printed when K <= MATRIX_NUMBERS_LIMIT."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    size = len(classes)
+    figure, (axis,) = _figure(1)
+    inches = min(max(4.0, 0.45 * size + 2), 16.0)
+    figure.set_size_inches(inches + 1.5, inches)
+    shown = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    font = 8 if size <= 10 else 6
+    ticks = np.arange(size) if size <= MATRIX_NUMBERS_LIMIT else np.arange(0, size, max(1, size // 20))
+    axis.set_xticks(ticks, [classes[i] for i in ticks], rotation=90, fontsize=font)
+    axis.set_yticks(ticks, [classes[i] for i in ticks], fontsize=font)
+    axis.set(xlabel="label given (noisy)", ylabel="true class", title=title)
+    if size <= MATRIX_NUMBERS_LIMIT:
+        for (i, j), value in np.ndenumerate(matrix):
+            if value > 0:
+                axis.text(j, i, f"{100 * value:.0f}" if value >= 0.005 else "<1", ha="center", va="center",
+                          fontsize=font, color="white" if value > 0.5 else "black")
+    figure.colorbar(shown, ax=axis, label="fraction of the true class", shrink=0.8)
     _save(figure, path)
 
 

@@ -30,6 +30,7 @@ from sln_cli.recording import record_eval_pass, reset_optimizer
 from sln_cli.state import Splits, State, initial_state, place_splits, restore, to_checkpoint
 from sln_cli.step import Loss, sln_loss
 from sln_cli.sweep import branch
+from sln_cli.tensorboard import open_logger, require_tensorboard
 from sln_cli.trainset import TrainSet, build_trainset
 
 
@@ -48,6 +49,8 @@ def train(config: Config, *, preset: str | None = None, resume: Path | None = No
 
 def _train(config: Config, world: World, device: torch.device, *, preset: str | None, resume: Path | None,
            quiet: bool, overwrite: bool, console: Any) -> dict[str, Any]:
+    if config.run.tensorboard:
+        require_tensorboard()  # before any file is written
     if config.run.cpu_threads > 0:
         torch.set_num_threads(config.run.cpu_threads)
     torch.manual_seed(config.run.seed)
@@ -67,6 +70,7 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
     state.compiled = _compiled(state.model if state.ddp is None else state.ddp, config.run.compile, device, world)
 
     progress = TrainProgress(config.optim.epochs, quiet=quiet or not world.is_main, console=console)
+    board = open_logger(run_dir, enabled=config.run.tensorboard and world.is_main, first_epoch=state.epoch + 1)
     started = time.perf_counter()
     with progress:
         progress.log(f"run directory: {run_dir}  ({_describe(trainset, config, device, world)})")
@@ -78,10 +82,13 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
                 state.epoch = epoch
                 if world.is_main:
                     _save_epoch(state, run_dir, row, config)
+                    board.log_epoch(row)
                 progress.end_epoch(row)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted during epoch {state.epoch + 1}; `sln train --resume {run_dir}` "
                               "continues from the last checkpoint") from None
+    board.finish({"raw": state.model, "ema": state.ema.module}, splits.test, splits.test_labels, epoch=state.epoch,
+                 batch_size=config.run.eval_batch_size)
     return distributed.from_main(world, lambda: _finish(state, run_dir, config, time.perf_counter() - started))
 
 

@@ -1,0 +1,126 @@
+"""TensorBoard event files for `sln train --tensorboard` (config key `run.tensorboard`), in RUN/tensorboard/.
+
+Every per-epoch metric of metrics.jsonl becomes a scalar at step = epoch under a tag derived from its key
+(`metric_tag`); at the end of training, the reliability diagram of the test split (raw and EMA) and, with true
+labels, the memorisation curve are added as images. A resumed run purges the steps after its checkpoint
+(SummaryWriter's `purge_step`), so the curves continue without duplicated steps. Written on rank 0 only, through
+`torch.utils.tensorboard` (the optional extra `sln-cli[tensorboard]`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from sln_cli import runs
+from sln_cli.errors import SlnError
+
+LOG_DIR = "tensorboard"
+INSTALL = "pip install 'sln-cli[tensorboard]'"
+GROUPS = (("train_", "train"), ("test_", "test"), ("val_", "val"))
+TAGS = {"lr": "schedule/lr", "sigma": "schedule/sigma", "memorized": "noise/memorized",
+        "corrected_acc": "noise/corrected_acc", "epoch_seconds": "speed/epoch_seconds",
+        "images_per_second": "speed/images_per_second"}
+RELIABILITY_TAG, MEMORISATION_TAG = "final/reliability_test", "final/memorisation"
+
+
+def require_tensorboard() -> None:
+    """A one-line SlnError saying how to install the tensorboard package when it is missing."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401  (imports the tensorboard package itself)
+    except ImportError:
+        raise SlnError(f"--tensorboard (run.tensorboard) needs the optional tensorboard package: {INSTALL}") from None
+
+
+def metric_tag(key: str) -> str | None:
+    """The stable tag of a metrics.jsonl key: `test_acc_ema` -> `test/acc_ema`, `lr` -> `schedule/lr`; None for
+    `epoch` (it is the step). Keys added later get `other/<key>`, so no key is ever dropped."""
+    if key == "epoch":
+        return None
+    for prefix, group in GROUPS:
+        if key.startswith(prefix):
+            return f"{group}/{key[len(prefix):]}"
+    return TAGS.get(key, f"other/{key}")
+
+
+class TensorBoardLogger:
+    """Scalars per epoch and the final images; events flushed after every epoch, so a killed run keeps them."""
+
+    def __init__(self, run_dir: Path, *, first_epoch: int) -> None:
+        require_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
+        log_dir = Path(run_dir) / LOG_DIR
+        backfill = first_epoch > 1 and not any(log_dir.glob("events.out.tfevents.*"))
+        # purge_step: events at steps >= first_epoch, written before an interruption (or, at epoch 1, by a run
+        # this one replaced, should its files have stayed), are hidden from then on
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=first_epoch)
+        self.run_dir, self.logged = Path(run_dir), False
+        if backfill:  # tensorboard switched on at resume: the epochs trained before it, from metrics.jsonl
+            for row in runs.read_metrics(self.run_dir):
+                if row["epoch"] < first_epoch:
+                    self._scalars(row)
+            self.writer.flush()
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        self._scalars(row)
+        self.writer.flush()
+        self.logged = True
+
+    def _scalars(self, row: dict[str, Any]) -> None:
+        for key, value in row.items():
+            tag = metric_tag(key)
+            if tag is not None and isinstance(value, int | float) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                self.writer.add_scalar(tag, value, global_step=row["epoch"])
+
+    def finish(self, models: dict[str, nn.Module], test_images: Any, test_labels: Tensor, *, epoch: int,
+               batch_size: int) -> None:
+        """The final images (only when this process trained an epoch, so a re-resumed finished run adds none)."""
+        if self.logged:
+            from sln_cli.calibration import reliability_bins
+            from sln_cli.checkpoints import predict
+            from sln_cli.plots import memorisation_figure, reliability_figure
+
+            labels = test_labels.cpu().numpy()
+            diagrams = {name: reliability_bins(predict(model, test_images, batch_size=batch_size), labels)
+                        for name, model in models.items()}
+            self._image(RELIABILITY_TAG, reliability_figure(diagrams, title=f"Test split, epoch {epoch}"), epoch)
+            rows = [row for row in runs.read_metrics(self.run_dir) if row.get("memorized") is not None]
+            if rows:
+                curve = {"raw network, during training": ([row["epoch"] for row in rows],
+                                                          [row["memorized"] for row in rows])}
+                self._image(MEMORISATION_TAG, memorisation_figure(curve), epoch)
+        self.close()
+
+    def _image(self, tag: str, figure: Any, epoch: int) -> None:
+        from PIL import Image
+
+        from sln_cli.plots import png_bytes
+
+        with Image.open(io.BytesIO(png_bytes(figure))) as image:
+            pixels = np.asarray(image.convert("RGB"))  # H×W×3 uint8
+        self.writer.add_image(tag, pixels, global_step=epoch, dataformats="HWC")
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class NoLogger:
+    """What the training loop holds when TensorBoard is off (and on ranks other than 0): every call does nothing."""
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def open_logger(run_dir: Path, *, enabled: bool, first_epoch: int) -> TensorBoardLogger | NoLogger:
+    return TensorBoardLogger(run_dir, first_epoch=first_epoch) if enabled else NoLogger()
