@@ -7,7 +7,6 @@ Also reads the official SLN CSVs (two columns, no manifest) and CIFAR-N human la
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sln_cli import intcsv
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write
 
@@ -102,8 +102,11 @@ def _csv_text(labels: NoisyLabels) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = None) -> NoisyLabels:
-    """Read a label CSV (with or without manifest) or a CIFAR-N `.pt`; `label_set` picks the CIFAR-N labels."""
+def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = None,
+                    expected_rows: int | None = None) -> NoisyLabels:
+    """Read a label CSV (with or without manifest) or a CIFAR-N `.pt`; `label_set` picks the CIFAR-N labels.
+
+    `expected_rows` (the dataset's training samples) refuses a CSV of another length before parsing it."""
     path = Path(path)
     if not path.is_file():
         raise SlnError(f"label file {path} does not exist; check the path")
@@ -113,7 +116,7 @@ def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = Non
         raise SlnError(f"cannot read {path}: expected a .csv label file or a CIFAR-N .pt file")
     if label_set is not None:
         raise SlnError("--label-set applies to CIFAR-N .pt files only; drop it for a .csv label file")
-    labels = _read_csv(path)
+    labels = _read_csv(path, expected_rows)
     json_path = manifest_path(path)
     if json_path.is_file():
         manifest = _read_manifest(json_path)
@@ -123,32 +126,21 @@ def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = Non
     return labels
 
 
-def _read_csv(path: Path) -> NoisyLabels:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f))
-    while rows and not any(cell.strip() for cell in rows[-1]):
-        rows.pop()  # trailing blank lines
-    if not rows:
+def _read_csv(path: Path, expected_rows: int | None = None) -> NoisyLabels:
+    """Bounded: the file's size is capped, its rows are counted before any is parsed (`expected_rows`: the
+    dataset's training samples), and parsing costs memory ~ the file (`sln_cli.intcsv`)."""
+    header, body = intcsv.read_header(path)
+    if not header and not body.strip():
         raise SlnError(f"{path} is empty; expected a header `label,label_noisy` and one row per training sample")
-    header = [cell.strip() for cell in rows[0]]
     if "label_noisy" not in header:
-        raise SlnError(f"{path} has header {','.join(header)!r}; expected columns `label,label_noisy`")
+        shown = ",".join(header)[:80]
+        raise SlnError(f"{path} has header {shown!r}; expected columns `label,label_noisy`")
+    if expected_rows is not None and (rows := intcsv.count_rows(body)) != expected_rows:
+        raise SlnError(f"the label file {path} has {rows} rows but the dataset has {expected_rows} training "
+                       f"samples: {WRONG_FILE}")
     names = [name for name in ("label", "label_noisy", "source_index") if name in header]
-    wanted = [header.index(name) for name in names]
-    values = np.empty((len(rows) - 1, len(wanted)), dtype=np.int64)
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise SlnError(
-                f"{path} line {line} has {len(row)} fields, the header has {len(header)}: "
-                "the file is malformed or truncated; regenerate or re-download it"
-            )
-        try:
-            values[line - 2] = [int(row[i]) for i in wanted]
-        except ValueError:
-            raise SlnError(
-                f"{path} line {line} holds a value that is not an integer class: {','.join(row)!r}; "
-                "the file is malformed; regenerate or re-download it"
-            ) from None
+    values = intcsv.parse_rows(path, body, header, [header.index(name) for name in names])
+    del body
     classes = values[:, [names.index(n) for n in names if n != "source_index"]]
     if classes.size and classes.min() < 0:
         line = int(np.argmax(classes.min(axis=1) < 0)) + 2

@@ -44,7 +44,8 @@ def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
 
 def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tuple[NoisyLabels, dict, Dataset | None]:
     if noise.labels is not None:
-        labels = read_label_file(_existing(noise.labels, data), label_set=noise.label_set)
+        labels = read_label_file(_existing(noise.labels, data), label_set=noise.label_set,
+                                 expected_rows=len(dataset.train.labels))
         check_against(labels, dataset.train.labels, dataset.num_classes)
         return labels, dict(labels.manifest), None
     if noise.mode == "none":
