@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from sln_cli.errors import SlnError
+from sln_cli.errors import SlnError, describe_os_error
 
 app = typer.Typer(
     name="sln",
@@ -36,13 +36,21 @@ def _reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SlnError as exc:
-            if os.environ.get("SLN_DEBUG") == "1":
-                raise
-            if _is_main_process():  # under torchrun every rank raises the same error: say it once
-                print(f"error: {exc}", file=sys.stderr)
+            _report(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a path the user gave cannot be read or written: say which and why
+            _report(describe_os_error(exc))
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(message: str) -> None:
+    if os.environ.get("SLN_DEBUG") == "1":
+        raise  # re-raises the exception being handled, with its traceback
+    if _is_main_process():  # under torchrun every rank raises the same error: say it once
+        one_line = message.replace("\r", " ").replace("\n", " ")  # whatever a path or a library put in it
+        print(f"error: {one_line}", file=sys.stderr)
 
 
 def _is_main_process() -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sln_cli import intcsv
+from sln_cli import intcsv, torchfile
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write
 
@@ -209,8 +209,6 @@ def _numpy_allow_list() -> list:
 
 
 def _load_pt(path: Path) -> dict:
-    import pickle
-
     import torch
 
     if not hasattr(torch.serialization, "safe_globals"):
@@ -219,11 +217,9 @@ def _load_pt(path: Path) -> dict:
         # weights_only=True: only the allow-listed numpy types can be built, never arbitrary objects.
         with torch.serialization.safe_globals(_numpy_allow_list()):
             content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SlnError(
-            f"cannot read {path} as CIFAR-N labels ({first_line[:200]}); expected a dict of integer label arrays"
-        ) from None
+    except Exception as exc:  # truncated, foreign or hostile: torch raises several types
+        raise SlnError(f"cannot read {path} as CIFAR-N labels ({torchfile.reason(exc)}); expected a dict of "
+                       "integer label arrays") from None
     if not isinstance(content, dict) or "clean_label" not in content:
         raise SlnError(f"{path} is not a CIFAR-N label file: expected a dict with a `clean_label` entry")
     return content

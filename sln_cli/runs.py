@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from sln_cli import __version__
+from sln_cli import __version__, torchfile
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 
@@ -145,11 +145,7 @@ def save_torch(path: Path, obj: Any) -> None:
 def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
     if not path.is_file():
         raise SlnError(f"{path} does not exist; give a run directory or checkpoint written by `sln train`")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        reason = exc.__class__.__name__
-        raise SlnError(f"{path} is not a readable sln checkpoint ({reason}); was it truncated?") from exc
+    return torchfile.load(path, what="sln checkpoint", map_location=map_location)
 
 
 def _git_sha() -> str | None:
