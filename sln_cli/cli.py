@@ -109,12 +109,15 @@ def corrupt(
         str | None, typer.Option(help="CIFAR-N .pt: which label set, e.g. worse_label, aggre_label, noisy_label.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the label file in --out (only one sln wrote, with its manifest).")
+    ] = False,
 ) -> None:
     """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise."""
     from sln_cli import corrupt as corrupt_lib
 
     generation_flags = {"--mode": mode, "--rate": rate, "--out": out, "--matrix": matrix, "--probs": probs}
-    generation_flags |= {"--source-dataset": source_dataset, "--exact": exact or None}
+    generation_flags |= {"--source-dataset": source_dataset, "--exact": exact or None, "--overwrite": overwrite or None}
     if inspect is not None:
         if given := [flag for flag, value in generation_flags.items() if value is not None]:
             raise SlnError(f"--inspect summarises an existing file; drop {', '.join(given)}")
@@ -135,6 +138,7 @@ def corrupt(
             source_dataset=source_dataset,
             source_data_dir=source_data_dir,
             out=out,
+            overwrite=overwrite,
         )
     if json_output:
         _print_json(summary)
@@ -281,6 +285,10 @@ def evaluate(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print a JSON list: one object per run and weights, then seed means.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing --csv / --save-predictions files and diagrams in a folder sln "
+                                "did not make.")
+    ] = False,
 ) -> None:
     """Accuracy and calibration of runs side by side (mean ± std over runs that differ only in their seed).
 
@@ -290,7 +298,7 @@ def evaluate(
 
     evaluation = evaluate_lib.evaluate(
         targets, checkpoint=checkpoint, weights=weights, split=split, out=out, csv_path=csv,
-        save_predictions=save_predictions, device=device, batch_size=batch_size,
+        save_predictions=save_predictions, device=device, batch_size=batch_size, overwrite=overwrite,
     )
     if json_output:
         _print_json(evaluation.rows)
@@ -309,6 +317,9 @@ CheckpointOption = Annotated[
 ]
 OutOption = Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: RUN/analysis).")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+OverwriteOption = Annotated[
+    bool, typer.Option(help="Replace files of the same names in an output folder sln did not make.")
+]
 
 
 @analyze_app.command()
@@ -324,6 +335,7 @@ def confidence(
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Confidence of clean vs mislabelled training samples, and how well the loss spots the mislabelled ones.
 
@@ -333,7 +345,7 @@ def confidence(
 
     result = commands.analyze_confidence(
         target, checkpoint=checkpoint, weights=weights, noise_rate=noise_rate, out=out, device=device,
-        batch_size=batch_size,
+        batch_size=batch_size, overwrite=overwrite,
     )
     if json_output:
         _print_json(result)
@@ -373,6 +385,7 @@ def landscape(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object (a list of them for several runs).")
     ] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Loss landscape and sharpness: Hessian eigenvalues and trace, sharpness within rho, 1D/2D cuts.
 
@@ -382,6 +395,7 @@ def landscape(
 
     results = commands.analyze_landscape(
         targets, checkpoint=checkpoint, interpolate=interpolate, out=out, device=device, progress=not json_output,
+        overwrite=overwrite,
         weights=weights, points=points, span=span, grid=grid, samples=samples, labels=labels, seed=seed, rho=rho,
         top_k=top_k, lanczos_iterations=lanczos_iterations, tolerance=tolerance,
         hutchinson_samples=hutchinson_samples, sharpness_samples=sharpness_samples, ascent_steps=ascent_steps,

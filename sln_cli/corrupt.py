@@ -15,7 +15,15 @@ import numpy as np
 
 from sln_cli import __version__, noise
 from sln_cli.errors import SlnError
-from sln_cli.labels import NoisyLabels, check_against, manifest_path, read_label_file, summarize, write_label_file
+from sln_cli.labels import (
+    NoisyLabels,
+    check_against,
+    is_label_manifest,
+    manifest_path,
+    read_label_file,
+    summarize,
+    write_label_file,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,10 +49,14 @@ def generate(
     source_dataset: str | None = None,
     source_data_dir: Path | None = None,
     out: Path | None,
+    overwrite: bool = False,
 ) -> dict:
-    """Corrupt the training labels of `dataset` with `mode`, write `out` (+ manifest), return the summary."""
+    """Corrupt the training labels of `dataset` with `mode`, write `out` (+ manifest), return the summary.
+
+    An existing `out` is replaced only with `overwrite`, and only when it is a label file sln wrote (its
+    manifest beside it says so); an unrelated `.json` in the manifest's place is never replaced."""
     _check_request(dataset, mode, rate, seed, exact, matrix, probs, source_dataset)
-    _check_out(out)
+    _check_out(out, overwrite)
     assert dataset is not None and mode is not None and out is not None
     from sln_cli.data import load_dataset
 
@@ -157,11 +169,23 @@ def _check_request(
         raise SlnError(f"--seed must be a non-negative integer, got {seed}")
 
 
-def _check_out(out: Path | None) -> None:
+def _check_out(out: Path | None, overwrite: bool) -> None:
     if out is None:
         raise SlnError("pass --out FILE.csv: where to write the noisy labels")
     if Path(out).suffix.lower() != ".csv":
         raise SlnError(f"--out {out} must end in .csv (its manifest is written beside it as .json)")
+    manifest = manifest_path(out)
+    for path in (Path(out), manifest):
+        if path.is_dir():
+            raise SlnError(f"{path} is a directory; choose another --out")
+    if not (os.path.lexists(out) or os.path.lexists(manifest)):
+        return
+    if not overwrite:
+        raise SlnError(f"{out} or its manifest {manifest.name} already exists; pass --overwrite to replace a label "
+                       "file sln wrote, or choose another --out")
+    if not is_label_manifest(manifest):
+        raise SlnError(f"{manifest} is not the manifest of an sln label file, so --overwrite will not replace "
+                       f"{Path(out).name} or it; choose another --out")
 
 
 def _corrupt(

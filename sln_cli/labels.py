@@ -154,6 +154,17 @@ def _read_csv(path: Path, expected_rows: int | None = None) -> NoisyLabels:
                        manifest={})
 
 
+def is_label_manifest(json_path: Path) -> bool:
+    """`json_path` is a manifest sln wrote (a regular file whose `format` is ours): proof that sln made the pair."""
+    try:
+        if not json_path.is_file() or json_path.is_symlink() or json_path.stat().st_size > 1 << 20:
+            return False
+        manifest = json.loads(json_path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
 def _read_manifest(json_path: Path) -> dict:
     try:
         manifest = json.loads(json_path.read_text(encoding="utf-8"))

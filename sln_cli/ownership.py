@@ -61,8 +61,7 @@ def claim_new_directory(directory: Path, kind: str, *, overwrite: bool) -> None:
         if _contents(directory, kind):
             _check_reclaim(directory, kind, overwrite)
             remove_owned_files(directory, kind)
-    atomic_write_json(directory / MARKER, {"kind": kind, "sln_version": __version__,
-                                           "created": datetime.datetime.now().astimezone().isoformat()})
+    _mark(directory, kind)
 
 
 def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite") -> None:
@@ -79,14 +78,30 @@ def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite")
     raise SlnError(f"{path} already exists; pass {flag} to replace it, or choose another path")
 
 
-def prepare_output_dir(directory: Path, kind: str = "analysis") -> None:
-    """A folder for outputs: created and marked as sln's when new, used as it is when it exists."""
+def prepare_output_dir(directory: Path, patterns: Sequence[str], *, overwrite: bool) -> None:
+    """A folder for plots and results named by `patterns` (globs): created and marked as sln's when new. In a
+    folder sln did not mark, existing files matching `patterns` are replaced only with `overwrite`; the folder
+    is then marked, so later runs of the command refresh their own files there."""
     directory = Path(directory)
     if _make(directory):
-        atomic_write_json(directory / MARKER, {"kind": kind, "sln_version": __version__,
-                                               "created": datetime.datetime.now().astimezone().isoformat()})
-    elif not directory.is_dir():
+        _mark(directory, "analysis")
+        return
+    if not directory.is_dir():
         raise SlnError(f"{directory} exists and is not a directory; choose another output folder")
+    if _marker_kind(directory) == "analysis" or _owned_analysis(directory):
+        return
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise SlnError(f"cannot read {directory}: {exc.strerror or exc}") from exc
+    clashes = [name for name in names if _matches(name, patterns)]
+    if clashes and not overwrite:
+        raise SlnError(f"{directory / clashes[0]} already exists in a folder sln did not make; pass --overwrite to "
+                       "replace it, or choose another output folder")
+    # marked only while no file of another command's names is there: the marker must not adopt a user's file
+    others = [name for name in names if _matches(name, OWNED_FILES["analysis"]) and not _matches(name, patterns)]
+    if _marker_kind(directory) is None and not others:
+        _mark(directory, "analysis")
 
 
 def remove_owned_files(directory: Path, kind: str) -> list[Path]:
@@ -114,6 +129,16 @@ def remove_owned_files(directory: Path, kind: str) -> list[Path]:
 # --------------------------------------------------------------------------------------------------
 # Internals
 # --------------------------------------------------------------------------------------------------
+
+
+def _mark(directory: Path, kind: str) -> None:
+    atomic_write_json(directory / MARKER, {"kind": kind, "sln_version": __version__,
+                                           "created": datetime.datetime.now().astimezone().isoformat()})
+
+
+def _owned_analysis(directory: Path) -> bool:
+    """A run's `analysis/` folder, made before the folder carried its own marker."""
+    return directory.name == "analysis" and is_owned(directory.parent, "run")
 
 
 def _make(directory: Path) -> bool:
@@ -169,9 +194,7 @@ def _owns_file(path: Path) -> bool:
     kind = _marker_kind(path.parent)
     if kind is not None and _matches(path.name, OWNED_FILES.get(kind, ())):
         return True
-    # a run's analysis folder made before it carried its own marker
-    return path.parent.name == "analysis" and is_owned(path.parent.parent, "run") and \
-        _matches(f"analysis/{path.name}", OWNED_FILES["run"])
+    return _owned_analysis(path.parent) and _matches(f"analysis/{path.name}", OWNED_FILES["run"])
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
