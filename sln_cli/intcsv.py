@@ -1,6 +1,6 @@
 """A bounded reader for CSV files of integers (label files): any bytes give one line, memory stays ~ the file.
 
-Plain files (digits, commas, minus signs, newlines) are parsed vectorised, one ~1 MiB slice at a time, into a
+Plain files (digits, commas, minus signs, newlines) are parsed vectorised, one 256 KiB slice at a time, into a
 preallocated int64 array; anything else (quotes, spaces, odd encodings) goes through the `csv` module one
 row at a time, with its field-size limit as the bound. Every problem is an `SlnError` naming the line.
 """
@@ -19,7 +19,7 @@ from sln_cli.errors import SlnError
 MAX_BYTES = 1 << 30  # 1 GiB: ~70M rows of `label,label_noisy`, far beyond any dataset sln reads
 _MAX_HEADER = 1 << 16
 _MAX_DIGITS = 18  # every value below 10^18 fits int64 exactly; classes and image indices are far smaller
-_SLICE = 1 << 20
+_SLICE = 1 << 18  # bytes of text per vectorised step: its int64 temporaries stay ~16 MiB
 _POW10 = 10 ** np.arange(_MAX_DIGITS, dtype=np.int64)
 _COMMA, _NEWLINE, _MINUS, _CR = 44, 10, 45, 13
 _PLAIN = np.zeros(256, dtype=bool)
@@ -44,33 +44,47 @@ def read_header(path: Path, *, max_bytes: int = MAX_BYTES) -> tuple[list[str], b
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise SlnError(f"{path} line 1 is not UTF-8 text; is it a label CSV?") from None
-    header = next(csv.reader([text.rstrip("\r\n")]), [])
+    try:
+        header = next(csv.reader([text.rstrip("\r\n")]), [])
+    except csv.Error as exc:  # e.g. a lone carriage return: lines end in \n or \r\n
+        raise SlnError(f"{path} line 1 is not a CSV header ({exc}); is it a label CSV?") from None
     return [cell.strip() for cell in header], body
 
 
 def count_rows(body: bytes) -> int:
-    """Rows of the body, without the blank lines at its end (cheap: one byte count)."""
-    end = len(body.rstrip(b"\r\n\t "))
+    """Rows of the body, without the blank lines at its end (cheap: one byte count, no copy)."""
+    end = _content_end(body)
     return 0 if end == 0 else body.count(b"\n", 0, end) + 1
 
 
 def parse_rows(path: Path, body: bytes, header: Sequence[str], wanted: Sequence[int]) -> np.ndarray:
-    """(rows, len(wanted)) int64: the `wanted` columns of every row; line numbers in errors count the header."""
-    body = body[:len(body.rstrip(b"\r\n\t "))]
-    rows = count_rows(body)
-    out = np.empty((rows, len(wanted)), dtype=np.int64)
-    if not rows:
-        return out
-    if not _PLAIN[np.frombuffer(body, dtype=np.uint8)].all():
-        return _parse_with_csv(path, body, len(header), wanted, out)
+    """(len(wanted), rows) int64: the `wanted` columns of every row, each column contiguous; line numbers in
+    errors count the header."""
+    end = _content_end(body)
+    out = np.empty((len(wanted), count_rows(body)), dtype=np.int64)
     start, row = 0, 0
-    while start < len(body):
-        end = body.find(b"\n", start + _SLICE)
-        end = len(body) if end < 0 else end + 1
-        block = _parse_plain(path, body[start:end], len(header), first_line=row + 2)
-        out[row:row + len(block)] = block[:, list(wanted)]
-        start, row = end, row + len(block)
+    while start < end:
+        stop = body.find(b"\n", start + _SLICE, end)
+        stop = end if stop < 0 else stop + 1
+        text = body[start:stop]  # a copy of one slice only
+        if not _PLAIN[np.frombuffer(text, dtype=np.uint8)].all():
+            return _parse_with_csv(path, body[:end], len(header), wanted, out)
+        block = _parse_plain(path, text, len(header), first_line=row + 2)
+        out[:, row:row + len(block)] = block[:, list(wanted)].T
+        start, row = stop, row + len(block)
     return out
+
+
+def _content_end(body: bytes) -> int:
+    """Where the body ends once trailing blank lines and spaces are dropped (scanned back in 64 KiB pieces)."""
+    end = len(body)
+    while end > 0:
+        piece = body[max(0, end - 65536):end]
+        kept = len(piece.rstrip(b"\r\n\t "))
+        if kept:
+            return end - len(piece) + kept
+        end -= len(piece)
+    return 0
 
 
 def _parse_plain(path: Path, text: bytes, num_fields: int, *, first_line: int) -> np.ndarray:
@@ -108,15 +122,15 @@ def _parse_with_csv(path: Path, body: bytes, num_fields: int, wanted: Sequence[i
         reader = csv.reader(io.TextIOWrapper(io.BytesIO(body), encoding="utf-8", newline=""))
         line = 1
         for line, row in enumerate(reader, start=2):  # noqa: B007 (line is reported after the loop)
-            if len(row) != num_fields or line - 2 >= len(out):  # a lone \r splits lines csv's way, not ours
+            if len(row) != num_fields or line - 2 >= out.shape[1]:  # a lone \r splits lines csv's way, not ours
                 raise SlnError(_fields_error(path, line, len(row), num_fields))
-            out[line - 2] = [_integer(row[i], path, line) for i in wanted]
+            out[:, line - 2] = [_integer(row[i], path, line) for i in wanted]
     except UnicodeDecodeError as exc:
         raise SlnError(f"{path} is not UTF-8 text (byte {exc.start} of the data after the header); is it a "
                        "label CSV?") from None
     except csv.Error as exc:
         raise SlnError(f"{path} line {line + 1} is not valid CSV ({exc}); regenerate or re-download it") from None
-    return out[:line - 1]
+    return out[:, :line - 1]
 
 
 def _integer(cell: str, path: Path, line: int) -> int:

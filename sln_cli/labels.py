@@ -139,15 +139,16 @@ def _read_csv(path: Path, expected_rows: int | None = None) -> NoisyLabels:
         raise SlnError(f"the label file {path} has {rows} rows but the dataset has {expected_rows} training "
                        f"samples: {WRONG_FILE}")
     names = [name for name in ("label", "label_noisy", "source_index") if name in header]
-    values = intcsv.parse_rows(path, body, header, [header.index(name) for name in names])
+    columns = dict(zip(names, intcsv.parse_rows(path, body, header, [header.index(name) for name in names]),
+                       strict=True))  # each a contiguous row of one (columns, rows) array: no copies
     del body
-    classes = values[:, [names.index(n) for n in names if n != "source_index"]]
-    if classes.size and classes.min() < 0:
-        line = int(np.argmax(classes.min(axis=1) < 0)) + 2
-        raise SlnError(f"{path} line {line} holds a negative class; labels must be 0..K-1")
+    for name in ("label", "label_noisy"):
+        if name in columns and columns[name].size and columns[name].min() < 0:
+            line = int(np.argmax(columns[name] < 0)) + 2
+            raise SlnError(f"{path} line {line} holds a negative class; labels must be 0..K-1")
 
     def column(name: str) -> np.ndarray | None:
-        return values[:, names.index(name)].copy() if name in names else None
+        return columns.get(name)
 
     # No `label` column: the true labels are unknown (a run on Clothing1M's own noisy labels).
     return NoisyLabels(noisy=column("label_noisy"), clean=column("label"), source_index=column("source_index"),

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,11 +98,19 @@ def _acquire(fd: int, directory: Path, what: str) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise SlnError(_in_use(directory, what, _read(fd))) from None
+                raise SlnError(_in_use(directory, what, _wait_for_record(fd))) from None
             # ENOLCK/EOPNOTSUPP: a filesystem without flock; the record in the file is the only guard
     record = _read(fd)
     if record is not None and not _is_stale(record):
         raise SlnError(_in_use(directory, what, record))
+
+
+def _wait_for_record(fd: int, seconds: float = 2.0) -> dict[str, Any] | None:
+    """The holder's record; a holder that has just taken the kernel lock writes it within moments."""
+    deadline = time.monotonic() + seconds
+    while (record := _read(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return record
 
 
 def _in_use(directory: Path, what: str, record: dict[str, Any] | None) -> str:

@@ -15,14 +15,15 @@ Layout of `runs/<preset>-<timestamp>/`:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +32,58 @@ import torch
 from sln_cli import __version__, torchfile
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
+from sln_cli.locks import lock_directory
+from sln_cli.ownership import claim_new_directory
 
 CONFIG, META, METRICS, SUMMARY, PROBS = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "probs.npy"
 CHECKPOINT, FINAL, BEST = "checkpoint.pt", "final.pt", "best.pt"
 
 
 def new_run_dir(out: str | None, preset: str | None, root: Path = Path("runs"), *, overwrite: bool = False) -> Path:
-    """`out`, or `runs/<preset>-<timestamp>`; an existing run in `out` is replaced only with `overwrite`."""
+    """Until train.py holds the run lock (next commit): the old behaviour, by name."""
+    path = run_dir_path(out, preset, root)
+    if out is not None and path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise SlnError(f"run directory {path} is not empty; pick another --out, replace it with "
+                           f"--overwrite, or continue it with --resume {path}")
+        if not (path / CONFIG).is_file():
+            raise SlnError(f"--overwrite replaces run directories only, and {path} holds no {CONFIG}; "
+                           "pick another --out")
+        import shutil
+
+        shutil.rmtree(path)
+    return path
+
+
+def run_dir_path(out: str | None, preset: str | None, root: Path = Path("runs")) -> Path:
+    """Where a new run goes: `out`, or a fresh `runs/<preset>-<timestamp>` (claimed later by `holding_run`)."""
     if out is not None:
-        path = Path(out)
-        if path.exists() and any(path.iterdir()):
-            if not overwrite:
-                raise SlnError(f"run directory {path} is not empty; pick another --out, replace it with "
-                               f"--overwrite, or continue it with --resume {path}")
-            if not (path / CONFIG).is_file():
-                raise SlnError(f"--overwrite replaces run directories only, and {path} holds no {CONFIG}; "
-                               "pick another --out")
-            shutil.rmtree(path)
-        return path
+        return Path(out)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = Path(preset).stem if preset else "default"
     path, n = root / f"{name}-{stamp}", 1
     while path.exists():
         path, n = root / f"{name}-{stamp}-{n}", n + 1
     return path
+
+
+@contextlib.contextmanager
+def holding_run(run_dir: Path, *, new: bool, overwrite: bool = False) -> Iterator[None]:
+    """Hold the run's lock for the block. A `new` run first claims its directory under that lock: a fresh or
+    empty one, or with `overwrite` one sln marked as a run, of which only sln's files are removed."""
+    if new:
+        if os.path.lexists(run_dir) and not run_dir.is_dir():
+            raise SlnError(f"{run_dir} exists and is not a directory; choose another --out")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SlnError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from exc
+    elif not run_dir.is_dir():
+        raise SlnError(f"{run_dir} is not a directory; give a run directory made by `sln train`")
+    with lock_directory(run_dir, what="run"):
+        if new:
+            claim_new_directory(run_dir, "run", overwrite=overwrite)
+        yield
 
 
 def check_run_dir(path: Path) -> None:

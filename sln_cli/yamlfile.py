@@ -55,8 +55,9 @@ def loads(text: str, *, what: str, max_nodes: int = MAX_NODES, invalid_as_text: 
 
     `invalid_as_text`: text that is not YAML at all is returned as the string it is (a `--set` value such
     as a path with a colon); a document past the bounds is still refused."""
-    loader = _BoundedLoader(text, max_nodes)
+    loader = None
     try:
+        loader = _BoundedLoader(text, max_nodes)  # its reader already refuses control characters
         return loader.get_single_data()
     except _TooLarge:
         raise SlnError(f"{what} expands to more than {max_nodes} YAML nodes (nested aliases?); "
@@ -71,7 +72,8 @@ def loads(text: str, *, what: str, max_nodes: int = MAX_NODES, invalid_as_text: 
         problem = " ".join(str(getattr(exc, "problem", None) or exc.__class__.__name__).split())[:200]
         raise SlnError(f"{what} is not valid YAML{where}: {problem}; fix the file") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load(path: Path, *, what: str = "preset", max_bytes: int = MAX_BYTES) -> Any:
