@@ -88,6 +88,7 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
             rows.append(row)
             diagrams[f"{target.name} ({weight})"] = bins
     files = {}
+    prepare_output_dir(out_dir, [f"reliability-{split}.png"], overwrite=overwrite)
     files["reliability_diagram"] = str(out_dir / f"reliability-{split}.png")
     from sln_cli.plots import plot_reliability
 
@@ -114,7 +115,7 @@ def _check_outputs(resolved: Sequence[Target], chosen: tuple[str, ...], csv_path
             for weight in chosen:
                 check_replaceable(_predictions_path(save_predictions, target.name, weight, several=several),
                                   overwrite=overwrite)
-    prepare_output_dir(out_dir, [f"reliability-{split}.png"], overwrite=overwrite)
+    prepare_output_dir(out_dir, [f"reliability-{split}.png"], overwrite=overwrite, create=False)
 
 
 def _weights(weights: str) -> tuple[str, ...]:

@@ -68,10 +68,13 @@ def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest
     if labels.source_index is not None:
         manifest["sha256_source_index"] = sha256_labels(labels.source_index)
     json_path = manifest_path(path)
+    previous = json_path.read_bytes() if json_path.is_file() else None  # our own manifest, a few hundred bytes
     manifest_written = csv_written = False
     try:
         with atomic_write(path) as csv_file:
             csv_file.write(_csv_text(labels))
+            csv_file.flush()
+            os.fsync(csv_file.fileno())  # a full disk fails here, before the manifest is touched
             with atomic_write(json_path) as json_file:
                 json_file.write(json.dumps(manifest, indent=2) + "\n")
             manifest_written = True
@@ -79,10 +82,14 @@ def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest
     except OSError as exc:
         raise SlnError(f"cannot write {path}: {exc.strerror or exc}; choose a writable output path") from exc
     finally:
-        # The manifest is renamed into place just before the CSV; if the CSV then failed, take it back.
+        # The manifest is renamed into place just before the CSV; if the CSV then failed, put the old one back.
         if manifest_written and not csv_written:
-            with contextlib.suppress(FileNotFoundError):
-                json_path.unlink()
+            with contextlib.suppress(OSError):
+                if previous is None:
+                    json_path.unlink()
+                else:
+                    with atomic_write(json_path, "wb") as json_file:
+                        json_file.write(previous)
     return manifest
 
 

@@ -69,6 +69,7 @@ def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite")
 
     Inside a directory sln owns (a run, its analysis folder), sln's own files are kept up to date freely."""
     path = Path(path)
+    _check_parents(path)
     if not os.path.lexists(path):
         return
     if path.is_dir():
@@ -78,12 +79,18 @@ def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite")
     raise SlnError(f"{path} already exists; pass {flag} to replace it, or choose another path")
 
 
-def prepare_output_dir(directory: Path, patterns: Sequence[str], *, overwrite: bool) -> None:
+def prepare_output_dir(directory: Path, patterns: Sequence[str], *, overwrite: bool, create: bool = True) -> None:
     """A folder for plots and results named by `patterns` (globs): created and marked as sln's when new. In a
     folder sln did not mark, existing files matching `patterns` are replaced only with `overwrite`; the folder
-    is then marked, so later runs of the command refresh their own files there."""
+    is then marked, so later runs of the command refresh their own files there. `create=False` only checks
+    (a command checks before its work and writes nothing if that fails)."""
     directory = Path(directory)
-    if _make(directory):
+    if not create:
+        if os.path.lexists(directory) and not directory.is_dir():
+            raise SlnError(f"{directory} exists and is not a directory; choose another output folder")
+        if not directory.is_dir():
+            return
+    elif _make(directory):
         _mark(directory, "analysis")
         return
     if not directory.is_dir():
@@ -100,7 +107,7 @@ def prepare_output_dir(directory: Path, patterns: Sequence[str], *, overwrite: b
                        "replace it, or choose another output folder")
     # marked only while no file of another command's names is there: the marker must not adopt a user's file
     others = [name for name in names if _matches(name, OWNED_FILES["analysis"]) and not _matches(name, patterns)]
-    if _marker_kind(directory) is None and not others:
+    if create and _marker_kind(directory) is None and not others:
         _mark(directory, "analysis")
 
 
@@ -129,6 +136,15 @@ def remove_owned_files(directory: Path, kind: str) -> list[Path]:
 # --------------------------------------------------------------------------------------------------
 # Internals
 # --------------------------------------------------------------------------------------------------
+
+
+def _check_parents(path: Path) -> None:
+    """The nearest existing folder above `path` must be a folder, so that the write can succeed later."""
+    for parent in path.absolute().parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise SlnError(f"cannot write {path}: {parent} is a file, not a folder; choose another path")
+            return
 
 
 def _mark(directory: Path, kind: str) -> None:

@@ -102,3 +102,12 @@ def write_hostile_pt(path: Path, marker: Path, *, shape: str = "checkpoint") -> 
     else:
         content = {"model": {"weight": evil}, "ema": {"weight": torch.zeros(1)}, "epoch": 1}
     torch.save(content, path)
+
+
+def assert_untouched(before: dict[str, bytes | str], after: dict[str, bytes | str]) -> None:
+    """Every file that was there is byte-identical, none vanished, and nothing new but folders and markers."""
+    changed = [path for path, content in before.items() if after.get(path) != content]
+    assert not changed, f"changed or removed: {changed}"
+    new = [path for path, content in after.items() if path not in before and content != "<dir>"
+           and not path.endswith("/.sln-owned")]
+    assert not new, f"left behind: {new}"

@@ -83,8 +83,8 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
     _check_weights(weights)
     chosen = _one_target(target, checkpoint, "sln analyze confidence")
     name = file_label(chosen.name)
-    prepare_output_dir(_out_dir(out, chosen), [f"confidence-{name}-{weights}.png", f"memorisation-{name}.png"],
-                       overwrite=overwrite)
+    outputs = [f"confidence-{name}-{weights}.png", f"memorisation-{name}.png"]
+    prepare_output_dir(_out_dir(out, chosen), outputs, overwrite=overwrite, create=False)  # before any work
     run = load_run(chosen, resolve_device(device))
     data = split_data(run, "train")
     batch_size = run.config.run.eval_batch_size if batch_size is None else batch_size
@@ -92,6 +92,7 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
     report = confidence_report(probs, data.noisy, data.labels, noise_rate=noise_rate)
     mislabelled = data.noisy != data.labels
     out_dir, label = _out_dir(out, run.target), f"{file_label(run.target.name)}-{weights}"
+    prepare_output_dir(out_dir, outputs, overwrite=overwrite)
 
     from sln_cli.plots import plot_confidence_histograms, plot_memorisation
 
@@ -239,12 +240,13 @@ def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None =
     other = None if interpolate is None else _one_target(interpolate, None, "--interpolate")
     torch_device = resolve_device(device)
     out_dir = _out_dir(out, resolved[0])
-    prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite)  # curves, surfaces, resumable grids
+    prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite, create=False)  # before any work
     results, curves, grids, paths, first = [], {}, {}, {}, None
     for target in resolved:
         run = load_run(target, torch_device)
         first = first or replace(run, states={})  # keep its description, not its weights
         check_compatible([first, run])
+        prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite)  # curves, surfaces, resumable grids
         result, curve, grid, path = _landscape_of(run, options, other, out_dir, [t.checkpoint for t in resolved],
                                                   progress)
         results.append(result)
