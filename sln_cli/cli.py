@@ -193,7 +193,9 @@ def train(
     ] = None,
     print_config: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output; only errors and the final table.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out (a run directory only).")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run in --out: only a directory sln marked as a run, only its files.")
+    ] = False,
 ) -> None:
     """Train SLN / SLN-MO / SLN-MO-LC; writes a run directory (config, metrics, checkpoints, summary)."""
     from sln_cli import config as config_lib

@@ -10,6 +10,10 @@ class SlnError(Exception):
     exit_code = 1
 
 
+class NonFiniteLoss(SlnError):
+    """Training diverged; the training loop adds what the run directory still holds."""
+
+
 class Interrupted(SlnError):
     """The user stopped a run (Ctrl-C); the message says how to continue it."""
 

@@ -1,6 +1,6 @@
 """Run directories: the resolved config, provenance, per-epoch metrics, atomic checkpoints, summary.
 
-Layout of `runs/<preset>-<timestamp>/`:
+Layout of `runs/<preset>-<timestamp>/` (marked `.sln-owned`; `.sln.lock` while a process trains it):
     config.yaml      resolved config; `sln train --preset runs/X/config.yaml` repeats the run
     meta.json        versions, device, git SHA, command line, seed
     labels.csv/.json the exact noisy labels trained on (and their manifest)
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import io
 import json
 import os
@@ -37,22 +38,6 @@ from sln_cli.ownership import claim_new_directory
 
 CONFIG, META, METRICS, SUMMARY, PROBS = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "probs.npy"
 CHECKPOINT, FINAL, BEST = "checkpoint.pt", "final.pt", "best.pt"
-
-
-def new_run_dir(out: str | None, preset: str | None, root: Path = Path("runs"), *, overwrite: bool = False) -> Path:
-    """Until train.py holds the run lock (next commit): the old behaviour, by name."""
-    path = run_dir_path(out, preset, root)
-    if out is not None and path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise SlnError(f"run directory {path} is not empty; pick another --out, replace it with "
-                           f"--overwrite, or continue it with --resume {path}")
-        if not (path / CONFIG).is_file():
-            raise SlnError(f"--overwrite replaces run directories only, and {path} holds no {CONFIG}; "
-                           "pick another --out")
-        import shutil
-
-        shutil.rmtree(path)
-    return path
 
 
 def run_dir_path(out: str | None, preset: str | None, root: Path = Path("runs")) -> Path:
@@ -138,8 +123,19 @@ def relocate(tree: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    with open(run_dir / METRICS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    """One line, in one write: a kill leaves the line whole or cut off at the end (read_metrics drops it)."""
+    data = (json.dumps(row) + "\n").encode("utf-8")
+    fd = os.open(run_dir / METRICS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "short write (disk full?)", str(run_dir / METRICS))
+    finally:
+        os.close(fd)
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace metrics.jsonl atomically (on resume: the rows the checkpoint agrees with)."""
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -150,18 +146,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):  # a line cut off by a kill: the epoch it logged is trained again on resume
                 break
             raise SlnError(f"{path} line {number} is not JSON: the file was edited or damaged") from None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise SlnError(f"{path} line {number} is not a metrics row: the file was edited or damaged")
+        rows.append(row)
     return rows
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     """On resume, drop the lines of epochs after the checkpoint (they will be trained again)."""
-    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
-    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+    write_metrics(run_dir, [row for row in read_metrics(run_dir) if row["epoch"] <= last_epoch])
 
 
 def save_torch(path: Path, obj: Any) -> None:

@@ -222,11 +222,12 @@ def test_a_full_disk_during_training_leaves_metrics_and_checkpoint_in_agreement(
     """The checkpoint of an epoch is written before its metrics line: a failed write loses the epoch entirely."""
     import torch
 
-    limit = (trained / "checkpoint.pt").stat().st_size - 1  # every file fits but the checkpoint
+    # every file fits but the checkpoint, which adds the optimizer's momentum and the targets to the weights
+    limit = (trained / "final.pt").stat().st_size + 4096
     run = tmp_path / "run"
     outcome = sln_process("train", *TINY, "--epochs", "2", "--out", run, preexec=_file_size_limit(limit))
     assert_one_line_error(outcome, mentions=str(run / "checkpoint.pt"))
-    assert not (run / "checkpoint.pt").exists() and not (run / "metrics.jsonl").read_text().strip()
+    assert not (run / "checkpoint.pt").exists() and not (run / "metrics.jsonl").exists()  # epoch 1 never logged
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
     resumed = sln("train", "--resume", run, "--epochs", "2", "--quiet")
     assert resumed.exit_code == 0, resumed.stderr
