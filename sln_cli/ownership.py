@@ -27,15 +27,25 @@ _LOCK = ".sln.lock"  # sln_cli.locks.LOCK: the lock of the directory, held by th
 _MAX_MARKER_BYTES = 4096
 
 # The files sln writes in a directory of each kind, as glob patterns relative to it (one folder level at most).
-# `.NAME.*.tmp` are the temporary files of an atomic write that a kill left behind.
+_RUN_FILES = ("config.yaml", "meta.json", "labels.csv", "labels.json", "metrics.jsonl", "checkpoint.pt", "final.pt",
+              "best.pt", "summary.json", "probs.npy")
+_ANALYSIS_FILES = ("reliability-*.png", "confidence-*.png", "memorisation-*.png", "landscape-*")
+
+
+def _with_temporaries(patterns: Sequence[str]) -> tuple[str, ...]:
+    """The patterns and the temporary files an atomic write of each leaves if killed (`.NAME.XXXX.tmp`)."""
+    temporaries = []
+    for pattern in patterns:
+        folder, _, name = pattern.rpartition("/")
+        temporaries.append(f"{folder}/.{name}.*.tmp" if folder else f".{name}.*.tmp")
+    return (*patterns, *temporaries)
+
+
+# The files sln writes in a directory of each kind, as glob patterns relative to it (one folder level at most).
 OWNED_FILES: dict[str, tuple[str, ...]] = {
-    "run": (
-        "config.yaml", "meta.json", "labels.csv", "labels.json", "metrics.jsonl", "checkpoint.pt", "final.pt",
-        "best.pt", "summary.json", "probs.npy", ".*.tmp", "checkpoints/epoch-*.pt", "checkpoints/.*.tmp",
-        "analysis/reliability-*.png", "analysis/confidence-*.png", "analysis/memorisation-*.png",
-        "analysis/landscape-*", "analysis/.*.tmp", "analysis/" + MARKER,
-    ),
-    "analysis": ("reliability-*.png", "confidence-*.png", "memorisation-*.png", "landscape-*", ".*.tmp"),
+    "run": (*_with_temporaries((*_RUN_FILES, "checkpoints/epoch-*.pt", *(f"analysis/{p}" for p in _ANALYSIS_FILES))),
+            "analysis/" + MARKER),
+    "analysis": _with_temporaries(_ANALYSIS_FILES),
 }
 # Runs made before the marker existed hold these files; --overwrite leaves such a directory to the user.
 _LEGACY_RUN = ("config.yaml", "meta.json", "metrics.jsonl")
@@ -111,11 +121,18 @@ def prepare_output_dir(directory: Path, patterns: Sequence[str], *, overwrite: b
         _mark(directory, "analysis")
 
 
-def remove_owned_files(directory: Path, kind: str) -> list[Path]:
+def remove_stale_temporaries(directory: Path, kind: str) -> list[Path]:
+    """Delete the temporary files that killed atomic writes of sln's files left in `directory` (call it while
+    holding the directory's lock: then no write is in flight)."""
+    return remove_owned_files(directory, kind, only_temporaries=True)
+
+
+def remove_owned_files(directory: Path, kind: str, *, only_temporaries: bool = False) -> list[Path]:
     """Delete the regular files of `directory` that sln writes for `kind` (never links, folders or others);
     folders sln made that end up empty go too. Returns what was removed."""
     removed = []
-    for pattern in OWNED_FILES.get(kind, ()):
+    patterns = OWNED_FILES.get(kind, ())
+    for pattern in [p for p in patterns if p.endswith(".tmp")] if only_temporaries else patterns:
         folder, _, name = pattern.rpartition("/")
         where = directory / folder if folder else directory
         if not _plain_dir(where):
@@ -127,7 +144,7 @@ def remove_owned_files(directory: Path, kind: str) -> list[Path]:
             if stat.S_ISREG(os.lstat(path).st_mode):
                 _unlink(path)
                 removed.append(path)
-    for folder in {p.rpartition("/")[0] for p in OWNED_FILES.get(kind, ()) if "/" in p}:
+    for folder in {p.rpartition("/")[0] for p in patterns if "/" in p and not only_temporaries}:
         with contextlib.suppress(OSError):  # only if empty: a user's file keeps its folder
             (directory / folder).rmdir()
     return removed

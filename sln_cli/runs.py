@@ -34,7 +34,7 @@ from sln_cli import __version__, torchfile
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.locks import lock_directory
-from sln_cli.ownership import claim_new_directory
+from sln_cli.ownership import claim_new_directory, remove_stale_temporaries
 
 CONFIG, META, METRICS, SUMMARY, PROBS = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "probs.npy"
 CHECKPOINT, FINAL, BEST = "checkpoint.pt", "final.pt", "best.pt"
@@ -68,6 +68,8 @@ def holding_run(run_dir: Path, *, new: bool, overwrite: bool = False) -> Iterato
     with lock_directory(run_dir, what="run"):
         if new:
             claim_new_directory(run_dir, "run", overwrite=overwrite)
+        else:  # what killed atomic writes left: ours, and no write is in flight while we hold the lock
+            remove_stale_temporaries(run_dir, "run")
         yield
 
 
