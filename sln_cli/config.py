@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -224,9 +225,14 @@ def _merge(base: dict[str, Any], delta: dict[str, Any], problems: list[str], whe
     return merged
 
 
+_SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
+
+
 def _show(value: Any, limit: int = 80) -> str:
-    """A value for an error message: its repr, cut so that a huge one still gives a short line."""
-    text = repr(value)
+    """A value for an error message: a bounded repr (never walks a huge or deeply shared value), cut short."""
+    text = _SHORT_REPR.repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 

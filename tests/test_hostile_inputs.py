@@ -199,7 +199,8 @@ def test_any_set_value_resolves_or_is_refused_in_one_line(key, value):
 # --------------------------------------------------------------------------------------------------
 
 BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "\n".join(
-    f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9) + "]" for i in range(1, 10))
+    f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9) + "]" for i in range(1, 10)
+) + "\noptim: {lr_milestones: *j}\n"  # under a real key, so that resolving the config would walk it
 
 
 @pytest.mark.parametrize("place", ["preset", "resume", "evaluate", "set"])
