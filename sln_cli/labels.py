@@ -175,8 +175,10 @@ def is_label_manifest(json_path: Path) -> bool:
 
 def _read_manifest(json_path: Path) -> dict:
     try:
+        if json_path.stat().st_size > 1 << 20:  # a manifest is a few hundred bytes
+            raise SlnError(f"the manifest {json_path} is over 1 MiB; restore it or delete it")
         manifest = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SlnError(f"cannot read the manifest {json_path} ({exc}); restore it or delete it") from None
     if not isinstance(manifest, dict):
         raise SlnError(f"the manifest {json_path} is not a JSON object; restore it or delete it")

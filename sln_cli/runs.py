@@ -112,8 +112,10 @@ def relocate(tree: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """A run's config tree with each relative path that is missing from here but present from the
     run's working directory (meta.json) made absolute, so a run can be used from any directory."""
     try:
+        if (run_dir / META).stat().st_size > 1 << 20:  # meta.json is ~1 KiB: anything bigger is not ours
+            return tree
         ran_in = Path(json.loads((run_dir / META).read_text(encoding="utf-8"))["working_directory"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return tree
     tree = {key: dict(value) if isinstance(value, dict) else value for key, value in tree.items()}
     for section, key in _PATH_KEYS:

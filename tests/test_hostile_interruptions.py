@@ -98,34 +98,49 @@ def _kill_when(process: subprocess.Popen, ready, delay: float) -> str:
     return "killed"
 
 
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 @pytest.mark.slow
 def test_a_run_killed_at_random_moments_ends_as_if_never_interrupted(tmp_path):
+    """SIGKILL inside checkpoint writes (of label-correction epochs too), during resume and at seeded random
+    delays; then the final metrics (timings aside) and weights must equal those of an uninterrupted run."""
     epochs = ["--epochs", "6"]
     reference = tmp_path / "reference"
     assert sln("train", *TINY, *epochs, "--out", reference).exit_code == 0
     run, rng = tmp_path / "run", np.random.default_rng(0)
-    checkpoint_writes = lambda: any(run.glob(".checkpoint.pt.*.tmp"))  # noqa: E731 (a kill inside a write)
-    started_training = lambda: (run / "labels.csv").exists()  # noqa: E731
-    resuming = lambda: (run / ".sln.lock").exists()  # noqa: E731 (the lock is taken just before the restore)
-    plans = [("first run", started_training, 0.3), ("during a checkpoint write", checkpoint_writes, 0.0),
-             ("during resume", resuming, 0.02), ("during a checkpoint write", checkpoint_writes, 0.0),
-             ("random", resuming, 0.6), ("during resume", resuming, 0.0)]
+    metrics = run / "metrics.jsonl"  # one line per checkpointed epoch: the checkpoint is written first
+    plans = [  # (what, which checkpoint must already be saved, kill inside the next checkpoint write?, delay)
+        ("inside the checkpoint write of epoch 2", 1, True, 0.0),
+        ("during resume", 0, False, 0.02),
+        ("inside the checkpoint write of epoch 5 (label correction)", 4, True, 0.0),
+        ("at a random moment", 0, False, 0.5),
+        ("inside the checkpoint write of epoch 6", 5, True, 0.0),
+    ]
     hits = []
-    for number, (what, ready, scale) in enumerate(plans):
+    for number, (what, saved, inside, delay) in enumerate(plans):
         args = ["train", *TINY, *epochs, "--out", run] if number == 0 else ["train", "--resume", run, "--quiet"]
-        left_before = set(run.glob(".checkpoint.pt.*.tmp"))
-        outcome = _kill_when(_start(*args), ready, rng.uniform(0, scale) if scale else 0.0)
-        inside_write = bool(set(run.glob(".checkpoint.pt.*.tmp")) - left_before)  # its own write, cut short
-        hits.append((what, outcome, inside_write))
+        left = set(run.glob(".checkpoint.pt.*.tmp"))
+
+        def writing(left=left) -> bool:  # a checkpoint write of this process has begun and not yet ended
+            return bool(set(run.glob(".checkpoint.pt.*.tmp")) - left)
+
+        def ready(saved=saved, inside=inside) -> bool:
+            return (run / ".sln.lock").exists() and _lines(metrics) >= saved and (not inside or writing())
+
+        outcome = _kill_when(_start(*args), ready, rng.uniform(0, delay))
+        hits.append((what, outcome, _lines(metrics), writing()))
     finished = sln("train", "--resume", run, "--quiet")
     assert finished.exit_code == 0, finished.stderr
     rows, weights = _final(run)
     expected_rows, expected_weights = _final(reference)
-    assert rows == expected_rows
+    assert rows == expected_rows, hits
     for network in ("model", "ema"):
         for name, tensor in expected_weights[network].items():
-            assert torch.equal(weights[network][name], tensor), (network, name)
+            assert torch.equal(weights[network][name], tensor), (network, name, hits)
     assert [p.name for p in run.rglob("*.tmp")] == []  # what the kills left was cleared on resume
     killed = [hit for hit in hits if hit[1] == "killed"]
-    assert len(killed) >= 4, hits
-    assert any(inside_write for _, _, inside_write in killed), f"no kill landed inside a checkpoint write: {hits}"
+    assert len(killed) >= 3, hits
+    assert any(inside_write for *_, inside_write in killed), f"no kill landed inside a checkpoint write: {hits}"
+    assert any(lines >= 4 for _, _, lines, _ in killed), f"no resume from a label-correction checkpoint: {hits}"
