@@ -22,6 +22,7 @@ from sln_cli.distributed import SINGLE, World
 from sln_cli.ema import WeightEMA
 from sln_cli.errors import SlnError
 from sln_cli.models import build_model
+from sln_cli.recording import new_optimizer
 from sln_cli.trainset import TrainSet
 
 Images = DeviceImages | FileImages
@@ -96,9 +97,7 @@ def initial_state(trainset: TrainSet, config: Config, device: torch.device) -> S
     if config.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
-                                weight_decay=config.optim.weight_decay,
-                                **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    optimizer = new_optimizer(model, config.optim, device)
     noisy = torch.as_tensor(trainset.noisy, dtype=torch.int64, device=device)
     clean = None if trainset.clean is None else torch.as_tensor(trainset.clean, dtype=torch.int64, device=device)
     return State(
