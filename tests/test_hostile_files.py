@@ -208,6 +208,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow  # a fresh process (resource limits apply to a whole process)
 def test_a_full_disk_during_corrupt_keeps_the_previous_files(tmp_path):
     assert sln(*GENERATE, "--out", tmp_path / "labels.csv").exit_code == 0
     (tmp_path / "unrelated.txt").write_text("mine")
@@ -218,6 +219,7 @@ def test_a_full_disk_during_corrupt_keeps_the_previous_files(tmp_path):
     assert_untouched(before, snapshot(tmp_path))
 
 
+@pytest.mark.slow  # a fresh process (resource limits apply to a whole process)
 def test_a_full_disk_during_training_leaves_metrics_and_checkpoint_in_agreement(trained, tmp_path):
     """The checkpoint of an epoch is written before its metrics line: a failed write loses the epoch entirely."""
     import torch
