@@ -275,12 +275,15 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     """A resumed run may only train longer or move to another device; anything else would be another run."""
     from sln_cli import config as config_lib
 
-    allowed = {"optim.epochs", "run.device", "run.out"}
+    # where and how fast it runs may change; anything else would be another run
+    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic"}
     now = config_lib.to_dict(config)
+    # keys newer than the saved run (its config.yaml lacks them) count as their defaults
+    before = config_lib.to_dict(config_lib.resolve(saved))
     changed = [
         f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
         for key, value in values.items()
-        if f"{section}.{key}" not in allowed and saved.get(section, {}).get(key) != value
+        if f"{section}.{key}" not in allowed and before.get(section, {}).get(key) != value
     ]
     if changed:
         raise SlnError(f"cannot change {', '.join(changed)} when resuming; start a new run instead")
@@ -529,6 +532,29 @@ def cache(
     else:
         _console().print(f"{summary['resized']} images resized, {summary['copied']} files copied, "
                          f"{summary['skipped']} already cached, in {summary['seconds']:.1f} s: {summary['out']}")
+
+
+@app.command()
+@_reports_errors
+def doctor(
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Check this machine: versions, device, capability and memory, then a few real training steps of every path.
+
+    fp32, bf16, fp16 with the grad scaler, channels-last, torch.compile (CUDA graphs on a GPU), the EMA, label
+    correction, a checkpoint and its exact resume, nvJPEG (on CUDA) and a one-process DDP group; each passes,
+    fails or is skipped, with its images/s. Exit code 1 when any check fails.
+    """
+    from sln_cli import doctor as doctor_lib
+
+    result = doctor_lib.diagnose(device)
+    if json_output:
+        _print_json(result)
+    else:
+        doctor_lib.render(result, _console())
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ class DataConfig:
     crop: int = 224  # file-backed datasets: crop size, in pixels
     balanced_per_class: int | None = None  # fresh class-balanced draw each epoch (Clothing1M: 18,976)
     workers: int = 4  # DataLoader workers for file-backed datasets
-    gpu_decode: bool = False  # file-backed datasets: decode JPEGs on the GPU with nvJPEG (CUDA only)
+    gpu_decode: bool = False  # file-backed datasets: decode JPEGs on the GPU with nvJPEG (on CUDA; else workers)
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,10 @@ class RunConfig:
     checkpoint_every: int = 1  # epochs between resumable checkpoints
     keep_checkpoints: int = 0  # also keep every Nth epoch's weights (checkpoints/epoch-XXXX.pt); 0 = none
     eval_batch_size: int = 1024
-    compile: Literal["none", "compile"] = "none"  # torch.compile the forward (CUDA: with CUDA graphs)
+    compile: Literal["none", "compile"] = "none"  # torch.compile the forward (one GPU: with CUDA graphs)
     sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
     cpu_threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0 = PyTorch's default
+    deterministic: bool = True  # same numbers for the same seed on the same kind of device; false: cuDNN benchmark
 
 
 @dataclass(frozen=True)

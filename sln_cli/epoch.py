@@ -132,10 +132,11 @@ def correct_labels(state: State, train: Images, config: Config, generator: torch
     losses = torch.zeros(n, device=state.targets.device)
     probs = torch.zeros_like(state.targets)
     if samples is None:
-        samples = torch.arange(n, device=state.targets.device)
+        samples = order = torch.arange(n, device=state.targets.device)
     else:
         state.targets[samples] = F.one_hot(state.noisy[samples], state.targets.shape[1]).float()
-    order = distributed.shard(torch.unique(samples), world)  # a sample drawn twice is scored once
+        order = torch.unique(samples)  # a sample drawn twice is scored once (unique reads its size back: a sync)
+    order = distributed.shard(order, world)
     augmentation = Augmentation(config.data.padding, config.data.flip) if config.sln.correction_augment else None
     for images, index in train.batches(order, config.run.eval_batch_size, augmentation=augmentation,
                                        generator=generator):

@@ -5,6 +5,8 @@ Paper: Chen et al., "Noise against noise", ICLR 2021; official code `utils.train
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,12 +43,20 @@ def correct_targets(
     return weight * F.one_hot(noisy_labels, num_classes).to(ema_probs.dtype) + (1 - weight) * prediction
 
 
-def logit_gradient_noise_hook(sigma: float, batch_size: int, generator: torch.Generator | None = None):
-    """Ablation (paper Eq. 2): add `sigma * N(0, I) / B` to dLoss/dlogits, the scale SLN's noise has there."""
+def logit_gradient_noise_hook(sigma: float, batch_size: int, generator: torch.Generator | None = None, *,
+                              scale: Callable[[], Tensor | float] | None = None):
+    """Ablation (paper Eq. 2): add `sigma * N(0, I) / B` to dLoss/dlogits, the scale SLN's noise has there.
+
+    Under a GradScaler the gradient reaching the hook is that of `scale * loss`: `scale()` (the scaler's
+    current scale, a device tensor read when the hook runs, so no host sync) multiplies the noise too, so that
+    after unscaling it is `sigma / B` as in fp32. (Unscaled, fp16's 65,536 would leave it 65,536 times too weak.)
+    """
 
     def hook(grad: Tensor) -> Tensor:
         noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
-        return grad + (sigma / batch_size) * noise
+        # scale * (sigma / B) first: noise * 65,536 alone could overflow fp16 before the division
+        factor = sigma / batch_size if scale is None else scale() * (sigma / batch_size)
+        return grad + noise * factor
 
     return hook
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from sln_cli import distributed
 from sln_cli.config import Config, OptimConfig
 from sln_cli.data.batches import Augmentation
-from sln_cli.devices import autocast
+from sln_cli.devices import autocast, optimizer_kernel
 from sln_cli.distributed import SINGLE, World
 
 if TYPE_CHECKING:
@@ -60,8 +60,7 @@ def new_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) ->
     """SGD with momentum over the trainable parameters: built once, or afresh every epoch (`optim.reset_each_epoch`,
     as the official recipe does: `optimizer = optim.SGD(...)` inside its epoch loop, so momentum restarts at zero)."""
     return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
-                           weight_decay=optim.weight_decay,
-                           **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+                           weight_decay=optim.weight_decay, **optimizer_kernel(device))
 
 
 def reset_optimizer(state: State, optim: OptimConfig, device: torch.device) -> None:

@@ -67,8 +67,11 @@ def place_split(split: Split, dataset: Dataset, config: Config, device: torch.de
         return DeviceImages(split.images.to(device), dataset.mean, dataset.std,
                             channels_last=config.run.channels_last, cache_plain=cache)
     data = config.data
+    # gpu_decode says where to decode, not what: the workers' decode gives the same views (same seeds, same draws),
+    # so a run made with it is evaluated, analysed or resumed on a CPU by the workers
     return FileImages(split, dataset.mean, dataset.std, device=device, resize=data.resize, crop=data.crop,
-                      workers=data.workers, channels_last=config.run.channels_last, gpu_decode=data.gpu_decode)
+                      workers=data.workers, channels_last=config.run.channels_last,
+                      gpu_decode=data.gpu_decode and device.type == "cuda")
 
 
 def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Splits:
@@ -130,6 +133,24 @@ def to_checkpoint(state: State) -> dict[str, Any]:
     }
 
 
+# Optimizer settings that choose an implementation for this machine, not hyperparameters of the run.
+_KERNEL_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """`load_state_dict`, then this device's kernel flags back in every parameter group.
+
+    load_state_dict restores the saved groups' `fused`/`foreach` too: a CPU checkpoint (foreach) resumed on CUDA
+    would drop the fused kernel, and with fp16 fail at the first step, since the optimizer still tells the
+    GradScaler it takes the scale itself ("Expected grad_scale and found_inf to be None").
+    """
+    optimizer.load_state_dict(saved)
+    for group in optimizer.param_groups:
+        for flag in _KERNEL_FLAGS:
+            if flag in optimizer.defaults:
+                group[flag] = optimizer.defaults[flag]
+
+
 def restore(state: State, run_dir: Path, device: torch.device, world: World = SINGLE) -> None:
     """Every rank loads the checkpoint (on several nodes the run directory must be on a shared filesystem);
     rank 0 then makes metrics.jsonl agree with it, whatever a kill or a full disk left there."""
@@ -143,7 +164,7 @@ def restore(state: State, run_dir: Path, device: torch.device, world: World = SI
     try:
         state.model.load_state_dict(saved["model"])
         state.ema.load_state_dict(saved["ema"])
-        state.optimizer.load_state_dict(saved["optimizer"])
+        load_optimizer_state(state.optimizer, saved["optimizer"])
         state.scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto `device`; the CPU generator wants it back
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:

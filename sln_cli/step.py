@@ -52,7 +52,8 @@ def sgd_step(step: Step, network: nn.Module, images: Tensor, targets: Tensor, in
     with step.autocast():
         logits = network(images)  # (B, K)
     if step.logit_grad_noise_sigma > 0:  # ablation: the noise SLN puts on dLoss/dlogits, without SLN
-        logits.register_hook(logit_gradient_noise_hook(step.logit_grad_noise_sigma, len(index), step.noise))
+        logits.register_hook(logit_gradient_noise_hook(step.logit_grad_noise_sigma, len(index), step.noise,
+                                                       scale=loss_scale(step.scaler)))
     loss = step.loss(logits, targets, index)
     step.optimizer.zero_grad(set_to_none=True)
     step.scaler.scale(loss).backward()
@@ -63,6 +64,13 @@ def sgd_step(step: Step, network: nn.Module, images: Tensor, targets: Tensor, in
     step.scaler.update()
     step.ema.update()  # SLN-MO: the momentum model follows every step
     return logits, loss
+
+
+def loss_scale(scaler: torch.amp.GradScaler) -> Callable[[], Tensor | float] | None:
+    """The scaler's current scale as a device tensor, read when called (None when the scaler is off)."""
+    if not scaler.is_enabled():
+        return None
+    return scaler._get_scale_async  # the scale tensor itself: `get_scale()` would be a host sync per step
 
 
 NO_BAD_STEP = torch.iinfo(torch.int64).max  # the first-non-finite-step marker of a pass where none was
@@ -104,7 +112,7 @@ class EpochMetrics:
 
         Under torchrun every rank must call it (collectives); `tolist` is the pass's one host sync.
         """
-        self._sums[-1] = self.samples
+        self._sums[-1].fill_(self.samples)  # a kernel argument; `= self.samples` is a host-to-device copy
         distributed.all_reduce_sum(self._sums, world)
         distributed.all_reduce_min(self._first_bad_step, world)
         values: dict[str, float | None] = dict(zip(self.FIELDS, self._sums.tolist(), strict=True))

@@ -19,6 +19,7 @@ from torch import nn
 
 from sln_cli import distributed, runs
 from sln_cli.config import Config, dump
+from sln_cli.devices import compile_mode, set_determinism
 from sln_cli.distributed import SINGLE, World
 from sln_cli.epoch import correct_labels, epoch_generator, epoch_samples, evaluate_both, rank_key, train_pass
 from sln_cli.errors import Interrupted, NonFiniteLoss
@@ -48,7 +49,8 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
            quiet: bool, overwrite: bool, console: Any) -> dict[str, Any]:
     if config.run.cpu_threads > 0:
         torch.set_num_threads(config.run.cpu_threads)
-    _make_deterministic(config.run.seed)
+    torch.manual_seed(config.run.seed)
+    set_determinism(config.run.deterministic)
     with distributed.main_first(world) if config.data.download else contextlib.nullcontext():
         trainset = build_trainset(config.data, config.noise)  # a download happens once, on rank 0
     splits = place_splits(trainset, config, device)
@@ -70,7 +72,7 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
 def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Config, world: World,
                   device: torch.device, run_dir: Path, *, quiet: bool, console: Any) -> dict[str, Any]:
     state.ddp = distributed.wrap(state.model, world, device, sync_batchnorm=config.run.sync_batchnorm)
-    state.compiled = _compiled(state.model if state.ddp is None else state.ddp, config.run.compile, device)
+    state.compiled = _compiled(state.model if state.ddp is None else state.ddp, config.run.compile, device, world)
 
     progress = TrainProgress(config.optim.epochs, quiet=quiet or not world.is_main, console=console)
     started = time.perf_counter()
@@ -133,11 +135,11 @@ def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: 
     return row
 
 
-def _compiled(network: nn.Module, mode: str, device: torch.device) -> nn.Module | None:
-    """`run.compile=compile`: torch.compile the training forward; on CUDA with CUDA graphs (reduce-overhead)."""
+def _compiled(network: nn.Module, mode: str, device: torch.device, world: World = SINGLE) -> nn.Module | None:
+    """`run.compile=compile`: torch.compile the training forward; CUDA graphs on one GPU (`devices.compile_mode`)."""
     if mode == "none":
         return None
-    return torch.compile(network, mode="reduce-overhead" if device.type == "cuda" else "default", dynamic=False)
+    return torch.compile(network, mode=compile_mode(device, world_size=world.size), dynamic=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,9 +217,4 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict
     atomic_write_json(run_dir / runs.SUMMARY, summary)
     return summary
 
-
-def _make_deterministic(seed: int) -> None:
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
 

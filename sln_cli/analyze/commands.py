@@ -32,7 +32,7 @@ from sln_cli.checkpoints import (
     resolve_targets,
     split_data,
 )
-from sln_cli.devices import resolve_device
+from sln_cli.devices import ieee_fp32, resolve_device
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_json
 from sln_cli.ownership import prepare_output_dir
@@ -75,6 +75,7 @@ def json_ready(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
+@ieee_fp32()  # TF32 convolutions on GPUs would carry ~1e-3 relative error into every number
 def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, weights: str = "raw",
                        noise_rate: float | None = None, out: Path | None = None, device: str = "auto",
                        batch_size: int | None = None, overwrite: bool = False) -> dict[str, Any]:
@@ -226,6 +227,7 @@ class LandscapeSettings:
             raise SlnError("; ".join(problems))
 
 
+@ieee_fp32()  # TF32 on GPUs: ~1e-3 relative error per Hessian-vector product, the Lanczos tolerance itself
 def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None = None,
                       interpolate: str | Path | None = None, out: Path | None = None, device: str = "auto",
                       progress: bool = True, overwrite: bool = False, **settings: Any) -> list[dict[str, Any]]:

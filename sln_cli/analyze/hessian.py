@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sln_cli.analyze import Batch, LossFn, batch_weights, cross_entropy_loss, evaluation_mode, trainable_parameters
+from sln_cli.devices import ieee_fp32
 from sln_cli.errors import SlnError
 
 Operator = Callable[[torch.Tensor], torch.Tensor]  # flat vector (P,) -> H @ vector (P,)
@@ -47,6 +48,7 @@ def hessian_operator(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn
     params = [param for _, param in trainable_parameters(model)]
     weights = batch_weights(batches)
 
+    @ieee_fp32()  # whoever calls: a TF32 product would be off by about the Lanczos tolerance
     def apply(vector: torch.Tensor) -> torch.Tensor:
         chunks = vector.split([param.numel() for param in params])
         pieces = [piece.view_as(param) for piece, param in zip(chunks, params, strict=True)]

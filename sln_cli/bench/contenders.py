@@ -112,6 +112,6 @@ def augment_pass(images: DeviceImages, batch_size: int, generator: torch.Generat
 
 
 def _sln_cudnn(device: torch.device) -> None:
-    # `sln train` asks for deterministic cuDNN kernels (train._make_deterministic); the reference asks for autotuning.
+    # `sln train` asks for deterministic cuDNN kernels (run.deterministic, the default); the reference autotunes.
     if device.type == "cuda":
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True

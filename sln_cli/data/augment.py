@@ -46,18 +46,28 @@ def crop_flip(
 
 def normalize(
     images_uint8: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
     dtype: torch.dtype = torch.float32,
     channels_last: bool = False,
 ) -> torch.Tensor:
-    """(x / 255 − mean) / std per channel, as torchvision `ToTensor()` then `Normalize(mean, std)`."""
+    """(x / 255 − mean) / std per channel, as torchvision `ToTensor()` then `Normalize(mean, std)`.
+
+    Pass `mean`/`std` as tensors on the images' device (`channel_constants`) when normalising batch after
+    batch: built from Python numbers, they are a host-to-device copy, and a stream synchronisation, every call.
+    """
     c = images_uint8.shape[1]
     assert len(mean) == len(std) == c, f"need {c} per-channel mean/std values, got {len(mean)} and {len(std)}"
+    if not isinstance(mean, torch.Tensor) or not isinstance(std, torch.Tensor):
+        mean, std = channel_constants(mean, std, images_uint8.device)
     # Same float32 operations in the same order as ToTensor + Normalize (exact match); cast only at the end.
-    shape = (1, c, 1, 1)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images_uint8.device).view(shape)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=images_uint8.device).view(shape)
-    out = (images_uint8.float().div(255) - mean_t) / std_t  # (N, C, H, W)
+    out = (images_uint8.float().div(255) - mean.view(1, c, 1, 1)) / std.view(1, c, 1, 1)  # (N, C, H, W)
     out = out.to(dtype)
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def channel_constants(mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and std as float32 (C,) tensors on `device`: made once, used for every batch."""
+    return (torch.as_tensor(mean, dtype=torch.float32, device=device),
+            torch.as_tensor(std, dtype=torch.float32, device=device))

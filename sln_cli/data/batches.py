@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from sln_cli.data import Split
-from sln_cli.data.augment import crop_flip, normalize
+from sln_cli.data.augment import channel_constants, crop_flip, normalize
 from sln_cli.errors import SlnError
 
 
@@ -33,13 +33,14 @@ class DeviceImages:
                  dtype: torch.dtype = torch.float32, channels_last: bool = False, cache_plain: bool = False) -> None:
         self.images = images
         self.mean, self.std, self.dtype, self.channels_last = mean, std, dtype, channels_last
+        self._constants = channel_constants(mean, std, images.device)  # once: no host-to-device copy per batch
         self._plain = self._normalize(images) if cache_plain else None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def _normalize(self, images: Tensor) -> Tensor:
-        return normalize(images, self.mean, self.std, dtype=self.dtype, channels_last=self.channels_last)
+        return normalize(images, *self._constants, dtype=self.dtype, channels_last=self.channels_last)
 
     def batches(self, order: Tensor, batch_size: int, *, augmentation: Augmentation | None = None,
                 generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
@@ -82,6 +83,7 @@ class FileImages:
         if gpu_decode:
             _require_cuda(device)
         self.mean, self.std, self.device, self.dtype, self.channels_last = mean, std, device, dtype, channels_last
+        self._constants = channel_constants(mean, std, device)  # once: no host-to-device copy per batch
         self.files, self.resize, self.crop, self.workers = split.files, resize, crop, workers
         self.gpu_decode, self._length = gpu_decode, len(split.labels)
         views = {True: train_transform(resize=resize, crop=crop), False: eval_transform(resize=resize, crop=crop)}
@@ -99,7 +101,7 @@ class FileImages:
         """Normalised `dtype` batches of `order`, random views drawn from `generator` when `augmentation` is given."""
         train = augmentation is not None
         sampler, loader = self._loader(train, batch_size)
-        seed = int(torch.randint(0, 2**31, (1,), generator=generator, device=order.device)) if generator else 0
+        seed = epoch_seed(generator)
         sampler.items = [(i, seed + i) for i in order.tolist()]
         for batch in loader:
             if self.gpu_decode:
@@ -107,7 +109,7 @@ class FileImages:
             else:
                 images, index = batch  # (B, C, crop, crop) uint8
                 images = images.to(self.device, non_blocking=True)
-            images = normalize(images, self.mean, self.std, dtype=self.dtype, channels_last=self.channels_last)
+            images = normalize(images, *self._constants, dtype=self.dtype, channels_last=self.channels_last)
             yield images, index.to(self.device, non_blocking=True)
 
     def _decode_on_device(self, datas: list[Tensor], index: Tensor, seeds: Tensor, *,
@@ -134,6 +136,14 @@ class FileImages:
                 generator=torch.Generator())  # its workers' base seeds: not drawn from training's global RNG
             self._loaders[train, batch_size] = (sampler, loader)
         return self._loaders[train, batch_size]
+
+
+def epoch_seed(generator: torch.Generator | None) -> int:
+    """The seed of an epoch's per-sample views, drawn from `generator` on the generator's own device (a CUDA
+    generator cannot draw for a CPU tensor, nor a CPU one for a CUDA tensor); 0 without a generator."""
+    if generator is None:
+        return 0
+    return int(torch.randint(0, 2**31, (1,), generator=generator, device=generator.device))
 
 
 def _require_cuda(device: torch.device) -> None:

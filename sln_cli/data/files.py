@@ -49,7 +49,9 @@ def decode_bytes(data: Tensor, path: Path, *, device: torch.device | None = None
 
     if _is_jpeg(data):
         try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device or "cpu")
+            if device is not None and device.type == "cuda":
+                return decode_jpegs_on_cuda([data], device)[0]
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
         except RuntimeError:
             pass  # a JPEG variant libjpeg-turbo rejects, or a corrupt file: PIL decides, and its error names the file
     image = _decode_with_pil(data, path)
@@ -64,13 +66,42 @@ def decode_batch(datas: Sequence[Tensor], paths: Sequence[Path], *, device: torc
     jpegs = [i for i, data in enumerate(datas) if _is_jpeg(data)]
     if jpegs:
         try:
-            decoded = decode_jpeg([datas[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+            selected = [datas[i] for i in jpegs]
+            decoded = (decode_jpegs_on_cuda(selected, device) if device.type == "cuda"
+                       else decode_jpeg(selected, mode=ImageReadMode.RGB, device=device))
             for i, image in zip(jpegs, decoded, strict=True):
                 images[i] = image
         except RuntimeError:
             pass  # one bad file fails the whole call: decode them one by one below, which names it
     return [decode_bytes(data, path, device=device) if image is None else image
             for image, data, path in zip(images, datas, paths, strict=True)]
+
+
+_DECODE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def decode_jpegs_on_cuda(datas: Sequence[Tensor], device: torch.device) -> list[Tensor]:
+    """nvJPEG's batched decode, made safe against the kernels already queued on the current stream.
+
+    torchvision (0.29) allocates the outputs on the caller's current stream but writes them on a stream of its
+    own without waiting for the caller's: memory just freed by a tensor that queued kernels still read can be
+    overwritten mid-flight (upstream saw corrupted images on H100s). So the decode runs with a side stream
+    current: its outputs come from that stream's pool, which nothing queued on the main stream uses. The main
+    stream then waits for the side stream (which waited for nvJPEG's), and `record_stream` keeps each output's
+    memory from being reused by the side stream until the main stream's work on it is done. No host sync.
+    """
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    current = torch.cuda.current_stream(device)
+    side = _DECODE_STREAMS.get(device)
+    if side is None:
+        side = _DECODE_STREAMS[device] = torch.cuda.Stream(device)
+    with torch.cuda.stream(side):
+        images = decode_jpeg(list(datas), mode=ImageReadMode.RGB, device=device)
+    current.wait_stream(side)
+    for image in images:
+        image.record_stream(current)
+    return images
 
 
 def _is_jpeg(data: Tensor) -> bool:
