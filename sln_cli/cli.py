@@ -27,6 +27,13 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Options several commands share: one declaration, one help text.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (what it holds: README).")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+CheckpointOption = Annotated[
+    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
+]
+
 
 def _reports_errors(command: F) -> F:
     """Turn an `SlnError` into `error: ...` on stderr and exit code 1 (`SLN_DEBUG=1` keeps the traceback)."""
@@ -116,7 +123,7 @@ def corrupt(
         typer.Option(help="Download the papers' pinned label files (NAME, e.g. cifar10/sym0.4, or all) into "
                           "$SLN_CACHE/labels, verified by sha256, for later offline use as --labels official:NAME."),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the label file in --out (only one sln wrote, with its manifest).")
     ] = False,
@@ -180,20 +187,25 @@ def _fetch_official(which: str, other_flags: dict[str, Any], json_output: bool) 
 
 @app.command()
 @_reports_errors
-def presets(json_output: Annotated[bool, typer.Option("--json", help="Print name -> description as JSON.")] = False):
-    """List the presets with a one-line description each (use one with `sln train --preset NAME`)."""
+def presets(
+    json_output: JsonOption = False,
+    sweeps: Annotated[bool, typer.Option("--sweeps", help="With --json: the sweeps instead of the presets.")] = False,
+):
+    """List the presets and sweeps with a one-line description each (`sln train --preset NAME`, `sln sweep NAME`)."""
     from rich.table import Table
 
     from sln_cli import presets as presets_lib
+    from sln_cli.sweep import spec as sweep_spec
 
-    described = presets_lib.describe()
     if json_output:
-        _print_json(described)
+        _print_json(sweep_spec.describe() if sweeps else presets_lib.describe())
         return
-    table = Table("preset", "description", title="presets")
-    for name, description in described.items():
-        table.add_row(name, description)
-    _console().print(table)
+    for kind, described in (("preset", presets_lib.describe()), ("sweep", sweep_spec.describe())):
+        table = Table(kind, "description", title=f"{kind}s (sln {'train --preset' if kind == 'preset' else 'sweep'} "
+                                                 "NAME)")
+        for name, description in described.items():
+            table.add_row(name, description)
+        _console().print(table)
 
 
 @app.command()
@@ -290,6 +302,111 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# sln sweep / sln report
+# --------------------------------------------------------------------------------------------------
+
+
+@app.command()
+@_reports_errors
+def sweep(
+    spec: Annotated[str, typer.Argument(metavar="SPEC", help="A sweep name (see `sln presets`) or a YAML file.")],
+    out: Annotated[Path | None, typer.Option(help="Sweep directory (default sweeps/<name>).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds instead of the spec's: 0,1,2 or 0-4.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key in every run: section.key=value (repeatable).")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option(help="Runs at once (default: one per device slot; CPU: 1).")] = None,
+    devices: Annotated[str, typer.Option(help="cpu, or GPUs such as cuda:0,cuda:1.")] = "cpu",
+    per_device: Annotated[int, typer.Option(help="Runs sharing one GPU.")] = 1,
+    cpu_threads: Annotated[
+        int | None, typer.Option(help="Threads per CPU run (default: the cores divided between the jobs).")
+    ] = None,
+    retries: Annotated[int, typer.Option(help="Restarts of a failing run in this invocation.")] = 1,
+    dry_run: Annotated[bool, typer.Option(help="Show every run and its state; run nothing.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="With --dry-run: print the runs as a JSON list.")] = False,
+    launcher: Annotated[str, typer.Option(help="local (child processes here) or slurm (submitit).")] = "local",
+    partition: Annotated[str | None, typer.Option(help="slurm: the partition.")] = None,
+    time_min: Annotated[int, typer.Option(help="slurm: time limit of a job, in minutes.")] = 24 * 60,
+    gpus_per_job: Annotated[int, typer.Option(help="slurm: GPUs per job (0: CPU jobs).")] = 1,
+    runs_per_job: Annotated[int, typer.Option(help="slurm: runs per job, sharing its GPUs.")] = 1,
+) -> None:
+    """Run a grid of runs (presets × methods × overrides × seeds); rerun to continue: finished runs are skipped,
+    partial ones resumed, failed ones restarted. Label-correction runs start from their twin's state."""
+    from sln_cli.sweep import commands
+
+    if json_output and not dry_run:
+        raise SlnError("--json prints the plan of --dry-run; add --dry-run")
+    if retries < 0:
+        raise SlnError(f"--retries must not be negative, got {retries}")
+    plan, sweep_dir = commands.load(spec, out=out, seeds=seeds, overrides=set_ or [])
+    if dry_run:
+        result = commands.dry_run(plan, sweep_dir)
+        if json_output:
+            _print_json(result["rows"])
+        else:
+            commands.render_dry_run(result, _console())
+        return
+    if launcher == "slurm":
+        from sln_cli.sweep.slurm import submit
+
+        slurm = commands.SlurmOptions(partition=partition, time_minutes=time_min, gpus_per_job=gpus_per_job,
+                                      runs_per_job=runs_per_job)
+        jobs_submitted = submit(plan, sweep_dir, slurm, retries=retries)
+        _console().print(f"submitted {len(jobs_submitted)} jobs ({', '.join(j['job_id'] for j in jobs_submitted)}); "
+                         f"rerun the same command after they end to resubmit anything unfinished", markup=False)
+        return
+    if launcher != "local":
+        raise SlnError(f"--launcher takes local or slurm, got {launcher!r}")
+    from sln_cli.sweep.runner import Options, run_sweep
+
+    options = Options(jobs=jobs, devices=commands.parse_devices(devices), per_device=per_device, retries=retries,
+                      cpu_threads=cpu_threads)
+    outcome = run_sweep(plan, sweep_dir, options, console=_console())
+    commands.render_outcome(outcome, _console())
+    if any(result != "done" for result in outcome["runs"].values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_reports_errors
+def report(
+    targets: Annotated[
+        list[str], typer.Argument(metavar="RUN_OR_SWEEP", help="Sweep directories, run directories or globs.")
+    ],
+    metric: Annotated[str, typer.Option(help="acc (test accuracy) or nll (test cross-entropy).")] = "acc",
+    select: Annotated[
+        str, typer.Option(help="last (final epoch) or best-val (the epoch of best EMA validation accuracy).")
+    ] = "last",
+    fmt: Annotated[str, typer.Option("--format", help="table, markdown, csv, latex or json.")] = "table",
+    json_output: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    all_weights: Annotated[
+        bool, typer.Option(help="Both weights of every run (CE-MO, SLN-LC too), not only the paper's rows.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: SWEEP/report).")] = None,
+    figures: Annotated[bool, typer.Option(help="Write accuracy.png and memorisation.png.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace PNGs in --out that sln did not write.")] = False,
+) -> None:
+    """The paper's table from runs: one row per method, one column per setting, mean ± std over seeds, the
+    paper's number beside; unfinished runs are shown, never averaged. Also the curves as PNGs."""
+    from sln_cli.report import collect, render
+
+    fmt = "json" if json_output else fmt
+    if fmt not in render.FORMATS:
+        raise SlnError(f"--format takes {', '.join(render.FORMATS)}, got {fmt!r}")
+    found = collect.find_runs(targets)
+    cells = collect.cells(found, metric=metric, select=select, every=all_weights)
+    written: list[Path] = []
+    if figures:
+        from sln_cli.report.figures import default_folder, write_figures
+
+        written = write_figures(found, out or default_folder(targets, found), overwrite=overwrite)
+    render.render(cells, fmt, _console())
+    if written:
+        _console(stderr=fmt != "table").print(f"figures: {', '.join(map(str, written))}", markup=False,
+                                              highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
 # Later subcommands
 # --------------------------------------------------------------------------------------------------
 
@@ -300,9 +417,7 @@ def evaluate(
     targets: Annotated[
         list[str], typer.Argument(metavar="RUN_OR_CHECKPOINT", help="Run directories or .pt files in one; globs ok.")
     ],
-    checkpoint: Annotated[
-        str | None, typer.Option(help="Checkpoint of each run directory: final (default), best, last or epoch-N.")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     weights: Annotated[str, typer.Option(help="raw (SLN), ema (SLN-MO) or both.")] = "both",
     split: Annotated[
         str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), or ilsvrc12 "
@@ -317,11 +432,9 @@ def evaluate(
         typer.Option(help="FILE.npz of probs (N×K), labels, indices; with several runs or weights each file gets "
                           "-<run>-<weights> before .npz."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print a JSON list: one object per run and weights, then seed means.")
-    ] = False,
+    json_output: JsonOption = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing --csv / --save-predictions files and diagrams in a folder sln "
                                 "did not make.")
@@ -349,11 +462,7 @@ analyze_app = typer.Typer(
 app.add_typer(analyze_app)
 
 WeightsOption = Annotated[str, typer.Option(help="raw (SLN) or ema (SLN-MO) weights.")]
-CheckpointOption = Annotated[
-    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
-]
 OutOption = Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: RUN/analysis).")]
-DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 OverwriteOption = Annotated[
     bool, typer.Option(help="Replace files of the same names in an output folder sln did not make.")
 ]
@@ -371,7 +480,7 @@ def confidence(
     out: OutOption = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Confidence of clean vs mislabelled training samples, and how well the loss spots the mislabelled ones.
@@ -419,9 +528,7 @@ def landscape(
     ] = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option(help="Batch size of the loss and Hessian passes.")] = 256,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object (a list of them for several runs).")
-    ] = False,
+    json_output: JsonOption = False,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Loss landscape and sharpness: Hessian eigenvalues and trace, sharpness within rho, 1D/2D cuts.
@@ -450,7 +557,7 @@ def bench(
     data_dir: Annotated[
         Path | None, typer.Option(help="Real CIFAR-10 layout to benchmark on; synthetic data otherwise.")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    device: DeviceOption = "auto",
     steps: Annotated[
         int | None,
         typer.Option(help="Training steps measured per contender and round (default 2 on a CPU, 50 on a GPU)."),
@@ -468,7 +575,7 @@ def bench(
     model: Annotated[str, typer.Option(hidden=True)] = "wrn-28-2",
     eval_images: Annotated[int | None, typer.Option(hidden=True)] = None,
     batch_size: Annotated[int, typer.Option(hidden=True)] = 128,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """How fast this hardware trains: sln beside a re-creation of the official loop and the hardware ceiling.
 
@@ -515,7 +622,7 @@ def cache(
     size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.")] = 256,
     quality: Annotated[int, typer.Option(help="JPEG quality of re-encoded JPEGs (other formats stay lossless).")] = 95,
     workers: Annotated[int | None, typer.Option(help="Processes (default: one per core; 0 = this one).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Resize every image of a file-backed dataset once to a shorter side of 256, into a mirror of its folder.
 

@@ -102,6 +102,7 @@ class RunConfig:
     sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
     cpu_threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0 = PyTorch's default
     deterministic: bool = True  # same numbers for the same seed on the same kind of device; false: cuDNN benchmark
+    keep_state_at: tuple[int, ...] = ()  # also keep the full resumable state after these epochs (LC branching)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,8 @@ def validate(config: Config) -> list[str]:
             problems.append(f"{key} must not be negative, got {value}")
     if data.crop > data.resize:
         problems.append(f"data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
+    if any(epoch < 1 for epoch in run.keep_state_at):
+        problems.append(f"run.keep_state_at takes epoch numbers >= 1, got {list(run.keep_state_at)}")
     if config.run.checkpoint_every < 1:
         problems.append(f"run.checkpoint_every must be at least 1, got {config.run.checkpoint_every}")
     return problems

@@ -138,19 +138,19 @@ def _metrics_row(run: LoadedRun, data: SplitData, weights: str, probs: np.ndarra
         row["labels"] = "true labels of the label file"
         row["accuracy_noisy"] = float(np.mean(predicted == data.noisy))
         for group, mask in (("clean", ~mislabelled), ("mislabelled", mislabelled)):
-            row[group] = _group_fit(predicted[mask], data.labels[mask], data.noisy[mask])
-        row["memorized"] = row["mislabelled"]["fitted_noisy_label"]
+            row[group] = _group_accuracy(predicted[mask], data.labels[mask])
+        # the fraction of mislabelled samples predicted as their wrong label (of clean ones: their accuracy)
+        fitted = predicted[mislabelled] == data.noisy[mislabelled]
+        row["memorized"] = float(fitted.mean()) if fitted.size else None
     row["reliability"] = report.reliability.to_dict()
     return row, report.reliability
 
 
-def _group_fit(predicted: np.ndarray, true: np.ndarray, noisy: np.ndarray) -> dict[str, Any]:
-    """accuracy against the true label, and the fraction predicted as the label trained on (for mislabelled
-    samples that label is wrong, so this is the memorised fraction; for clean samples it equals accuracy)."""
+def _group_accuracy(predicted: np.ndarray, true: np.ndarray) -> dict[str, Any]:
+    """How many samples of a group (clean or mislabelled) and the accuracy against their true label."""
     if len(predicted) == 0:
-        return {"num_samples": 0, "accuracy": None, "fitted_noisy_label": None}
-    return {"num_samples": len(predicted), "accuracy": float(np.mean(predicted == true)),
-            "fitted_noisy_label": float(np.mean(predicted == noisy))}
+        return {"num_samples": 0, "accuracy": None}
+    return {"num_samples": len(predicted), "accuracy": float(np.mean(predicted == true))}
 
 
 def _predictions_path(path: Path, name: str, weights: str, *, several: bool) -> Path:

@@ -47,12 +47,13 @@ def sha256_labels(labels: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest: dict) -> dict:
+def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest: dict | None = None) -> dict:
     """Write the CSV and its manifest atomically (if either fails, neither is left); return the manifest.
 
-    `manifest` carries what only the caller knows (dataset, mode, rate, seed, ...); the format, the sample
-    count and the sha256s of the label vectors are filled in here.
+    The manifest is `labels.manifest` (or `manifest`, when given): what only its maker knows (dataset, mode,
+    rate, seed, ...); the format, the sample count and the sha256s of the label vectors are filled in here.
     """
+    manifest = labels.manifest if manifest is None else manifest
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise SlnError(f"the output {path} must end in .csv (its manifest is written beside it as .json)")
@@ -311,8 +312,9 @@ def summarize(
     `transition_matrix[i][j]` is the fraction of samples of true class i labelled j (rows = true class,
     row-stochastic); a class with no samples gets an all-zero row and a per-class rate of 0 (see
     `class_counts`). Open-set files (`source_index` given): the noise is the replaced images, so the realised
-    and per-class rates count replaced samples; `label_noise_rate` and the transition matrix (the identity,
-    as labels are kept) still describe the labels.
+    and per-class rates count replaced samples; `label_noise_rate` (open-set only; elsewhere it would repeat
+    the realised rate), `num_mislabelled` and the transition matrix (the identity, as labels are kept) still
+    describe the labels.
     """
     clean, noisy = np.asarray(clean, dtype=np.int64), np.asarray(noisy, dtype=np.int64)
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -329,15 +331,15 @@ def summarize(
         "num_classes": int(num_classes),
         "requested_noise_rate": requested_rate,
         "realized_noise_rate": float(corrupted.mean()) if num_samples else 0.0,
-        "num_noisy": int(corrupted.sum()),
-        "label_noise_rate": float((noisy != clean).mean()) if num_samples else 0.0,
+        "num_mislabelled": int((noisy != clean).sum()),
         "per_class_noise_rate": (corrupted_per_class / np.maximum(class_counts, 1)).tolist(),
         "class_counts": class_counts.tolist(),
         "transition_matrix": matrix.tolist(),
         "top_confusions": _top_confusions(counts, class_counts),
     }
-    if source_index is not None:
+    if source_index is not None:  # here the realised rate counts images, so the labels' own rate is told apart
         summary["num_replaced_images"] = int(corrupted.sum())
+        summary["label_noise_rate"] = float((noisy != clean).mean()) if num_samples else 0.0
     return summary
 
 

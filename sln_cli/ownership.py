@@ -43,7 +43,8 @@ def _with_temporaries(patterns: Sequence[str]) -> tuple[str, ...]:
 
 # The files sln writes in a directory of each kind, as glob patterns relative to it (one folder level at most).
 OWNED_FILES: dict[str, tuple[str, ...]] = {
-    "run": (*_with_temporaries((*_RUN_FILES, "checkpoints/epoch-*.pt", *(f"analysis/{p}" for p in _ANALYSIS_FILES))),
+    "run": (*_with_temporaries((*_RUN_FILES, "checkpoints/epoch-*.pt",
+                                 "checkpoints/state-*.pt", *(f"analysis/{p}" for p in _ANALYSIS_FILES))),
             "analysis/" + MARKER),
     "analysis": _with_temporaries(_ANALYSIS_FILES),
 }

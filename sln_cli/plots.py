@@ -131,3 +131,23 @@ def plot_memorisation(path: str | os.PathLike[str], curves: Mapping[str, tuple[S
     axis.set(xlabel="epoch", ylabel=ylabel, ylim=(0, 1), title=title)
     axis.legend()
     _save(figure, path)
+
+
+def plot_seed_bands(path: str | os.PathLike[str],
+                    panels: Mapping[str, Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]]], *,
+                    ylabel: str, title: str) -> None:
+    """One panel per setting, one line per method: the mean over seeds against the epoch, with a band of ± one
+    standard deviation (the paper's Figure 1 style). Values are fractions, drawn in percent."""
+    figure, axes = _figure(len(panels), max_columns=3)
+    for axis, (setting, lines) in zip(axes, panels.items(), strict=True):
+        for method, (epochs, mean, std) in lines.items():
+            mean_pct, std_pct = np.asarray(mean) * 100, np.asarray(std) * 100
+            axis.plot(epochs, mean_pct, label=method, linewidth=1.5)
+            axis.fill_between(epochs, mean_pct - std_pct, mean_pct + std_pct, alpha=0.2)
+        axis.set_title(setting)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.suptitle(title)
+    _save(figure, path)

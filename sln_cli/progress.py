@@ -13,6 +13,18 @@ from rich.table import Table
 SAMPLE_SECONDS = 1.0  # how often the live loss is read back from the device (each read is a host sync)
 
 
+def progress_bar(console: Console | None = None, *, remaining: bool = True, info: bool = False,
+                 transient: bool = False, disable: bool = False) -> Progress:
+    """The one kind of rich bar `sln` shows: description, bar, done/total, time elapsed and (`remaining`) left;
+    `info` adds a column for a task's `info` field (live metrics)."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if remaining:
+        columns.append(TimeRemainingColumn())
+    if info:
+        columns.append(TextColumn("{task.fields[info]}"))
+    return Progress(*columns, console=console, transient=transient, disable=disable)
+
+
 class TrainProgress:
     """Epoch and step bars with live metrics; plain log lines when stdout is not a terminal; or nothing."""
 
@@ -22,11 +34,7 @@ class TrainProgress:
         self._last_sample = 0.0
         self._progress: Progress | None = None
         if not quiet and self.console.is_terminal:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                console=self.console, transient=False,
-            )
+            self._progress = progress_bar(self.console, info=True)
             self._epochs = self._progress.add_task("epochs", total=epochs, info="")
             self._steps = self._progress.add_task("steps", total=1, info="")
 

@@ -126,6 +126,13 @@ def relocate(tree: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return tree
 
 
+def method_section(tree: dict[str, Any]) -> dict[str, Any]:
+    """A run config's `method` section with its unset (null or false) keys dropped; {"name": "sln"} for runs made
+    before methods existed (CONTRACTS.md), so that runs made before and after compare equal."""
+    section = tree.get("method") if isinstance(tree.get("method"), dict) else {"name": "sln"}
+    return {key: value for key, value in section.items() if value is not None and value is not False}
+
+
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
     """One line, in one write: a kill leaves the line whole or cut off at the end (read_metrics drops it)."""
     data = (json.dumps(row) + "\n").encode("utf-8")

@@ -29,6 +29,7 @@ from sln_cli.progress import TrainProgress
 from sln_cli.recording import record_eval_pass, reset_optimizer
 from sln_cli.state import Splits, State, initial_state, place_splits, restore, to_checkpoint
 from sln_cli.step import Loss, sln_loss
+from sln_cli.sweep import branch
 from sln_cli.trainset import TrainSet, build_trainset
 
 
@@ -153,7 +154,7 @@ def _start_run_dir(run_dir: Path, config: Config, trainset: TrainSet, device: to
     runs.write_meta(run_dir, device=str(device), seed=config.run.seed,
                     extra={"num_train": len(trainset.noisy), "num_test": len(trainset.dataset.test.labels),
                            "world_size": world.size})
-    write_label_file(run_dir / "labels.csv", trainset.labels, trainset.manifest)
+    write_label_file(run_dir / "labels.csv", trainset.labels)
 
 
 def _describe(trainset: TrainSet, config: Config, device: torch.device, world: World) -> str:
@@ -176,6 +177,7 @@ def _save_epoch(state: State, run_dir: Path, row: dict[str, Any], config: Config
     checkpoint holds the metrics rows it agrees with, and `--resume` rewrites metrics.jsonl from them."""
     state.history.append(row)
     _keep_epoch_weights(state, run_dir, config.run.keep_checkpoints)  # before the checkpoint that names them
+    branch.keep_state(state, run_dir, config.run.keep_state_at)  # LC runs of a sweep start from it
     if state.epoch % config.run.checkpoint_every == 0 or state.epoch == config.optim.epochs:
         runs.save_torch(run_dir / runs.CHECKPOINT, to_checkpoint(state))
     runs.append_metrics(run_dir, row)

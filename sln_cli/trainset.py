@@ -22,8 +22,7 @@ class TrainSet:
     dataset: Dataset  # open-set images swapped in, limits applied
     noisy: np.ndarray  # (N,) the labels training sees
     clean: np.ndarray | None  # (N,) true labels when known
-    labels: NoisyLabels  # the whole label file, before limits: written into the run directory
-    manifest: dict  # its manifest
+    labels: NoisyLabels  # the whole label set with its manifest, before limits: written into the run directory
     train_indices: np.ndarray  # positions of the kept training samples in the full training split
     test_indices: np.ndarray  # positions of the kept test samples in the full test split
 
@@ -31,7 +30,7 @@ class TrainSet:
 def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
     """Load the dataset, apply the label noise, then the seeded train/test limits (label file first)."""
     dataset = load_dataset(data.dataset, _path(data.data_dir), download=data.download)
-    labels, manifest, source = _noisy_labels(dataset, data, noise)
+    labels, source = _noisy_labels(dataset, data, noise)
     dataset = _swap_openset_images(dataset, labels, source, _path(noise.source_data_dir or data.data_dir))
     rng = np.random.default_rng(noise.seed)
     train_indices = _subset(len(dataset.train.labels), data.train_limit, rng)
@@ -40,20 +39,21 @@ def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
         dataset, train=_take(dataset.train, train_indices), test=_take(dataset.test, test_indices)
     )
     clean = None if labels.clean is None else labels.clean[train_indices]
-    return TrainSet(dataset, labels.noisy[train_indices], clean, labels, manifest, train_indices, test_indices)
+    return TrainSet(dataset, labels.noisy[train_indices], clean, labels, train_indices, test_indices)
 
 
-def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tuple[NoisyLabels, dict, Dataset | None]:
+def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tuple[NoisyLabels, Dataset | None]:
+    """The label set to train on, with its manifest, and the open-set source dataset when it was just loaded."""
     if noise.labels is not None:
         labels = read_label_file(_label_file(noise, data), label_set=noise.label_set,
                                  expected_rows=len(dataset.train.labels))
         check_against(labels, dataset.train.labels, dataset.num_classes)
-        return labels, _manifest_of(labels, noise, dataset), None
+        return dataclasses.replace(labels, manifest=_manifest_of(labels, noise, dataset)), None
     if noise.mode == "none":
         clean = None if dataset.name in _INHERENTLY_NOISY else dataset.train.labels
-        labels = NoisyLabels(noisy=dataset.train.labels, clean=clean, source_index=None, manifest={})
-        return labels, {"dataset": dataset.name, "mode": "none"}, None
-    from sln_cli.corrupt import make_labels
+        manifest = {"dataset": dataset.name, "mode": "none"}
+        return NoisyLabels(noisy=dataset.train.labels, clean=clean, source_index=None, manifest=manifest), None
+    from sln_cli.noisy_labels import make_labels
 
     return make_labels(
         dataset,
@@ -75,7 +75,7 @@ def _swap_openset_images(dataset: Dataset, labels: NoisyLabels, source: Dataset 
     if labels.source_index is None or (labels.source_index < 0).all():
         return dataset
     if source is None:
-        from sln_cli.corrupt import load_source_dataset
+        from sln_cli.noisy_labels import load_source_dataset
 
         source = load_source_dataset(labels.manifest, dataset, source_dir)
     replaced = np.flatnonzero(labels.source_index >= 0)

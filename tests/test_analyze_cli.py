@@ -11,10 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sln_cli.cli import app
-from tests import test_evaluate
 from tests.test_evaluate import assert_one_line_error, incompatible_copy
 
-tiny_runs = test_evaluate.tiny_runs  # the same session fixture: the tiny runs are trained once per session
 runner = CliRunner()
 # Every training sample (200 < 2000), few points and few estimator iterations: seconds on a CPU.
 CHEAP = ["--points", "5", "--samples", "2000", "--top-k", "2", "--lanczos-iterations", "8", "--hutchinson-samples",
@@ -52,10 +50,10 @@ def test_confidence_matches_direct_computation(tiny_runs, tmp_path) -> None:
     loss = -np.log(np.maximum(probs[np.arange(len(probs)), saved["noisy_labels"]], 1e-12))
     assert result["auroc_loss"] == pytest.approx(pairwise_auroc(loss[mislabelled], loss[~mislabelled]), abs=1e-12)
     entropy = -(probs * np.log(probs)).sum(axis=1)
-    for group, mask in (("clean", ~mislabelled), ("noisy", mislabelled)):
-        assert result[group]["num_samples"] == mask.sum()
-        assert result[group]["mean_max_probability"] == pytest.approx(probs[mask].max(axis=1).mean(), abs=1e-9)
-        assert result[group]["mean_entropy"] == pytest.approx(entropy[mask].mean(), abs=1e-6)
+    assert result["num_mislabelled"] == mislabelled.sum() and result["num_samples"] == len(mislabelled)
+    for group, mask in (("clean", ~mislabelled), ("mislabelled", mislabelled)):
+        assert result[group]["max_probability"]["mean"] == pytest.approx(probs[mask].max(axis=1).mean(), abs=1e-9)
+        assert result[group]["entropy"]["mean"] == pytest.approx(entropy[mask].mean(), abs=1e-6)
     flagged = np.argsort(-loss, kind="stable")[: mislabelled.sum()]  # r·N highest losses, r the realised rate
     assert result["detection"]["precision"] == pytest.approx(mislabelled[flagged].mean())
     for name in ("histograms", "memorisation"):

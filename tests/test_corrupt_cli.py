@@ -99,7 +99,7 @@ def test_dependent_usage(workdir: Path, as_run_directory: bool) -> None:
     source = "run" if as_run_directory else "avg_softmax.npy"
     args = ("--dataset", "cifar10", "--data-dir", "DATA", "--mode", "dependent", "--rate", "0.4", "--probs", source)
     summary = run_json(*args, "--out", "d.csv")
-    assert summary["num_noisy"] == 80  # exactly round(0.4 * 200)
+    assert summary["num_mislabelled"] == 80  # exactly round(0.4 * 200)
     rows = read_csv(workdir / "d.csv")
     others = probs.copy()
     others[np.arange(N10), rows[:, 0]] = -1
@@ -193,7 +193,7 @@ def test_same_seed_same_file_other_seed_other_file(workdir: Path) -> None:
 def test_exact_sym_flips_exactly_round_rn(workdir: Path) -> None:
     args = ("--dataset", "cifar10", "--data-dir", "DATA", "--mode", "sym", "--rate", "0.33", "--exact")
     summary = run_json(*args, "--out", "e.csv")
-    assert summary["num_noisy"] == 66  # round(0.33 * 200)
+    assert summary["num_mislabelled"] == 66  # round(0.33 * 200)
 
 
 def test_transition_matrix_mode(workdir: Path) -> None:

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sln_cli.data import DATASETS, FileList, Split, load_dataset
-from sln_cli.data.augment import normalize
+from sln_cli.data import DATASETS, FileList, load_dataset
 from sln_cli.data.clothing1m import CLASSES as CLOTHING_CLASSES
 from sln_cli.data.clothing1m import balanced_indices
 from sln_cli.data.files import FileDataset, decode_image, eval_transform, train_transform
@@ -359,21 +358,6 @@ def test_balanced_indices_is_uniform_and_seeded() -> None:
 # ---------------------------------------------------------------------------------------------- pipelines
 
 
-def test_file_image_dataset_normalises_a_flat_image(tmp_path: Path) -> None:
-    from PIL import Image
-
-    from sln_cli.data.files import FileImageDataset
-
-    path = tmp_path / "flat.png"
-    Image.fromarray(np.full((20, 30, 3), (51, 102, 204), np.uint8)).save(path)
-    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.2)
-    split = Split(labels=np.zeros(1, np.int64), files=(path,))
-    image, index = FileImageDataset(split, mean=mean, std=std, train=False, resize=8, crop=6)[0]
-    assert index == 0 and image.shape == (3, 6, 6) and image.dtype == torch.float32
-    expected = (torch.tensor([51, 102, 204]) / 255 - torch.tensor(mean)) / torch.tensor(std)
-    torch.testing.assert_close(image.mean(dim=(1, 2)), expected, atol=1e-5, rtol=0)
-
-
 def test_train_transform_crops_and_flips(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -413,18 +397,6 @@ def test_unknown_dataset_gets_a_hint(name: str, hint: str) -> None:
 
 def test_dataset_name_spelling_is_forgiving(tmp_path: Path) -> None:
     assert load_dataset("CIFAR-10", write_cifar10(tmp_path)).name == "cifar10"
-
-
-def test_file_image_dataset_picks_the_pipeline(tmp_path: Path) -> None:
-    from sln_cli.data.files import FileImageDataset
-
-    dataset = load_dataset("imagefolder", write_imagefolder(tmp_path, classes=("a", "b"), size=(40, 30)))
-    evaluated = FileImageDataset(dataset.test, mean=dataset.mean, std=dataset.std, train=False, resize=24, crop=20)
-    by_hand = FileDataset(dataset.test, eval_transform(resize=24, crop=20))[3][0]  # (3, 20, 20) uint8
-    torch.testing.assert_close(evaluated[3][0], normalize(by_hand[None], dataset.mean, dataset.std)[0], rtol=0, atol=0)
-    trained = FileImageDataset(dataset.train, mean=dataset.mean, std=dataset.std, train=True, resize=24, crop=20)
-    image, index = trained[2]
-    assert image.shape == (3, 20, 20) and index == 2 and len(trained) == len(dataset.train)
 
 
 def test_cifar10_with_str_keys_as_python3_re_encodings_write_them(tmp_path):

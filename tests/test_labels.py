@@ -286,7 +286,7 @@ def test_summary_matches_a_count_by_hand() -> None:
     clean = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
     noisy = np.array([0, 1, 1, 0, 1, 0, 2, 2, 2, 0])
     summary = summarize(clean, noisy, 4, requested_rate=0.4, mode="sym")
-    assert summary["num_samples"] == 10 and summary["num_classes"] == 4 and summary["num_noisy"] == 4
+    assert summary["num_samples"] == 10 and summary["num_classes"] == 4 and summary["num_mislabelled"] == 4
     assert summary["realized_noise_rate"] == pytest.approx(0.4)
     assert summary["requested_noise_rate"] == 0.4 and summary["mode"] == "sym"
     assert summary["per_class_noise_rate"] == pytest.approx([0.5, 0.5, 0.25, 0.0])
@@ -309,5 +309,6 @@ def test_openset_summary_counts_replaced_images() -> None:
     summary = summarize(labels.clean, labels.noisy, 5, requested_rate=0.25, source_index=labels.source_index)
     assert summary["realized_noise_rate"] == pytest.approx(0.25)
     assert summary["num_replaced_images"] == 10 and summary["label_noise_rate"] == 0.0
+    assert summary["num_mislabelled"] == 0  # open-set keeps the labels
     expected = [np.mean(labels.source_index[labels.clean == c] >= 0) for c in range(5)]
     assert summary["per_class_noise_rate"] == pytest.approx(expected)

@@ -264,3 +264,11 @@ def test_small_models_learn_digits_quickly(name: str, epochs: int) -> None:
     with torch.no_grad():
         accuracy = (model(images[test]).argmax(1) == labels[test]).float().mean().item()
     assert accuracy > 0.85, f"{name} reached only {accuracy:.2%} on held-out digits"
+
+
+@pytest.mark.parametrize("depth", [4, 27, 30])
+def test_a_wide_resnet_depth_that_is_not_6n_plus_4_is_a_user_error(depth: int) -> None:
+    from sln_cli.models.wrn import WideResNet
+
+    with pytest.raises(SlnError, match="6n\\+4"):
+        WideResNet(depth=depth)

@@ -193,7 +193,7 @@ def test_inspect_an_official_file_offline(workdir: Path) -> None:
                      "--data-dir", "DATA")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["num_samples"] == N_TRAIN and summary["num_noisy"] == N_TRAIN // 3
+    assert summary["num_samples"] == N_TRAIN and summary["num_mislabelled"] == N_TRAIN // 3
     assert summary["dataset"] == "cifar10"
 
 

@@ -78,7 +78,8 @@ def test_corrupt_and_inspect_on_animal10n(tmp_path: Path, monkeypatch: pytest.Mo
                                     "--json"])
     assert inspected.exit_code == 0, inspected.output
     summary = json.loads(inspected.stdout)
-    assert summary["num_samples"] == 40 and summary["num_noisy"] == 20 and summary["classes"] == list(ANIMAL_CLASSES)
+    assert summary["num_samples"] == 40 and summary["num_mislabelled"] == 20
+    assert summary["classes"] == list(ANIMAL_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------- mini-WebVision
@@ -133,7 +134,7 @@ def test_corrupt_and_inspect_on_webvision(tmp_path: Path, monkeypatch: pytest.Mo
     inspected = runner.invoke(app, ["corrupt", "--inspect", "w.csv", "--dataset", "webvision-mini", "--data-dir", "W",
                                     "--json"])
     assert inspected.exit_code == 0, inspected.output
-    assert json.loads(inspected.stdout)["num_noisy"] == 6  # round(0.25 * 24 training images)
+    assert json.loads(inspected.stdout)["num_mislabelled"] == 6  # round(0.25 * 24 training images)
 
 
 @pytest.mark.slow  # two tiny training runs and an evaluation

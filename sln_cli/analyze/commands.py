@@ -107,20 +107,22 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
                           ylabel="fraction of mislabelled training samples",
                           title=f"Memorisation of noisy labels: {run.target.name}")
     detection = report.pop("detection")
+    auroc = detection.pop("auroc")  # top level as auroc_loss
     return json_ready({
         "run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
         "epoch": run.epoch, "weights": weights, "split": "train", "num_samples": len(data.labels),
-        "num_mislabelled": int(mislabelled.sum()), "realised_noise_rate": float(mislabelled.mean()),
-        "auroc_loss": detection["auroc"], "detection": detection | {"score": "per-sample loss vs the noisy label",
-                                                                    "noise_rate": noise_rate},
-        "clean": _means(report, "clean"), "noisy": _means(report, "mislabelled"), "summaries": report,
+        "num_mislabelled": int(mislabelled.sum()), "realized_noise_rate": float(mislabelled.mean()),
+        "auroc_loss": auroc, "detection": detection | {"score": "per-sample loss vs the noisy label",
+                                                      "noise_rate": noise_rate},
+        "clean": _group(report, "clean"), "mislabelled": _group(report, "mislabelled"),
         "memorisation": memorisation, "plots": plots})
 
 
-def _means(report: dict[str, Any], group: str) -> dict[str, Any]:
-    names = ("max_probability", "entropy", "margin", "loss")
-    means = {f"mean_{name}": report[name][group]["mean"] for name in names}
-    return {"num_samples": report["loss"][group]["count"], **means}
+def _group(report: dict[str, Any], group: str) -> dict[str, Any]:
+    """One group's statistics of each score (mean, median, quantiles); its size is num_samples - num_mislabelled
+    or num_mislabelled, so it is not repeated per score."""
+    return {name: {key: value for key, value in stats[group].items() if key != "count"}
+            for name, stats in report.items()}
 
 
 def memorisation_curve(run: LoadedRun, data: SplitData, *, batch_size: int) -> dict[str, Any]:
@@ -165,16 +167,17 @@ def render_confidence(result: dict[str, Any], console: Any) -> None:
                         f"{result['epoch']}, training split)")
     for header in ("samples", "count", "max-prob", "entropy", "margin", "loss vs noisy label"):
         table.add_column(header, justify="left" if header == "samples" else "right")
-    for name, group in (("clean", result["clean"]), ("mislabelled", result["noisy"])):
-        values = [group[f"mean_{key}"] for key in ("max_probability", "entropy", "margin", "loss")]
-        table.add_row(name, str(group["num_samples"]), *("-" if v is None else f"{v:.4f}" for v in values))
+    sizes = {"clean": result["num_samples"] - result["num_mislabelled"], "mislabelled": result["num_mislabelled"]}
+    for name, count in sizes.items():
+        values = [result[name][key]["mean"] for key in ("max_probability", "entropy", "margin", "loss")]
+        table.add_row(name, str(count), *("-" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
     detection = result["detection"]
 
     def show(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    console.print(f"loss flags mislabelled samples: AUROC {show(detection['auroc'])}; flagging the "
+    console.print(f"loss flags mislabelled samples: AUROC {show(result['auroc_loss'])}; flagging the "
                   f"{detection['flagged']} highest losses: precision {show(detection['precision'])}, "
                   f"recall {show(detection['recall'])}", markup=False, highlight=False)
     curve = result["memorisation"]
@@ -380,14 +383,12 @@ def _grid_progress(show: bool, name: str, total: int, partial: np.ndarray | None
     if not show:
         yield lambda done: None
         return
-    from rich import progress as rich_progress
     from rich.console import Console
 
+    from sln_cli.progress import progress_bar
+
     done = 0 if partial is None else int(np.count_nonzero(~np.isnan(partial)))
-    columns = (rich_progress.TextColumn("[bold]{task.description}"), rich_progress.BarColumn(),
-               rich_progress.MofNCompleteColumn(), rich_progress.TimeElapsedColumn(),
-               rich_progress.TimeRemainingColumn())
-    with rich_progress.Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with progress_bar(Console(stderr=True)) as bar:
         resumed = f" (resumed at {done})" if done else ""
         task = bar.add_task(f"2D grid {name}{resumed}", total=total, completed=done)
         yield lambda count: bar.update(task, completed=count)

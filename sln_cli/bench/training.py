@@ -109,7 +109,7 @@ def trainset_of(dataset: Dataset, size: int | None = None) -> TrainSet:
         dataset = dataclasses.replace(dataset, train=Split(dataset.train.labels[:size], dataset.train.images[:size]))
     labels = dataset.train.labels
     return TrainSet(dataset=dataset, noisy=labels, clean=labels, labels=NoisyLabels(labels, labels, None, {}),
-                    manifest={}, train_indices=np.arange(len(labels)), test_indices=np.arange(len(dataset.test)))
+                    train_indices=np.arange(len(labels)), test_indices=np.arange(len(dataset.test)))
 
 
 def config_for(settings: BenchSettings, device: torch.device, precision: str, channels_last: bool) -> Config:
@@ -206,21 +206,20 @@ def _drain(batches: Any, steps: int) -> int:
 def _alternate(work: dict[str, Work], rounds: int,
                console: Any) -> dict[str, list[float]]:
     """Warm every measurement up once, then run them in turn `rounds` times; the rate of each (units/s) per round."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from sln_cli.progress import progress_bar
 
     rates: dict[str, list[float]] = {name: [] for name in work}
-    progress = Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=True,
-                        disable=console is None or not console.is_terminal)
+    hidden = console is None or not console.is_terminal
+    progress = progress_bar(console, remaining=False, transient=True, disable=hidden)
     with progress:
-        task = progress.add_task("warm-up", total=len(work) * (rounds + 1))
+        task = progress.add_task("bench warm-up", total=len(work) * (rounds + 1))
         for name, (warm_up, _) in work.items():
-            progress.update(task, description=f"warm-up: {name}")
+            progress.update(task, description=f"bench warm-up: {name}")
             warm_up()
             progress.advance(task)
         for round_number in range(1, rounds + 1):
             for name, (_, measured) in work.items():
-                progress.update(task, description=f"round {round_number}/{rounds}: {name}")
+                progress.update(task, description=f"bench round {round_number}/{rounds}: {name}")
                 started = time.perf_counter()
                 count = measured()
                 rates[name].append(count / (time.perf_counter() - started))

@@ -147,9 +147,8 @@ def _progress(total: int, *, quiet: bool, console: Any) -> Iterator[Callable[[],
     if quiet:
         yield lambda: None
         return
-    from rich import progress
+    from sln_cli.progress import progress_bar
 
-    with progress.Progress(progress.TextColumn("[bold]caching"), progress.BarColumn(), progress.MofNCompleteColumn(),
-                           progress.TimeElapsedColumn(), progress.TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("cache", total=total)
+    with progress_bar(console) as bar:
+        task = bar.add_task("caching", total=total)
         yield lambda: bar.advance(task)

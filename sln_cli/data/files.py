@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from sln_cli.data import Split
-from sln_cli.data.augment import normalize
 from sln_cli.errors import SlnError
 
 JPEG_MAGIC = [0xFF, 0xD8, 0xFF]  # every JPEG file starts with an SOI marker and the next marker's 0xFF
@@ -211,18 +210,3 @@ class FileDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.transform(decode_image(self.files[index])), index
-
-
-class FileImageDataset(FileDataset):
-    """Normalised float32 C×crop×crop items of the training (`train`) or evaluation view, on the CPU, for code that
-    wants a plain torch Dataset; `batches.FileImages` ships the uint8 views and normalises on the device instead."""
-
-    def __init__(self, split: Split, *, mean: tuple[float, ...], std: tuple[float, ...], train: bool,
-                 resize: int = 256, crop: int = 224) -> None:
-        pipeline = train_transform if train else eval_transform
-        super().__init__(split, pipeline(resize=resize, crop=crop))
-        self.mean, self.std = mean, std
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        image, index = super().__getitem__(index)
-        return normalize(image[None], self.mean, self.std)[0], index  # (C, crop, crop) float32

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sln_cli.errors import SlnError
+
 # Deliberate matches with chenpf1025/SLN networks/wideresnet.py (commit 621c6c8):
 # - every conv (3×3 and the 1×1 shortcut) has a bias, and the shortcut has no BatchNorm;
 # - dropout_rate is 0 (the CIFAR script calls `Wide_ResNet(num_classes=...)`), so no Dropout module exists;
@@ -44,7 +46,8 @@ class WideResNet(nn.Module):
 
     def __init__(self, *, depth: int = 28, widen_factor: int = 2, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
-        assert (depth - 4) % 6 == 0, "Wide-ResNet depth must be 6n+4"
+        if depth < 10 or (depth - 4) % 6:
+            raise SlnError(f"a Wide-ResNet's depth is 6n+4 with n >= 1 (10, 16, 22, 28, ...), not {depth}")
         blocks_per_stage = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3, padding=1, bias=True)

@@ -1,0 +1,139 @@
+"""The report's table in five formats: a rich table, markdown, CSV (one line per cell), LaTeX, JSON.
+
+Rows are methods, columns settings; a cell is mean ± std over the finished runs (sample std, n − 1) with their
+count, the paper's number and our difference to it beside, and any unfinished runs named, never averaged in.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+FORMATS = ("table", "markdown", "csv", "latex", "json")
+NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet checked (sln_cli/paper_results.yaml)"
+
+
+def render(cells: list[dict[str, Any]], fmt: str, console: Console) -> None:
+    if fmt == "json":
+        print(json.dumps(cells, indent=2))
+    elif fmt == "csv":
+        print(to_csv(cells), end="")
+    elif fmt == "markdown":
+        print(to_markdown(cells))
+    elif fmt == "latex":
+        print(to_latex(cells))
+    else:
+        console.print(to_rich(cells))
+        for note in notes(cells):
+            console.print(note, markup=False, highlight=False)
+
+
+def grid(cells: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
+    """(row labels, column labels, (row, column) -> cell), both in the order the cells come."""
+    rows = list(dict.fromkeys(c["method"] for c in cells))
+    columns = list(dict.fromkeys(c["setting"] for c in cells))
+    return rows, columns, {(c["method"], c["setting"]): c for c in cells}
+
+
+def title(cells: list[dict[str, Any]]) -> str:
+    if not cells:
+        return "no runs"
+    what = {"test_acc": "test accuracy (%)", "test_loss": "test NLL"}[cells[0]["metric"]]
+    when = "last epoch" if cells[0]["select"] == "last" else "epoch of best validation accuracy (EMA)"
+    return f"{what}, {when}: mean ± std over seeds (runs)"
+
+
+def cell_text(cell: dict[str, Any] | None, *, plus_minus: str = "±", paper: bool = True) -> str:
+    if cell is None:
+        return ""
+    parts = []
+    if cell["n_runs"]:
+        std = "" if cell["std"] is None else f" {plus_minus} {_number(cell, cell['std'])}"
+        parts.append(f"{_number(cell, cell['mean'])}{std} ({cell['n_runs']})")
+    if cell["unfinished"]:
+        epochs = ", ".join(f"{u['epochs_done']}/{u['epochs_total']}" for u in cell["unfinished"])
+        parts.append(f"unfinished: {epochs}")
+    if paper and cell["paper"] is not None:
+        mark = "" if cell["paper_checked"] else "?"
+        delta = "" if cell["delta"] is None else f", Δ {cell['delta'] * 100:+.2f}"
+        parts.append(f"paper {cell['paper'] * 100:.2f}{mark}{delta}")
+    return "; ".join(parts)
+
+
+def notes(cells: list[dict[str, Any]]) -> list[str]:
+    out = []
+    if any(c["paper"] is not None and not c["paper_checked"] for c in cells):
+        out.append(NOTE_UNCHECKED)
+    if any(c["unfinished"] for c in cells):
+        out.append("unfinished runs (epochs done/total) are listed, not averaged; finish them with `sln sweep`")
+    return out
+
+
+def to_rich(cells: list[dict[str, Any]]) -> Table:
+    rows, columns, by = grid(cells)
+    table = Table(title=title(cells))
+    table.add_column("method")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(row, *[cell_text(by.get((row, c))).replace("; ", "\n") for c in columns])
+    return table
+
+
+def to_markdown(cells: list[dict[str, Any]]) -> str:
+    rows, columns, by = grid(cells)
+    lines = [f"| method | {' | '.join(columns)} |", "| --- |" + " ---: |" * len(columns)]
+    lines += [f"| {row} | " + " | ".join(cell_text(by.get((row, c))) for c in columns) + " |" for row in rows]
+    return "\n".join([f"{title(cells)}", "", *lines, *(["", *notes(cells)] if notes(cells) else [])])
+
+
+def to_latex(cells: list[dict[str, Any]]) -> str:
+    rows, columns, by = grid(cells)
+    lines = [f"% {title(cells)}", "\\begin{tabular}{l" + "r" * len(columns) + "}", "\\toprule",
+             "Method & " + " & ".join(_tex(c) for c in columns) + " \\\\", "\\midrule"]
+    for row in rows:
+        texts = [_tex_cell(by.get((row, c))) for c in columns]
+        lines.append(f"{_tex(row)} & " + " & ".join(texts) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines)
+
+
+def to_csv(cells: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    keys = ["setting", "method", "weights", "n_runs", "mean", "std", "values", "paper", "delta", "paper_checked",
+            "unfinished"]
+    writer.writerow(keys)
+    for cell in cells:
+        unfinished = ";".join(f"{u['run_dir']}:{u['epochs_done']}/{u['epochs_total']}" for u in cell["unfinished"])
+        values = ";".join(repr(v) for v in cell["values"])
+        writer.writerow([cell["setting"], cell["method"], cell["weights"], cell["n_runs"], _raw(cell["mean"]),
+                         _raw(cell["std"]), values, _raw(cell["paper"]), _raw(cell["delta"]),
+                         _raw(cell["paper_checked"]), unfinished])
+    return buffer.getvalue()
+
+
+def _number(cell: dict[str, Any], value: float) -> str:
+    return f"{value * 100:.2f}" if cell["metric"] == "test_acc" else f"{value:.3f}"
+
+
+def _raw(value: Any) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def _tex(text: str) -> str:
+    return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+
+
+def _tex_cell(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return ""
+    if not cell["n_runs"]:
+        return "--"
+    std = "" if cell["std"] is None else f" \\pm {_number(cell, cell['std'])}"
+    return f"${_number(cell, cell['mean'])}{std}$"

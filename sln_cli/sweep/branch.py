@@ -1,0 +1,76 @@
+"""Label correction branches, not restarts: an LC run starts from its twin's full state at epoch `correction`.
+
+Up to that epoch an SLN-MO-LC run and its twin (the same config without `sln.correction`) compute exactly the
+same thing, because every epoch's randomness is seeded by (seed, epoch, purpose). The twin keeps its resumable
+state at that epoch (`run.keep_state_at`, `checkpoints/state-XXXX.pt`); the LC run directory is made from it
+(config, labels, the metrics up to that epoch, checkpoint) and then resumed with `sln train --resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sln_cli import ownership, runs
+from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
+from sln_cli.locks import lock_directory
+from sln_cli.sweep.spec import Cell
+
+
+def state_file(run_dir: Path, epoch: int) -> Path:
+    """The full resumable state a run keeps after `epoch` (run.keep_state_at)."""
+    return run_dir / "checkpoints" / f"state-{epoch:04d}.pt"
+
+
+def best_file(run_dir: Path, epoch: int) -> Path:
+    """best.pt as it was after `epoch` (only with a validation split)."""
+    return run_dir / "checkpoints" / f"state-{epoch:04d}-best.pt"
+
+
+def can_branch(cell: Cell, twin: Cell) -> bool:
+    return cell.correction is not None and state_file(twin.run_dir, cell.correction).is_file()
+
+
+def branch(cell: Cell, twin: Cell, *, runtime: dict[str, Any]) -> None:
+    """Make `cell.run_dir` the LC run stopped after epoch `correction`, from `twin`'s kept state.
+
+    `runtime` holds the run.* keys the sweep sets for this launch (cpu_threads). The config is written last:
+    a kill midway leaves a directory without one, which the next sweep makes again.
+    """
+    epoch = int(cell.correction)
+    source = twin.run_dir
+    overwrite = ownership.is_owned(cell.run_dir, "run") and not (cell.run_dir / runs.CONFIG).exists()
+    ownership.claim_new_directory(cell.run_dir, "run", overwrite=overwrite)
+    with lock_directory(cell.run_dir):
+        for name in ("labels.csv", "labels.json"):
+            _copy(source / name, cell.run_dir / name)
+        _copy(state_file(source, epoch), cell.run_dir / runs.CHECKPOINT)
+        if best_file(source, epoch).is_file():
+            _copy(best_file(source, epoch), cell.run_dir / runs.BEST)
+        rows = [r for r in runs.read_metrics(source) if r["epoch"] <= epoch]
+        atomic_write_text(cell.run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+        meta = json.loads((source / runs.META).read_text(encoding="utf-8"))
+        atomic_write_json(cell.run_dir / runs.META, {**meta, "branched_from": str(source), "branched_at": epoch})
+        config = {**cell.config, "run": {**cell.config["run"], **runtime}}
+        atomic_write_text(cell.run_dir / runs.CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+
+def _copy(source: Path, target: Path) -> None:
+    with open(source, "rb") as src, atomic_write(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def keep_state(state: Any, run_dir: Path, epochs: tuple[int, ...]) -> None:
+    """Called by training after each epoch's files: at an epoch of `run.keep_state_at`, keep the full resumable
+    state (and best.pt as it stands) for the LC runs that branch here."""
+    if state.epoch not in epochs:
+        return
+    from sln_cli.state import to_checkpoint
+
+    runs.save_torch(state_file(run_dir, state.epoch), to_checkpoint(state))
+    if (run_dir / runs.BEST).is_file():
+        _copy(run_dir / runs.BEST, best_file(run_dir, state.epoch))
