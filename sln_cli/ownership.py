@@ -90,23 +90,27 @@ def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite")
     raise SlnError(f"{path} already exists; pass {flag} to replace it, or choose another path")
 
 
-def prepare_output_dir(directory: Path, patterns: Sequence[str], *, overwrite: bool, create: bool = True) -> None:
+def prepare_output_dir(directory: Path, patterns: Sequence[str] | str, *, overwrite: bool = False,
+                       create: bool = True) -> None:
     """A folder for plots and results named by `patterns` (globs): created and marked as sln's when new. In a
     folder sln did not mark, existing files matching `patterns` are replaced only with `overwrite`; the folder
     is then marked, so later runs of the command refresh their own files there. `create=False` only checks
     (a command checks before its work and writes nothing if that fails)."""
     directory = Path(directory)
+    kind = "analysis"
+    if isinstance(patterns, str):  # a kind registered with its files (e.g. `sln report`'s "report")
+        kind, patterns = patterns, OWNED_FILES.get(patterns, ())
     if not create:
         if os.path.lexists(directory) and not directory.is_dir():
             raise SlnError(f"{directory} exists and is not a directory; choose another output folder")
         if not directory.is_dir():
             return
     elif _make(directory):
-        _mark(directory, "analysis")
+        _mark(directory, kind)
         return
     if not directory.is_dir():
         raise SlnError(f"{directory} exists and is not a directory; choose another output folder")
-    if _marker_kind(directory) == "analysis" or _owned_analysis(directory):
+    if _marker_kind(directory) == kind or _owned_analysis(directory):
         return
     try:
         names = sorted(os.listdir(directory))
@@ -117,9 +121,9 @@ def prepare_output_dir(directory: Path, patterns: Sequence[str], *, overwrite: b
         raise SlnError(f"{directory / clashes[0]} already exists in a folder sln did not make; pass --overwrite to "
                        "replace it, or choose another output folder")
     # marked only while no file of another command's names is there: the marker must not adopt a user's file
-    others = [name for name in names if _matches(name, OWNED_FILES["analysis"]) and not _matches(name, patterns)]
+    others = [name for name in names if _matches(name, OWNED_FILES.get(kind, ())) and not _matches(name, patterns)]
     if create and _marker_kind(directory) is None and not others:
-        _mark(directory, "analysis")
+        _mark(directory, kind)
 
 
 def remove_stale_temporaries(directory: Path, kind: str) -> list[Path]:
