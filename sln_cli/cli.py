@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from sln_cli.errors import SlnError
+from sln_cli.errors import SlnError, describe_os_error
 
 app = typer.Typer(
     name="sln",
@@ -43,13 +43,21 @@ def _reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SlnError as exc:
-            if os.environ.get("SLN_DEBUG") == "1":
-                raise
-            if _is_main_process():  # under torchrun every rank raises the same error: say it once
-                print(f"error: {exc}", file=sys.stderr)
+            _report(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a path the user gave cannot be read or written: say which and why
+            _report(describe_os_error(exc))
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(message: str) -> None:
+    if os.environ.get("SLN_DEBUG") == "1":
+        raise  # re-raises the exception being handled, with its traceback
+    if _is_main_process():  # under torchrun every rank raises the same error: say it once
+        one_line = message.replace("\r", " ").replace("\n", " ")  # whatever a path or a library put in it
+        print(f"error: {one_line}", file=sys.stderr)
 
 
 def _is_main_process() -> bool:
@@ -121,6 +129,9 @@ def corrupt(
                           "$SLN_CACHE/labels, verified by sha256, for later offline use as --labels official:NAME."),
     ] = None,
     json_output: JsonOption = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the label file in --out (only one sln wrote, with its manifest).")
+    ] = False,
 ) -> None:
     """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise.
 
@@ -129,7 +140,7 @@ def corrupt(
     from sln_cli import corrupt as corrupt_lib
 
     generation_flags = {"--mode": mode, "--rate": rate, "--out": out, "--matrix": matrix, "--probs": probs}
-    generation_flags |= {"--source-dataset": source_dataset, "--exact": exact or None}
+    generation_flags |= {"--source-dataset": source_dataset, "--exact": exact or None, "--overwrite": overwrite or None}
     if fetch_official is not None:
         _fetch_official(fetch_official, generation_flags | {"--inspect": inspect, "--dataset": dataset, "--plot": plot},
                         json_output)
@@ -156,6 +167,7 @@ def corrupt(
             source_dataset=source_dataset,
             source_data_dir=source_data_dir,
             out=out,
+            overwrite=overwrite,
         )
     if json_output:
         _print_json(summary)
@@ -235,7 +247,9 @@ def train(
     ] = None,
     print_config: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output; only errors and the final table.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out (a run directory only).")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run in --out: only a directory sln marked as a run, only its files.")
+    ] = False,
 ) -> None:
     """Train SLN / SLN-MO / SLN-MO-LC; writes a run directory (config, metrics, checkpoints, summary)."""
     from sln_cli import config as config_lib
@@ -432,6 +446,10 @@ def evaluate(
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
     json_output: JsonOption = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing --csv / --save-predictions files and diagrams in a folder sln "
+                                "did not make.")
+    ] = False,
 ) -> None:
     """Accuracy and calibration of runs side by side (mean ± std over runs that differ only in their seed).
 
@@ -441,7 +459,7 @@ def evaluate(
 
     evaluation = evaluate_lib.evaluate(
         targets, checkpoint=checkpoint, weights=weights, split=split, out=out, csv_path=csv,
-        save_predictions=save_predictions, device=device, batch_size=batch_size,
+        save_predictions=save_predictions, device=device, batch_size=batch_size, overwrite=overwrite,
     )
     if json_output:
         _print_json(evaluation.rows)
@@ -457,6 +475,9 @@ app.add_typer(analyze_app)
 
 WeightsOption = Annotated[str, typer.Option(help="raw (SLN) or ema (SLN-MO) weights.")]
 OutOption = Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: RUN/analysis).")]
+OverwriteOption = Annotated[
+    bool, typer.Option(help="Replace files of the same names in an output folder sln did not make.")
+]
 
 
 @analyze_app.command()
@@ -472,6 +493,7 @@ def confidence(
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
     json_output: JsonOption = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Confidence of clean vs mislabelled training samples, and how well the loss spots the mislabelled ones.
 
@@ -481,7 +503,7 @@ def confidence(
 
     result = commands.analyze_confidence(
         target, checkpoint=checkpoint, weights=weights, noise_rate=noise_rate, out=out, device=device,
-        batch_size=batch_size,
+        batch_size=batch_size, overwrite=overwrite,
     )
     if json_output:
         _print_json(result)
@@ -571,6 +593,7 @@ def landscape(
     device: DeviceOption = "auto",
     batch_size: Annotated[int, typer.Option(help="Batch size of the loss and Hessian passes.")] = 256,
     json_output: JsonOption = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Loss landscape and sharpness: Hessian eigenvalues and trace, sharpness within rho, 1D/2D cuts.
 
@@ -580,6 +603,7 @@ def landscape(
 
     results = commands.analyze_landscape(
         targets, checkpoint=checkpoint, interpolate=interpolate, out=out, device=device, progress=not json_output,
+        overwrite=overwrite,
         weights=weights, points=points, span=span, grid=grid, samples=samples, labels=labels, seed=seed, rho=rho,
         top_k=top_k, lanczos_iterations=lanczos_iterations, tolerance=tolerance,
         hutchinson_samples=hutchinson_samples, sharpness_samples=sharpness_samples, ascent_steps=ascent_steps,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from sln_cli import yamlfile
 from sln_cli.errors import SlnError
 
 DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m", "animal10n", "webvision-mini"]
@@ -139,7 +142,8 @@ def resolve(
     config = _build(tree, problems)
     problems += validate(config) if not problems else []
     if problems:
-        raise SlnError("; ".join(problems))
+        more = f"; and {len(problems) - 10} more problems" if len(problems) > 10 else ""
+        raise SlnError("; ".join(problems[:10]) + more)
     return config
 
 
@@ -158,12 +162,7 @@ def dump(config: Config) -> str:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SlnError(f"cannot read preset {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise SlnError(f"{path} is not valid YAML ({exc.__class__.__name__}); fix the file") from exc
+    tree = yamlfile.load(path)  # safe, size-capped, alias expansion bounded
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -220,10 +219,10 @@ def _merge(base: dict[str, Any], delta: dict[str, Any], problems: list[str], whe
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
     for key, value in delta.items():
         if key not in merged:
-            problems.append(f"unknown {where} key {key!r}{_hint(key, merged)}")
+            problems.append(f"unknown {where} key {_show(key)}{_hint(key, merged)}")
         elif isinstance(merged[key], dict):
             if not isinstance(value, dict):
-                problems.append(f"{where} key {key!r} must be a mapping of settings, got {value!r}")
+                problems.append(f"{where} key {_show(key)} must be a mapping of settings, got {_show(value)}")
                 continue
             for sub, subvalue in value.items():
                 if sub not in merged[key]:
@@ -233,6 +232,17 @@ def _merge(base: dict[str, Any], delta: dict[str, Any], problems: list[str], whe
         else:
             merged[key] = value
     return merged
+
+
+_SHORT_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value for an error message: a bounded repr (never walks a huge or deeply shared value), cut short."""
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _hint(key: str, choices: dict[str, Any], prefix: str = "") -> str:
@@ -245,11 +255,9 @@ def _hint(key: str, choices: dict[str, Any], prefix: str = "") -> str:
 def _parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     if not sep or "." not in key:
-        raise SlnError(f"--set takes section.key=value (e.g. --set optim.lr=0.01), got {item!r}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text  # a plain string such as a path with a colon
+        raise SlnError(f"--set takes section.key=value (e.g. --set optim.lr=0.01), got {_show(item)}")
+    # text that is not YAML is the plain string it is (a path with a colon); a value is a few nodes at most
+    value = yamlfile.loads(text, what=f"--set {key}", max_nodes=1000, invalid_as_text=True) if text.strip() else None
     return key.strip(), value
 
 
@@ -285,22 +293,29 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
         if value not in args:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
             hint_text = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}{hint_text}")
+            problems.append(f"{key} must be one of {', '.join(map(str, args))}; got {_show(value)}{hint_text}")
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            problems.append(f"{key} must be a list, got {value!r}")
+            problems.append(f"{key} must be a list, got {_show(value)}")
             return ()
         return tuple(_coerce(v, args[0], key, problems) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
         try:
             return float(value)
+        except OverflowError:  # an integer beyond any float
+            problems.append(f"{key} must be a finite number, got an integer of {len(str(abs(value)))} digits")
+            return 0.0
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            value = float(value)
         except ValueError:
             pass
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{key} must be a finite number, got {value}")  # nan/inf would start a run that dies
+        return 0.0
     if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        problems.append(f"{key} must be {hint.__name__}, got {value!r}")
+        problems.append(f"{key} must be {hint.__name__}, got {_show(value)}")
     return value

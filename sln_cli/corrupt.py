@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sln_cli import official
 from sln_cli.errors import SlnError
-from sln_cli.labels import check_against, manifest_path, read_label_file, summarize, write_label_file
+from sln_cli.labels import check_against, is_label_manifest, manifest_path, read_label_file, summarize, write_label_file
 from sln_cli.noisy_labels import MODES, check_request, load_source_dataset, make_labels
 
 if TYPE_CHECKING:
@@ -36,10 +36,14 @@ def generate(
     source_dataset: str | None = None,
     source_data_dir: Path | None = None,
     out: Path | None,
+    overwrite: bool = False,
 ) -> dict:
-    """Corrupt the training labels of `dataset` with `mode`, write `out` (+ manifest), return the summary."""
+    """Corrupt the training labels of `dataset` with `mode`, write `out` (+ manifest), return the summary.
+
+    An existing `out` is replaced only with `overwrite`, and only when it is a label file sln wrote (its
+    manifest beside it says so); an unrelated `.json` in the manifest's place is never replaced."""
     check_request(dataset, mode, rate, seed, exact, matrix, probs, source_dataset)
-    _check_out(out)
+    _check_out(out, overwrite)
     assert dataset is not None and mode is not None and out is not None
     from sln_cli.data import load_dataset
 
@@ -54,11 +58,23 @@ def generate(
     return _finish(summary, written, data.classes, expected=written["expected_noise_rate"], file=out)
 
 
-def _check_out(out: Path | None) -> None:
+def _check_out(out: Path | None, overwrite: bool) -> None:
     if out is None:
         raise SlnError("pass --out FILE.csv: where to write the noisy labels")
     if Path(out).suffix.lower() != ".csv":
         raise SlnError(f"--out {out} must end in .csv (its manifest is written beside it as .json)")
+    manifest = manifest_path(out)
+    for path in (Path(out), manifest):
+        if path.is_dir():
+            raise SlnError(f"{path} is a directory; choose another --out")
+    if not (os.path.lexists(out) or os.path.lexists(manifest)):
+        return
+    if not overwrite:
+        raise SlnError(f"{out} or its manifest {manifest.name} already exists; pass --overwrite to replace a label "
+                       "file sln wrote, or choose another --out")
+    if not is_label_manifest(manifest):
+        raise SlnError(f"{manifest} is not the manifest of an sln label file, so --overwrite will not replace "
+                       f"{Path(out).name} or it; choose another --out")
 
 
 def inspect(

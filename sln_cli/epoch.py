@@ -21,7 +21,7 @@ from sln_cli.config import Config
 from sln_cli.data.batches import Augmentation
 from sln_cli.devices import autocast
 from sln_cli.distributed import SINGLE, World
-from sln_cli.errors import SlnError
+from sln_cli.errors import NonFiniteLoss
 from sln_cli.losses import correct_targets
 from sln_cli.progress import TrainProgress
 from sln_cli.recording import records_batches
@@ -87,8 +87,8 @@ def _pass_results(state: State, metrics: EpochMetrics, probs: Tensor | None, epo
     _reduce_over_ranks(state, probs, world, sync_batchnorm=sync_batchnorm)
     totals = metrics.totals(world)
     if totals["first_bad_step"] is not None:  # every rank has the same value: all stop together
-        raise SlnError(f"the training loss became non-finite at epoch {epoch}, step {totals['first_bad_step']}; "
-                       "the last good checkpoint is kept: lower the learning rate or sigma, or use --precision fp32")
+        raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch}, step {totals['first_bad_step']}; "
+                            "lower the learning rate or sigma, or use --precision fp32")
     n, mislabelled, known = totals["samples"], totals["mislabelled"], state.clean is not None
     return {
         "train_samples": int(n),

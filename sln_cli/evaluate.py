@@ -21,6 +21,7 @@ from sln_cli.checkpoints import (
     SPLITS,
     LoadedRun,
     SplitData,
+    Target,
     check_compatible,
     check_datasets,
     file_label,
@@ -33,6 +34,7 @@ from sln_cli.config import Config, to_dict
 from sln_cli.devices import resolve_device
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_text
+from sln_cli.ownership import check_replaceable, prepare_output_dir
 
 WEIGHTS = ("raw", "ema")  # the network trained (SLN) and its weight EMA (SLN-MO)
 SEED_KEYS = (("run", "seed"), ("run", "out"))  # runs whose configs differ only here are repeats over seeds
@@ -55,7 +57,7 @@ class Evaluation:
 def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, weights: str = "both",
              split: str = "test", out: Path | None = None, csv_path: Path | None = None,
              save_predictions: Path | None = None, device: str = "auto",
-             batch_size: int | None = None) -> Evaluation:
+             batch_size: int | None = None, overwrite: bool = False) -> Evaluation:
     """Accuracy (top-5 when K >= 20), NLL, Brier, ECE / adaptive ECE / MCE (15 bins) of every target and weights.
 
     Several (run, weights) with `save_predictions`: each file gets `-<run>-<weights>` before its suffix.
@@ -65,6 +67,8 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
         raise SlnError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
     resolved = resolve_targets(targets, checkpoint=checkpoint)
     check_datasets(resolved)
+    out_dir = out if out is not None else resolved[0].run_dir / "analysis"
+    _check_outputs(resolved, chosen, csv_path, save_predictions, out_dir, split, overwrite)  # before any work
     torch_device = resolve_device(device)
     rows, diagrams, configs, first = [], {}, {}, None
     for target in resolved:
@@ -84,7 +88,7 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
             rows.append(row)
             diagrams[f"{target.name} ({weight})"] = bins
     files = {}
-    out_dir = out if out is not None else resolved[0].run_dir / "analysis"
+    prepare_output_dir(out_dir, [f"reliability-{split}.png"], overwrite=overwrite)
     files["reliability_diagram"] = str(out_dir / f"reliability-{split}.png")
     from sln_cli.plots import plot_reliability
 
@@ -98,6 +102,20 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
     if save_predictions is not None:
         files["predictions"] = ", ".join(row["predictions"] for row in rows if "predictions" in row)
     return Evaluation(rows, split, files)
+
+
+def _check_outputs(resolved: Sequence[Target], chosen: tuple[str, ...], csv_path: Path | None,
+                   save_predictions: Path | None, out_dir: Path, split: str, overwrite: bool) -> None:
+    """Files the user named are replaced only with --overwrite; the diagram's folder by `prepare_output_dir`."""
+    if csv_path is not None:
+        check_replaceable(csv_path, overwrite=overwrite)
+    if save_predictions is not None:
+        several = len(resolved) * len(chosen) > 1
+        for target in resolved:
+            for weight in chosen:
+                check_replaceable(_predictions_path(save_predictions, target.name, weight, several=several),
+                                  overwrite=overwrite)
+    prepare_output_dir(out_dir, [f"reliability-{split}.png"], overwrite=overwrite, create=False)
 
 
 def _weights(weights: str) -> tuple[str, ...]:

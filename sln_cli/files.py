@@ -29,9 +29,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # write, fsync or rename: full disk, quota
+            raise SlnError(f"cannot write {path}: {exc.strerror or exc}; the previous file, if any, is kept; "
+                           "free some space or choose another output path") from exc
         raise
 
 

@@ -7,7 +7,6 @@ Also reads the official SLN CSVs (two columns, no manifest) and CIFAR-N human la
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sln_cli import intcsv, torchfile
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write
 
@@ -69,10 +69,13 @@ def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest
     if labels.source_index is not None:
         manifest["sha256_source_index"] = sha256_labels(labels.source_index)
     json_path = manifest_path(path)
+    previous = json_path.read_bytes() if json_path.is_file() else None  # our own manifest, a few hundred bytes
     manifest_written = csv_written = False
     try:
         with atomic_write(path) as csv_file:
             csv_file.write(_csv_text(labels))
+            csv_file.flush()
+            os.fsync(csv_file.fileno())  # a full disk fails here, before the manifest is touched
             with atomic_write(json_path) as json_file:
                 json_file.write(json.dumps(manifest, indent=2) + "\n")
             manifest_written = True
@@ -80,10 +83,14 @@ def write_label_file(path: str | os.PathLike[str], labels: NoisyLabels, manifest
     except OSError as exc:
         raise SlnError(f"cannot write {path}: {exc.strerror or exc}; choose a writable output path") from exc
     finally:
-        # The manifest is renamed into place just before the CSV; if the CSV then failed, take it back.
+        # The manifest is renamed into place just before the CSV; if the CSV then failed, put the old one back.
         if manifest_written and not csv_written:
-            with contextlib.suppress(FileNotFoundError):
-                json_path.unlink()
+            with contextlib.suppress(OSError):
+                if previous is None:
+                    json_path.unlink()
+                else:
+                    with atomic_write(json_path, "wb") as json_file:
+                        json_file.write(previous)
     return manifest
 
 
@@ -103,8 +110,11 @@ def _csv_text(labels: NoisyLabels) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = None) -> NoisyLabels:
-    """Read a label CSV (with or without manifest) or a CIFAR-N `.pt`; `label_set` picks the CIFAR-N labels."""
+def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = None,
+                    expected_rows: int | None = None) -> NoisyLabels:
+    """Read a label CSV (with or without manifest) or a CIFAR-N `.pt`; `label_set` picks the CIFAR-N labels.
+
+    `expected_rows` (the dataset's training samples) refuses a CSV of another length before parsing it."""
     path = Path(path)
     if not path.is_file():
         raise SlnError(f"label file {path} does not exist; check the path")
@@ -114,7 +124,7 @@ def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = Non
         raise SlnError(f"cannot read {path}: expected a .csv label file or a CIFAR-N .pt file")
     if label_set is not None:
         raise SlnError("--label-set applies to CIFAR-N .pt files only; drop it for a .csv label file")
-    labels = _read_csv(path)
+    labels = _read_csv(path, expected_rows)
     json_path = manifest_path(path)
     if json_path.is_file():
         manifest = _read_manifest(json_path)
@@ -124,49 +134,52 @@ def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = Non
     return labels
 
 
-def _read_csv(path: Path) -> NoisyLabels:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f))
-    while rows and not any(cell.strip() for cell in rows[-1]):
-        rows.pop()  # trailing blank lines
-    if not rows:
+def _read_csv(path: Path, expected_rows: int | None = None) -> NoisyLabels:
+    """Bounded: the file's size is capped, its rows are counted before any is parsed (`expected_rows`: the
+    dataset's training samples), and parsing costs memory ~ the file (`sln_cli.intcsv`)."""
+    header, body = intcsv.read_header(path)
+    if not header and not body.strip():
         raise SlnError(f"{path} is empty; expected a header `label,label_noisy` and one row per training sample")
-    header = [cell.strip() for cell in rows[0]]
     if "label_noisy" not in header:
-        raise SlnError(f"{path} has header {','.join(header)!r}; expected columns `label,label_noisy`")
+        shown = ",".join(header)[:80]
+        raise SlnError(f"{path} has header {shown!r}; expected columns `label,label_noisy`")
+    if expected_rows is not None and (rows := intcsv.count_rows(body)) != expected_rows:
+        raise SlnError(f"the label file {path} has {rows} rows but the dataset has {expected_rows} training "
+                       f"samples: {WRONG_FILE}")
     names = [name for name in ("label", "label_noisy", "source_index") if name in header]
-    wanted = [header.index(name) for name in names]
-    values = np.empty((len(rows) - 1, len(wanted)), dtype=np.int64)
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise SlnError(
-                f"{path} line {line} has {len(row)} fields, the header has {len(header)}: "
-                "the file is malformed or truncated; regenerate or re-download it"
-            )
-        try:
-            values[line - 2] = [int(row[i]) for i in wanted]
-        except ValueError:
-            raise SlnError(
-                f"{path} line {line} holds a value that is not an integer class: {','.join(row)!r}; "
-                "the file is malformed; regenerate or re-download it"
-            ) from None
-    classes = values[:, [names.index(n) for n in names if n != "source_index"]]
-    if classes.size and classes.min() < 0:
-        line = int(np.argmax(classes.min(axis=1) < 0)) + 2
-        raise SlnError(f"{path} line {line} holds a negative class; labels must be 0..K-1")
+    columns = dict(zip(names, intcsv.parse_rows(path, body, header, [header.index(name) for name in names]),
+                       strict=True))  # each a contiguous row of one (columns, rows) array: no copies
+    del body
+    for name in ("label", "label_noisy"):
+        if name in columns and columns[name].size and columns[name].min() < 0:
+            line = int(np.argmax(columns[name] < 0)) + 2
+            raise SlnError(f"{path} line {line} holds a negative class; labels must be 0..K-1")
 
     def column(name: str) -> np.ndarray | None:
-        return values[:, names.index(name)].copy() if name in names else None
+        return columns.get(name)
 
     # No `label` column: the true labels are unknown (a run on Clothing1M's own noisy labels).
     return NoisyLabels(noisy=column("label_noisy"), clean=column("label"), source_index=column("source_index"),
                        manifest={})
 
 
+def is_label_manifest(json_path: Path) -> bool:
+    """`json_path` is a manifest sln wrote (a regular file whose `format` is ours): proof that sln made the pair."""
+    try:
+        if not json_path.is_file() or json_path.is_symlink() or json_path.stat().st_size > 1 << 20:
+            return False
+        manifest = json.loads(json_path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
 def _read_manifest(json_path: Path) -> dict:
     try:
+        if json_path.stat().st_size > 1 << 20:  # a manifest is a few hundred bytes
+            raise SlnError(f"the manifest {json_path} is over 1 MiB; restore it or delete it")
         manifest = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SlnError(f"cannot read the manifest {json_path} ({exc}); restore it or delete it") from None
     if not isinstance(manifest, dict):
         raise SlnError(f"the manifest {json_path} is not a JSON object; restore it or delete it")
@@ -218,8 +231,6 @@ def _numpy_allow_list() -> list:
 
 
 def _load_pt(path: Path) -> dict:
-    import pickle
-
     import torch
 
     if not hasattr(torch.serialization, "safe_globals"):
@@ -228,11 +239,9 @@ def _load_pt(path: Path) -> dict:
         # weights_only=True: only the allow-listed numpy types can be built, never arbitrary objects.
         with torch.serialization.safe_globals(_numpy_allow_list()):
             content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SlnError(
-            f"cannot read {path} as CIFAR-N labels ({first_line[:200]}); expected a dict of integer label arrays"
-        ) from None
+    except Exception as exc:  # truncated, foreign or hostile: torch raises several types
+        raise SlnError(f"cannot read {path} as CIFAR-N labels ({torchfile.reason(exc)}); expected a dict of "
+                       "integer label arrays") from None
     if not isinstance(content, dict) or "clean_label" not in content:
         raise SlnError(f"{path} is not a CIFAR-N label file: expected a dict with a `clean_label` entry")
     return content

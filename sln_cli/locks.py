@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,26 +35,49 @@ def lock_directory(directory: Path, *, what: str = "run") -> Iterator[None]:
     """Exclusive lock file `<directory>/.sln.lock` (pid, host, start time) held for the block; a second
     process gets SlnError naming the holder's pid and host; a stale lock (same host, dead pid) is taken over.
 
-    `directory` must exist. The lock is not re-entrant: a second lock of the same directory in the same
+    `directory` must exist; the lock file is removed on release (a killed holder leaves it, naming a dead
+    process). The lock is not re-entrant: a second lock of the same directory in the same
     process is refused like any other holder.
     """
     path = Path(directory) / LOCK
+    fd = _open_locked(path, Path(directory), what)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    except OSError as exc:
-        raise SlnError(f"cannot lock {what} directory {directory}: {exc.strerror or exc} ({path})") from exc
-    try:
-        _acquire(fd, Path(directory), what)
         mine = _holder_record()
         _write(fd, mine)
         try:
             yield
         finally:
-            if _read(fd) == mine:  # cleared only while it still names us
+            if _read(fd) == mine:  # removed only while it still names us, and before the kernel lock goes
                 with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
+                    os.unlink(path)
     finally:
         os.close(fd)  # releases the flock
+
+
+def _open_locked(path: Path, directory: Path, what: str) -> int:
+    """Open and lock `path`, retrying when a releasing holder unlinked the file we locked (then ours is stale)."""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as exc:
+            raise SlnError(f"cannot lock {what} directory {directory}: {exc.strerror or exc} ({path})") from exc
+        try:
+            _acquire(fd, directory, what)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise SlnError(f"cannot lock {what} directory {directory}: its lock file keeps changing; try again")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def holder(directory: Path) -> dict[str, Any] | None:
@@ -74,11 +98,19 @@ def _acquire(fd: int, directory: Path, what: str) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise SlnError(_in_use(directory, what, _read(fd))) from None
+                raise SlnError(_in_use(directory, what, _wait_for_record(fd))) from None
             # ENOLCK/EOPNOTSUPP: a filesystem without flock; the record in the file is the only guard
     record = _read(fd)
     if record is not None and not _is_stale(record):
         raise SlnError(_in_use(directory, what, record))
+
+
+def _wait_for_record(fd: int, seconds: float = 2.0) -> dict[str, Any] | None:
+    """The holder's record; a holder that has just taken the kernel lock writes it within moments."""
+    deadline = time.monotonic() + seconds
+    while (record := _read(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return record
 
 
 def _in_use(directory: Path, what: str, record: dict[str, Any] | None) -> str:

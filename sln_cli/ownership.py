@@ -27,17 +27,27 @@ _LOCK = ".sln.lock"  # sln_cli.locks.LOCK: the lock of the directory, held by th
 _MAX_MARKER_BYTES = 4096
 
 # The files sln writes in a directory of each kind, as glob patterns relative to it (one folder level at most).
-# `.NAME.*.tmp` are the temporary files of an atomic write that a kill left behind.
+_RUN_FILES = ("config.yaml", "meta.json", "labels.csv", "labels.json", "metrics.jsonl", "checkpoint.pt", "final.pt",
+              "best.pt", "summary.json", "probs.npy")
+_ANALYSIS_FILES = ("reliability-*.png", "confidence-*.png", "memorisation-*.png", "landscape-*")
+
+
+def _with_temporaries(patterns: Sequence[str]) -> tuple[str, ...]:
+    """The patterns and the temporary files an atomic write of each leaves if killed (`.NAME.XXXX.tmp`)."""
+    temporaries = []
+    for pattern in patterns:
+        folder, _, name = pattern.rpartition("/")
+        temporaries.append(f"{folder}/.{name}.*.tmp" if folder else f".{name}.*.tmp")
+    return (*patterns, *temporaries)
+
+
+# The files sln writes in a directory of each kind, as glob patterns relative to it (one folder level at most).
 OWNED_FILES: dict[str, tuple[str, ...]] = {
-    "run": (
-        "config.yaml", "meta.json", "labels.csv", "labels.json", "metrics.jsonl", "checkpoint.pt", "final.pt",
-        "best.pt", "summary.json", "probs.npy", ".*.tmp", "checkpoints/epoch-*.pt", "checkpoints/.*.tmp",
-        "checkpoints/state-*.pt",  # run.keep_state_at (sln sweep's label-correction branching)
-        "tensorboard/events.out.tfevents.*",  # run.tensorboard
-        "analysis/reliability-*.png", "analysis/confidence-*.png", "analysis/memorisation-*.png",
-        "analysis/landscape-*", "analysis/.*.tmp", "analysis/" + MARKER,
-    ),
-    "analysis": ("reliability-*.png", "confidence-*.png", "memorisation-*.png", "landscape-*", ".*.tmp"),
+    "run": (*_with_temporaries((*_RUN_FILES, "checkpoints/epoch-*.pt",
+                                 "checkpoints/state-*.pt", "tensorboard/events.out.tfevents.*",
+                                 *(f"analysis/{p}" for p in _ANALYSIS_FILES))),
+            "analysis/" + MARKER),
+    "analysis": _with_temporaries(_ANALYSIS_FILES),
 }
 # Runs made before the marker existed hold these files; --overwrite leaves such a directory to the user.
 _LEGACY_RUN = ("config.yaml", "meta.json", "metrics.jsonl")
@@ -63,8 +73,7 @@ def claim_new_directory(directory: Path, kind: str, *, overwrite: bool) -> None:
         if _contents(directory, kind):
             _check_reclaim(directory, kind, overwrite)
             remove_owned_files(directory, kind)
-    atomic_write_json(directory / MARKER, {"kind": kind, "sln_version": __version__,
-                                           "created": datetime.datetime.now().astimezone().isoformat()})
+    _mark(directory, kind)
 
 
 def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite") -> None:
@@ -72,6 +81,7 @@ def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite")
 
     Inside a directory sln owns (a run, its analysis folder), sln's own files are kept up to date freely."""
     path = Path(path)
+    _check_parents(path)
     if not os.path.lexists(path):
         return
     if path.is_dir():
@@ -81,21 +91,54 @@ def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite")
     raise SlnError(f"{path} already exists; pass {flag} to replace it, or choose another path")
 
 
-def prepare_output_dir(directory: Path, kind: str = "analysis") -> None:
-    """A folder for outputs: created and marked as sln's when new, used as it is when it exists."""
+def prepare_output_dir(directory: Path, patterns: Sequence[str] | str, *, overwrite: bool = False,
+                       create: bool = True) -> None:
+    """A folder for plots and results named by `patterns` (globs): created and marked as sln's when new. In a
+    folder sln did not mark, existing files matching `patterns` are replaced only with `overwrite`; the folder
+    is then marked, so later runs of the command refresh their own files there. `create=False` only checks
+    (a command checks before its work and writes nothing if that fails)."""
     directory = Path(directory)
-    if _make(directory):
-        atomic_write_json(directory / MARKER, {"kind": kind, "sln_version": __version__,
-                                               "created": datetime.datetime.now().astimezone().isoformat()})
-    elif not directory.is_dir():
+    kind = "analysis"
+    if isinstance(patterns, str):  # a kind registered with its files (e.g. `sln report`'s "report")
+        kind, patterns = patterns, OWNED_FILES.get(patterns, ())
+    if not create:
+        if os.path.lexists(directory) and not directory.is_dir():
+            raise SlnError(f"{directory} exists and is not a directory; choose another output folder")
+        if not directory.is_dir():
+            return
+    elif _make(directory):
+        _mark(directory, kind)
+        return
+    if not directory.is_dir():
         raise SlnError(f"{directory} exists and is not a directory; choose another output folder")
+    if _marker_kind(directory) == kind or _owned_analysis(directory):
+        return
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise SlnError(f"cannot read {directory}: {exc.strerror or exc}") from exc
+    clashes = [name for name in names if _matches(name, patterns)]
+    if clashes and not overwrite:
+        raise SlnError(f"{directory / clashes[0]} already exists in a folder sln did not make; pass --overwrite to "
+                       "replace it, or choose another output folder")
+    # marked only while no file of another command's names is there: the marker must not adopt a user's file
+    others = [name for name in names if _matches(name, OWNED_FILES.get(kind, ())) and not _matches(name, patterns)]
+    if create and _marker_kind(directory) is None and not others:
+        _mark(directory, kind)
 
 
-def remove_owned_files(directory: Path, kind: str) -> list[Path]:
+def remove_stale_temporaries(directory: Path, kind: str) -> list[Path]:
+    """Delete the temporary files that killed atomic writes of sln's files left in `directory` (call it while
+    holding the directory's lock: then no write is in flight)."""
+    return remove_owned_files(directory, kind, only_temporaries=True)
+
+
+def remove_owned_files(directory: Path, kind: str, *, only_temporaries: bool = False) -> list[Path]:
     """Delete the regular files of `directory` that sln writes for `kind` (never links, folders or others);
     folders sln made that end up empty go too. Returns what was removed."""
     removed = []
-    for pattern in OWNED_FILES.get(kind, ()):
+    patterns = OWNED_FILES.get(kind, ())
+    for pattern in [p for p in patterns if p.endswith(".tmp")] if only_temporaries else patterns:
         folder, _, name = pattern.rpartition("/")
         where = directory / folder if folder else directory
         if not _plain_dir(where):
@@ -107,7 +150,7 @@ def remove_owned_files(directory: Path, kind: str) -> list[Path]:
             if stat.S_ISREG(os.lstat(path).st_mode):
                 _unlink(path)
                 removed.append(path)
-    for folder in {p.rpartition("/")[0] for p in OWNED_FILES.get(kind, ()) if "/" in p}:
+    for folder in {p.rpartition("/")[0] for p in patterns if "/" in p and not only_temporaries}:
         with contextlib.suppress(OSError):  # only if empty: a user's file keeps its folder
             (directory / folder).rmdir()
     return removed
@@ -116,6 +159,25 @@ def remove_owned_files(directory: Path, kind: str) -> list[Path]:
 # --------------------------------------------------------------------------------------------------
 # Internals
 # --------------------------------------------------------------------------------------------------
+
+
+def _check_parents(path: Path) -> None:
+    """The nearest existing folder above `path` must be a folder, so that the write can succeed later."""
+    for parent in path.absolute().parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise SlnError(f"cannot write {path}: {parent} is a file, not a folder; choose another path")
+            return
+
+
+def _mark(directory: Path, kind: str) -> None:
+    atomic_write_json(directory / MARKER, {"kind": kind, "sln_version": __version__,
+                                           "created": datetime.datetime.now().astimezone().isoformat()})
+
+
+def _owned_analysis(directory: Path) -> bool:
+    """A run's `analysis/` folder, made before the folder carried its own marker."""
+    return directory.name == "analysis" and is_owned(directory.parent, "run")
 
 
 def _make(directory: Path) -> bool:
@@ -171,9 +233,7 @@ def _owns_file(path: Path) -> bool:
     kind = _marker_kind(path.parent)
     if kind is not None and _matches(path.name, OWNED_FILES.get(kind, ())):
         return True
-    # a run's analysis folder made before it carried its own marker
-    return path.parent.name == "analysis" and is_owned(path.parent.parent, "run") and \
-        _matches(f"analysis/{path.name}", OWNED_FILES["run"])
+    return _owned_analysis(path.parent) and _matches(f"analysis/{path.name}", OWNED_FILES["run"])
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:

@@ -1,6 +1,6 @@
 """Run directories: the resolved config, provenance, per-epoch metrics, atomic checkpoints, summary.
 
-Layout of `runs/<preset>-<timestamp>/`:
+Layout of `runs/<preset>-<timestamp>/` (marked `.sln-owned`; `.sln.lock` while a process trains it):
     config.yaml      resolved config; `sln train --preset runs/X/config.yaml` repeats the run
     meta.json        versions, device, git SHA, command line, seed
     labels.csv/.json the exact noisy labels trained on (and their manifest)
@@ -15,46 +15,62 @@ Layout of `runs/<preset>-<timestamp>/`:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import io
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sln_cli import __version__
+from sln_cli import __version__, torchfile
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
+from sln_cli.locks import lock_directory
+from sln_cli.ownership import claim_new_directory, remove_stale_temporaries
 
 CONFIG, META, METRICS, SUMMARY, PROBS = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "probs.npy"
 CHECKPOINT, FINAL, BEST = "checkpoint.pt", "final.pt", "best.pt"
 
 
-def new_run_dir(out: str | None, preset: str | None, root: Path = Path("runs"), *, overwrite: bool = False) -> Path:
-    """`out`, or `runs/<preset>-<timestamp>`; an existing run in `out` is replaced only with `overwrite`."""
+def run_dir_path(out: str | None, preset: str | None, root: Path = Path("runs")) -> Path:
+    """Where a new run goes: `out`, or a fresh `runs/<preset>-<timestamp>` (claimed later by `holding_run`)."""
     if out is not None:
-        path = Path(out)
-        if path.exists() and any(path.iterdir()):
-            if not overwrite:
-                raise SlnError(f"run directory {path} is not empty; pick another --out, replace it with "
-                               f"--overwrite, or continue it with --resume {path}")
-            if not (path / CONFIG).is_file():
-                raise SlnError(f"--overwrite replaces run directories only, and {path} holds no {CONFIG}; "
-                               "pick another --out")
-            shutil.rmtree(path)
-        return path
+        return Path(out)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = Path(preset).stem if preset else "default"
     path, n = root / f"{name}-{stamp}", 1
     while path.exists():
         path, n = root / f"{name}-{stamp}-{n}", n + 1
     return path
+
+
+@contextlib.contextmanager
+def holding_run(run_dir: Path, *, new: bool, overwrite: bool = False) -> Iterator[None]:
+    """Hold the run's lock for the block. A `new` run first claims its directory under that lock: a fresh or
+    empty one, or with `overwrite` one sln marked as a run, of which only sln's files are removed."""
+    if new:
+        if os.path.lexists(run_dir) and not run_dir.is_dir():
+            raise SlnError(f"{run_dir} exists and is not a directory; choose another --out")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SlnError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from exc
+    elif not run_dir.is_dir():
+        raise SlnError(f"{run_dir} is not a directory; give a run directory made by `sln train`")
+    with lock_directory(run_dir, what="run"):
+        if new:
+            claim_new_directory(run_dir, "run", overwrite=overwrite)
+        else:  # what killed atomic writes left: ours, and no write is in flight while we hold the lock
+            remove_stale_temporaries(run_dir, "run")
+        yield
 
 
 def check_run_dir(path: Path) -> None:
@@ -96,8 +112,10 @@ def relocate(tree: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """A run's config tree with each relative path that is missing from here but present from the
     run's working directory (meta.json) made absolute, so a run can be used from any directory."""
     try:
+        if (run_dir / META).stat().st_size > 1 << 20:  # meta.json is ~1 KiB: anything bigger is not ours
+            return tree
         ran_in = Path(json.loads((run_dir / META).read_text(encoding="utf-8"))["working_directory"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return tree
     tree = {key: dict(value) if isinstance(value, dict) else value for key, value in tree.items()}
     for section, key in _PATH_KEYS:
@@ -116,8 +134,19 @@ def method_section(tree: dict[str, Any]) -> dict[str, Any]:
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    with open(run_dir / METRICS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    """One line, in one write: a kill leaves the line whole or cut off at the end (read_metrics drops it)."""
+    data = (json.dumps(row) + "\n").encode("utf-8")
+    fd = os.open(run_dir / METRICS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "short write (disk full?)", str(run_dir / METRICS))
+    finally:
+        os.close(fd)
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace metrics.jsonl atomically (on resume: the rows the checkpoint agrees with)."""
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -128,18 +157,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):  # a line cut off by a kill: the epoch it logged is trained again on resume
                 break
             raise SlnError(f"{path} line {number} is not JSON: the file was edited or damaged") from None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise SlnError(f"{path} line {number} is not a metrics row: the file was edited or damaged")
+        rows.append(row)
     return rows
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     """On resume, drop the lines of epochs after the checkpoint (they will be trained again)."""
-    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
-    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+    write_metrics(run_dir, [row for row in read_metrics(run_dir) if row["epoch"] <= last_epoch])
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -152,11 +183,7 @@ def save_torch(path: Path, obj: Any) -> None:
 def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
     if not path.is_file():
         raise SlnError(f"{path} does not exist; give a run directory or checkpoint written by `sln train`")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        reason = exc.__class__.__name__
-        raise SlnError(f"{path} is not a readable sln checkpoint ({reason}); was it truncated?") from exc
+    return torchfile.load(path, what="sln checkpoint", map_location=map_location)
 
 
 def _git_sha() -> str | None:

@@ -4,7 +4,7 @@ how it is built from a config, and how it is saved to and restored from a checkp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class State:
     best_is_new: bool = False  # the last epoch improved on `best`: its weights go to best.pt
     compiled: nn.Module | None = None  # torch.compile of the training forward (run.compile)
     ddp: nn.Module | None = None  # under torchrun: the DistributedDataParallel wrapper of `model` that trains
+    history: list[dict[str, Any]] = field(default_factory=list)  # metrics rows so far, saved in the checkpoint
 
 
 def place_split(split: Split, dataset: Dataset, config: Config, device: torch.device, *,
@@ -128,6 +129,7 @@ def to_checkpoint(state: State) -> dict[str, Any]:
         "probs_sum": state.probs_sum,
         "best": state.best,
         "torch_rng": torch.get_rng_state(),
+        "metrics": state.history,  # the metrics.jsonl this checkpoint agrees with: resume rewrites it from here
     }
 
 
@@ -150,22 +152,49 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]
 
 
 def restore(state: State, run_dir: Path, device: torch.device, world: World = SINGLE) -> None:
-    """Every rank loads the checkpoint (on several nodes the run directory must be on a shared filesystem)."""
+    """Every rank loads the checkpoint (on several nodes the run directory must be on a shared filesystem);
+    rank 0 then makes metrics.jsonl agree with it, whatever a kill or a full disk left there."""
     path = run_dir / runs.CHECKPOINT
     if not path.is_file():
         if world.is_main:
             runs.truncate_metrics(run_dir, 0)  # killed before the first checkpoint: start over in place
         return
     saved = runs.load_torch(path, map_location=device)
-    if saved["targets"].shape != state.targets.shape:
-        raise SlnError(f"the checkpoint in {run_dir} was made with another training set; resume with its own data")
-    state.model.load_state_dict(saved["model"])
-    state.ema.load_state_dict(saved["ema"])
-    load_optimizer_state(state.optimizer, saved["optimizer"])
-    state.scaler.load_state_dict(saved["scaler"])
+    _check_checkpoint(saved, path, state)
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.ema.load_state_dict(saved["ema"])
+        load_optimizer_state(state.optimizer, saved["optimizer"])
+        state.scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto `device`; the CPU generator wants it back
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise SlnError(f"{path} does not fit this run's network or optimizer ({exc.__class__.__name__}); was the "
+                       "run directory modified?") from None
     state.targets, state.epoch, state.best = saved["targets"], saved["epoch"], saved["best"]
     if state.probs_sum is not None and saved["probs_sum"] is not None:
         state.probs_sum = saved["probs_sum"]
-    torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto `device`; the CPU generator wants it back
     if world.is_main:
-        runs.truncate_metrics(run_dir, state.epoch)
+        if isinstance(saved.get("metrics"), list):
+            runs.write_metrics(run_dir, saved["metrics"])
+        else:  # a checkpoint from before checkpoints carried their metrics
+            runs.truncate_metrics(run_dir, state.epoch)
+    state.history = saved["metrics"] if isinstance(saved.get("metrics"), list) else runs.read_metrics(run_dir)
+
+
+_CHECKPOINT_KEYS = {"epoch": int, "model": dict, "ema": dict, "optimizer": dict, "scaler": dict,
+                    "targets": Tensor, "torch_rng": Tensor}
+
+
+def _check_checkpoint(saved: Any, path: Path, state: State) -> None:
+    """A checkpoint that unpickles but is not a whole sln checkpoint is a one-line error, not a KeyError."""
+    if not isinstance(saved, dict):
+        raise SlnError(f"{path} is not an sln checkpoint (it holds a {type(saved).__name__}); restore it or start "
+                       "a new run")
+    for key, kind in _CHECKPOINT_KEYS.items():
+        if not isinstance(saved.get(key), kind) or (kind is int and isinstance(saved[key], bool)):
+            raise SlnError(f"{path} lacks a valid `{key}`: it is not a whole sln checkpoint; restore it, or delete "
+                           "it to train the run again from the start")
+    if "best" not in saved or "probs_sum" not in saved:
+        raise SlnError(f"{path} lacks `best` or `probs_sum`: it is not a whole sln checkpoint")
+    if saved["targets"].shape != state.targets.shape:
+        raise SlnError(f"the checkpoint {path} was made with another training set; resume with its own data")

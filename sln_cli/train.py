@@ -22,7 +22,7 @@ from sln_cli.config import Config, dump
 from sln_cli.devices import compile_mode, set_determinism
 from sln_cli.distributed import SINGLE, World
 from sln_cli.epoch import correct_labels, epoch_generator, epoch_samples, evaluate_both, rank_key, train_pass
-from sln_cli.errors import Interrupted
+from sln_cli.errors import Interrupted, NonFiniteLoss
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.labels import write_label_file
 from sln_cli.progress import TrainProgress
@@ -59,13 +59,22 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
         trainset = build_trainset(config.data, config.noise)  # a download happens once, on rank 0
     splits = place_splits(trainset, config, device)
     state = initial_state(trainset, config, device)
-    if resume is not None:
-        run_dir = resume
-        restore(state, run_dir, device, world)  # every rank loads the checkpoint
-    else:  # rank 0 names the directory (timestamps differ across ranks) and writes it
-        made = distributed.from_main(
-            world, lambda: str(_start_run_dir(config, preset, trainset, device, world, overwrite)))
-        run_dir = Path(made)
+    with contextlib.ExitStack() as held:  # rank 0 holds the run's lock until this run ends, however it ends
+        def take_run_dir() -> str:  # rank 0 names the directory (timestamps differ across ranks) and writes it
+            run_dir = resume if resume is not None else runs.run_dir_path(config.run.out, preset)
+            held.enter_context(runs.holding_run(run_dir, new=resume is None, overwrite=overwrite))
+            if resume is None:
+                _start_run_dir(run_dir, config, trainset, device, world)
+            return str(run_dir)
+
+        run_dir = Path(distributed.from_main(world, take_run_dir))
+        if resume is not None:
+            restore(state, run_dir, device, world)  # every rank loads the checkpoint
+        return _train_epochs(state, splits, trainset, config, world, device, run_dir, quiet=quiet, console=console)
+
+
+def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Config, world: World,
+                  device: torch.device, run_dir: Path, *, quiet: bool, console: Any) -> dict[str, Any]:
     state.ddp = distributed.wrap(state.model, world, device, sync_batchnorm=config.run.sync_batchnorm)
     state.compiled = _compiled(state.model if state.ddp is None else state.ddp, config.run.compile, device, world)
 
@@ -87,6 +96,10 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted during epoch {state.epoch + 1}; `sln train --resume {run_dir}` "
                               "continues from the last checkpoint") from None
+        except NonFiniteLoss as exc:
+            kept = f"the last checkpoint in {run_dir} is kept" if (run_dir / runs.CHECKPOINT).is_file() \
+                else f"no epoch finished, so {run_dir} holds no checkpoint"
+            raise NonFiniteLoss(f"{exc}; {kept}") from None
     board.finish({"raw": state.model, "ema": state.ema.module}, splits.test, splits.test_labels, epoch=state.epoch,
                  batch_size=config.run.eval_batch_size)
     return distributed.from_main(world, lambda: _finish(state, run_dir, config, time.perf_counter() - started))
@@ -142,16 +155,13 @@ def _compiled(network: nn.Module, mode: str, device: torch.device, world: World 
 # --------------------------------------------------------------------------------------------------
 
 
-def _start_run_dir(config: Config, preset: str | None, trainset: TrainSet, device: torch.device,
-                   world: World, overwrite: bool) -> Path:
-    run_dir = runs.new_run_dir(config.run.out, preset, overwrite=overwrite)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _start_run_dir(run_dir: Path, config: Config, trainset: TrainSet, device: torch.device, world: World) -> None:
+    """The files a new run starts with, in the directory `runs.holding_run` claimed."""
     atomic_write_text(run_dir / runs.CONFIG, dump(config))
     runs.write_meta(run_dir, device=str(device), seed=config.run.seed,
                     extra={"num_train": len(trainset.noisy), "num_test": len(trainset.dataset.test.labels),
                            "world_size": world.size})
     write_label_file(run_dir / "labels.csv", trainset.labels)
-    return run_dir
 
 
 def _describe(trainset: TrainSet, config: Config, device: torch.device, world: World) -> str:
@@ -168,12 +178,16 @@ def _describe(trainset: TrainSet, config: Config, device: torch.device, world: W
 
 
 def _save_epoch(state: State, run_dir: Path, row: dict[str, Any], config: Config) -> None:
-    """Rank 0 only: the metrics line, the resumable checkpoint and any kept weights of the epoch just done."""
-    runs.append_metrics(run_dir, row)
+    """Rank 0 only: any kept weights, the resumable checkpoint, then the metrics line of the epoch just done.
+
+    In that order, a failure (a kill, a full disk) never leaves a metrics line ahead of the checkpoint; the
+    checkpoint holds the metrics rows it agrees with, and `--resume` rewrites metrics.jsonl from them."""
+    state.history.append(row)
     _keep_epoch_weights(state, run_dir, config.run.keep_checkpoints)  # before the checkpoint that names them
     branch.keep_state(state, run_dir, config.run.keep_state_at)  # LC runs of a sweep start from it
     if state.epoch % config.run.checkpoint_every == 0 or state.epoch == config.optim.epochs:
         runs.save_torch(run_dir / runs.CHECKPOINT, to_checkpoint(state))
+    runs.append_metrics(run_dir, row)
 
 
 def _remember_best(state: State, row: dict[str, Any], *, has_val: bool) -> None:

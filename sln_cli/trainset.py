@@ -45,7 +45,8 @@ def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
 def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tuple[NoisyLabels, Dataset | None]:
     """The label set to train on, with its manifest, and the open-set source dataset when it was just loaded."""
     if noise.labels is not None:
-        labels = read_label_file(_label_file(noise, data), label_set=noise.label_set)
+        labels = read_label_file(_label_file(noise, data), label_set=noise.label_set,
+                                 expected_rows=len(dataset.train.labels))
         check_against(labels, dataset.train.labels, dataset.num_classes)
         return dataclasses.replace(labels, manifest=_manifest_of(labels, noise, dataset)), None
     if noise.mode == "none":

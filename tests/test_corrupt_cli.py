@@ -371,6 +371,7 @@ def test_cifar_n_without_label_set_lists_the_sets(workdir: Path) -> None:
 def test_failed_generation_keeps_an_existing_output_untouched(workdir: Path) -> None:
     run_json(*GEN10, "--mode", "sym", "--rate", "0.4", "--out", "keep.csv")
     before = (workdir / "keep.csv").read_bytes(), (workdir / "keep.json").read_bytes()
-    result = run(*GEN10, "--mode", "dependent", "--rate", "0.4", "--probs", "missing.npy", "--out", "keep.csv")
+    result = run(*GEN10, "--mode", "dependent", "--rate", "0.4", "--probs", "missing.npy", "--out", "keep.csv",
+                 "--overwrite")
     assert result.exit_code == 1 and "does not exist" in result.stderr
     assert ((workdir / "keep.csv").read_bytes(), (workdir / "keep.json").read_bytes()) == before

@@ -55,7 +55,7 @@ def test_the_holder_is_named_and_the_lock_is_cleared_on_release(tmp_path):
     with lock_directory(tmp_path):
         record = holder(tmp_path)
         assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
-    assert holder(tmp_path) is None  # cleared, so no later reader mistakes it for a holder
+    assert holder(tmp_path) is None and not (tmp_path / LOCK).exists()  # nothing left behind
 
 
 def test_a_second_lock_in_the_same_process_is_refused(tmp_path):

@@ -113,16 +113,37 @@ def test_an_output_file_is_replaced_only_with_overwrite(tmp_path):
 
 def test_sln_keeps_its_own_files_in_a_folder_it_made_up_to_date(tmp_path):
     folder = tmp_path / "plots"
-    prepare_output_dir(folder)
+    prepare_output_dir(folder, ["reliability-*.png"], overwrite=False)
+    assert is_owned(folder, "analysis")
     (folder / "reliability-test.png").write_text("old")
     (folder / "mine.png").write_text("mine")
     check_replaceable(folder / "reliability-test.png", overwrite=False)
+    prepare_output_dir(folder, ["reliability-*.png"], overwrite=False)
     with pytest.raises(SlnError, match="already exists"):
         check_replaceable(folder / "mine.png", overwrite=False)
-    user = tmp_path / "user"
-    user.mkdir()
-    (user / "reliability-test.png").write_text("theirs")
-    prepare_output_dir(user)  # used as it is, never marked
-    assert not (user / MARKER).exists()
+
+
+def test_a_users_folder_is_used_only_when_nothing_is_in_the_way(tmp_path):
+    (tmp_path / "reliability-test.png").write_text("theirs")
+    (tmp_path / "notes.txt").write_text("theirs")
+    with pytest.raises(SlnError, match=f"{tmp_path / 'reliability-test.png'} already exists in a folder sln did"):
+        prepare_output_dir(tmp_path, ["reliability-*.png"], overwrite=False)
+    assert not (tmp_path / MARKER).exists()
+    prepare_output_dir(tmp_path, ["reliability-*.png"], overwrite=True)  # consent given: used, and marked
+    assert is_owned(tmp_path, "analysis") and (tmp_path / "notes.txt").read_text() == "theirs"
     with pytest.raises(SlnError, match="already exists"):
-        check_replaceable(user / "reliability-test.png", overwrite=False)
+        check_replaceable(tmp_path / "notes.txt", overwrite=False)
+
+
+def test_a_folder_holding_a_users_file_of_an_sln_name_is_never_marked(tmp_path):
+    (tmp_path / "reliability-test.png").write_text("theirs")
+    prepare_output_dir(tmp_path, ["confidence-*.png"], overwrite=False)
+    assert not (tmp_path / MARKER).exists()
+    with pytest.raises(SlnError, match="already exists"):  # so the user's file still needs --overwrite
+        prepare_output_dir(tmp_path, ["reliability-*.png"], overwrite=False)
+
+
+def test_a_file_where_the_output_folder_should_be(tmp_path):
+    (tmp_path / "plots").write_text("mine")
+    with pytest.raises(SlnError, match="is not a directory"):
+        prepare_output_dir(tmp_path / "plots", ["*.png"], overwrite=True)

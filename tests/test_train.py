@@ -147,7 +147,7 @@ def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path):
     other.mkdir()
     (other / "mine.txt").write_text("keep me")
     result = runner.invoke(app, ["train", *TINY, "--epochs", "1", "--out", str(other), "--overwrite"])
-    assert result.exit_code == 1 and "run directories only" in result.stderr
+    assert result.exit_code == 1 and "was not made by sln" in result.stderr
     assert (other / "mine.txt").read_text() == "keep me"
 
 

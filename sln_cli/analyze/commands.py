@@ -35,6 +35,7 @@ from sln_cli.checkpoints import (
 from sln_cli.devices import ieee_fp32, resolve_device
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_json
+from sln_cli.ownership import prepare_output_dir
 
 CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
 LABELS = ("noisy", "true")
@@ -77,17 +78,22 @@ def json_ready(value: Any) -> Any:
 @ieee_fp32()  # TF32 convolutions on GPUs would carry ~1e-3 relative error into every number
 def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, weights: str = "raw",
                        noise_rate: float | None = None, out: Path | None = None, device: str = "auto",
-                       batch_size: int | None = None) -> dict[str, Any]:
+                       batch_size: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Max-probability, entropy, margin and loss of clean vs mislabelled training samples, how well the loss
     flags the mislabelled ones (AUROC; precision / recall of the r·N highest losses), and the memorisation curve."""
     _check_weights(weights)
-    run = load_run(_one_target(target, checkpoint, "sln analyze confidence"), resolve_device(device))
+    chosen = _one_target(target, checkpoint, "sln analyze confidence")
+    name = file_label(chosen.name)
+    outputs = [f"confidence-{name}-{weights}.png", f"memorisation-{name}.png"]
+    prepare_output_dir(_out_dir(out, chosen), outputs, overwrite=overwrite, create=False)  # before any work
+    run = load_run(chosen, resolve_device(device))
     data = split_data(run, "train")
     batch_size = run.config.run.eval_batch_size if batch_size is None else batch_size
     probs = predict(run.network(weights), data.images, batch_size=batch_size)
     report = confidence_report(probs, data.noisy, data.labels, noise_rate=noise_rate)
     mislabelled = data.noisy != data.labels
     out_dir, label = _out_dir(out, run.target), f"{file_label(run.target.name)}-{weights}"
+    prepare_output_dir(out_dir, outputs, overwrite=overwrite)
 
     from sln_cli.plots import plot_confidence_histograms, plot_memorisation
 
@@ -227,7 +233,7 @@ class LandscapeSettings:
 @ieee_fp32()  # TF32 on GPUs: ~1e-3 relative error per Hessian-vector product, the Lanczos tolerance itself
 def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None = None,
                       interpolate: str | Path | None = None, out: Path | None = None, device: str = "auto",
-                      progress: bool = True, **settings: Any) -> list[dict[str, Any]]:
+                      progress: bool = True, overwrite: bool = False, **settings: Any) -> list[dict[str, Any]]:
     """Loss along seeded filter-normalised directions (1D, optionally a resumable 2D grid), interpolation towards
     another checkpoint, Hessian top eigenvalues and trace, and sharpness within rho, for each target; every run is
     cut along the same directions (same seed and architecture) and plotted together. `settings`: the fields of
@@ -239,11 +245,13 @@ def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None =
     other = None if interpolate is None else _one_target(interpolate, None, "--interpolate")
     torch_device = resolve_device(device)
     out_dir = _out_dir(out, resolved[0])
+    prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite, create=False)  # before any work
     results, curves, grids, paths, first = [], {}, {}, {}, None
     for target in resolved:
         run = load_run(target, torch_device)
         first = first or replace(run, states={})  # keep its description, not its weights
         check_compatible([first, run])
+        prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite)  # curves, surfaces, resumable grids
         result, curve, grid, path = _landscape_of(run, options, other, out_dir, [t.checkpoint for t in resolved],
                                                   progress)
         results.append(result)

@@ -3,6 +3,7 @@
 The cache mirrors the source folder (same relative paths and names; annotation lists and other files copied), so
 `sln train --data-dir CACHE` reads it unchanged: the training Resize(256) then has nothing left to do and decoding
 reads about a quarter of the pixels. Each file is written atomically and existing ones are skipped: a build resumes.
+The cache folder is marked as sln's; a build never writes into a non-empty folder it did not make.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from sln_cli.data.imagefolder import IMAGE_SUFFIXES
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write
+from sln_cli.locks import LOCK, lock_directory
+from sln_cli.ownership import MARKER, claim_new_directory, is_owned
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -33,8 +36,20 @@ def build_cache(source: Path, out: Path, *, shorter_side: int = SHORTER_SIDE, qu
     """Mirror `source` into `out` with images resized; `workers` processes (0: this one); returns counts."""
     source, out = Path(source).expanduser(), Path(out).expanduser()
     _check(source, out, shorter_side, quality, workers)
+    if not is_owned(out, "cache"):  # a new or empty folder; a cache sln marked is resumed, anything else refused
+        if out.is_dir() and any(name != MARKER for name in os.listdir(out)):
+            raise SlnError(f"{out} is not empty and is not a cache sln built, so sln will not write into it; "
+                           "choose a new --out")
+        claim_new_directory(out, "cache", overwrite=False)
+    with lock_directory(out, what="cache"):  # one build at a time in a cache
+        return _build(source, out, shorter_side=shorter_side, quality=quality, workers=workers, quiet=quiet,
+                      console=console)
+
+
+def _build(source: Path, out: Path, *, shorter_side: int, quality: int, workers: int, quiet: bool,
+           console: Any) -> dict[str, Any]:
     started = time.perf_counter()
-    files = list(_walk(source))
+    files = [relative for relative in _walk(source) if relative.name not in (MARKER, LOCK)]
     todo = [relative for relative in files if not (out / relative).exists()]
     cache_one = functools.partial(_cache_relative, source, out, shorter_side=shorter_side, quality=quality)
     counts = {"resized": 0, "copied": 0}

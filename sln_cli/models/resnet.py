@@ -55,8 +55,10 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file can fail anywhere inside the (weights-only, so safe) unpickler
-        reason = exc.__class__.__name__
-        raise SlnError(f"cannot read {path} as a PyTorch state dict ({reason}); pass a ResNet-50 .pth file") from exc
+        from sln_cli.torchfile import reason
+
+        raise SlnError(f"cannot read {path} as a PyTorch state dict ({reason(exc)}); pass a ResNet-50 .pth "
+                       "file") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SlnError(f"{path} is not a state dict (a mapping of names to tensors); pass a ResNet-50 .pth file")
     return state
