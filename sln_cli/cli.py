@@ -729,4 +729,25 @@ def doctor(
 
 
 def main() -> None:
-    app()
+    """The console script. Typer's own usage errors (an unknown option or command, a value of the wrong type or
+    out of range) also end in one `error:` line and exit code 1, like every other user mistake."""
+    try:
+        code = app(standalone_mode=False)
+    except _usage_errors() as exc:
+        context = getattr(exc, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        _report(exc.format_message() + hint)
+        sys.exit(1)
+    except typer.Abort:  # end of input at a prompt
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Typer's usage-error base: `typer.TyperException` (Typer >= 0.20 vendors Click), else Click's own."""
+    if hasattr(typer, "TyperException"):
+        return (typer.TyperException,)
+    import click  # older Typer is built on Click
+
+    return (click.ClickException,)

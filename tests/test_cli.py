@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from sln_cli import presets
@@ -47,3 +48,18 @@ def test_a_user_error_is_one_line_without_traceback():
     assert result.exit_code == 1
     assert result.stderr.startswith("error: unknown preset 'no-such-preset'")
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "--sigma", "abc"], "Invalid value for '--sigma'"),
+    (["trian"], "No such command 'trian'"),
+    (["train", "--epochs"], "requires an argument"),
+    (["evaluate"], "Missing argument"),
+])
+def test_usage_errors_of_the_console_script_are_one_line_and_exit_1(argv, says):
+    """Typer's own parse errors follow the same rule as sln's: one `error:` line, exit code 1, no box."""
+    result = subprocess.run([sys.executable, "-m", "sln_cli", *argv], capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "╭" not in result.stderr
