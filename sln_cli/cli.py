@@ -159,11 +159,46 @@ def presets(json_output: Annotated[bool, typer.Option("--json", help="Print name
 
 @app.command()
 @_reports_errors
+def methods(
+    dataset: Annotated[str, typer.Option(help="Whose defaults to show (cifar10, cifar100, ...).")] = "cifar10",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List the training methods (`sln train --method NAME`): paper, what each changes, its default settings."""
+    from rich.table import Table
+
+    from sln_cli.methods.catalog import describe
+
+    rows = describe(dataset)
+    if json_output:
+        _print_json(rows)
+        return
+    table = Table("method", "paper", "SLN noise", f"defaults on {dataset}", title="methods (--method NAME)",
+                  caption="SAM (--sam) combines with any method")
+    sources: dict[str, str] = {}
+    for row in rows:
+        settings = row["hyperparameters"]
+        sources |= {f"{row['name']}: {key}": entry["source"] for key, entry in settings.items()}
+        table.add_row(row["name"], row["paper"], "yes" if row["sln_noise"] else "no",
+                      ", ".join(f"{key}={entry['value']}" for key, entry in settings.items()))
+    console = _console()
+    console.print(table)
+    for key, source in sources.items():
+        console.print(f"  {key}: {source}", highlight=False)
+
+
+@app.command()
+@_reports_errors
 def train(
     preset: Annotated[str | None, typer.Option(help="Preset name (see `sln presets`) or a YAML file.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (optim.epochs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (run.seed); label noise has noise.seed.")] = None,
     sigma: Annotated[float | None, typer.Option(help="SLN noise std (sln.sigma); 0 = plain cross-entropy.")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Training method (method.name): sln, ce, gce, ... (see `sln methods`).")
+    ] = None,
+    sam: Annotated[
+        bool | None, typer.Option("--sam", help="Sharpness-aware minimisation on top of the method (method.sam).")
+    ] = None,
     noise_rate: Annotated[float | None, typer.Option(help="Requested label-noise rate (noise.rate).")] = None,
     labels: Annotated[Path | None, typer.Option(help="Noisy-label file (CSV or CIFAR-N .pt) to train on.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset lives (data.data_dir).")] = None,
@@ -188,7 +223,8 @@ def train(
     from sln_cli import presets as presets_lib
 
     flags = {
-        "optim.epochs": epochs, "run.seed": seed, "sln.sigma": sigma, "noise.rate": noise_rate,
+        "optim.epochs": epochs, "run.seed": seed, "sln.sigma": sigma, "method.name": method, "method.sam": sam,
+        "noise.rate": noise_rate,
         "noise.labels": _str(labels), "data.data_dir": _str(data_dir), "run.device": device,
         "run.precision": precision, "run.out": _str(out), "data.train_limit": train_limit,
         "data.test_limit": test_limit, "run.record_probs": record_probs,
