@@ -100,6 +100,14 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
     return Evaluation(rows, split, files)
 
 
+def method_name(config: Config, weights: str) -> str:
+    """The run's method as reports name it: CE, SLN, SLN-MO, SLN-MO-LC, GCE, GCE-MO, ...; `+SAM` with SAM."""
+    from sln_cli.methods.catalog import display_name
+
+    return display_name(config.method.name, config.sln.sigma, ema=weights == "ema",
+                        correction=config.sln.correction is not None, sam=config.method.sam)
+
+
 def _weights(weights: str) -> tuple[str, ...]:
     if weights == "both":
         return WEIGHTS
@@ -112,7 +120,8 @@ def _metrics_row(run: LoadedRun, data: SplitData, weights: str, probs: np.ndarra
     report = calibration_report(probs, data.labels, top5=run.num_classes >= TOP5_MIN_CLASSES)
     row = {"run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
            "epoch": run.epoch, "weights": weights, "split": data.name, "num_samples": len(data.labels),
-           "num_classes": run.num_classes, "seed": run.config.run.seed, "sigma": run.config.sln.sigma}
+           "num_classes": run.num_classes, "seed": run.config.run.seed, "sigma": run.config.sln.sigma,
+           "method": method_name(run.config, weights)}
     row |= report.to_dict()
     row["labels"] = "dataset labels"
     if data.noisy is not None:
@@ -178,7 +187,8 @@ def seed_aggregates(rows: list[dict[str, Any]], configs: dict[str, Config]) -> l
         seeds = [row["seed"] for row in members]
         summary = {"aggregate": True, "run": ", ".join(row["name"] for row in members),
                    "name": f"mean ± std over {len(members)} seeds", "runs": [row["run"] for row in members],
-                   "seeds": seeds, "weights": members[0]["weights"], "split": members[0]["split"],
+                   "seeds": seeds, "weights": members[0]["weights"], "method": members[0]["method"],
+                   "split": members[0]["split"],
                    "num_runs": len(members), "num_samples": members[0]["num_samples"], "std_ddof": 1}
         for metric in METRICS:
             values = [row[metric] for row in members if row.get(metric) is not None]
@@ -188,7 +198,7 @@ def seed_aggregates(rows: list[dict[str, Any]], configs: dict[str, Config]) -> l
     return aggregates
 
 
-CSV_COLUMNS = ("aggregate", "name", "run", "checkpoint", "epoch", "weights", "split", "num_samples", "seed",
+CSV_COLUMNS = ("aggregate", "name", "run", "checkpoint", "epoch", "weights", "method", "split", "num_samples", "seed",
                "sigma", *(f"{metric}{suffix}" for metric in METRICS for suffix in ("", "_std")),
                "clean_accuracy", "mislabelled_accuracy", "ece_bins", "binning", "predictions")
 
@@ -222,8 +232,8 @@ def render(evaluation: Evaluation, console: Any) -> None:
     # A light box: the table of two runs fits an 80-column terminal without wrapping its numbers.
     table = Table(title=f"sln evaluate: {evaluation.split} split", caption=caption, box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
-    for header in ("run", "weights", "epoch", "N"):
-        table.add_column(header, justify="left" if header in ("run", "weights") else "right",
+    for header in ("run", "weights", "method", "epoch", "N"):
+        table.add_column(header, justify="left" if header in ("run", "weights", "method") else "right",
                          overflow="fold", no_wrap=header != "run")
     for _, header, _ in columns:
         table.add_column(header, justify="right", no_wrap=True)
@@ -233,7 +243,8 @@ def render(evaluation: Evaluation, console: Any) -> None:
             table.add_section()
             in_aggregates = True
         label = f"mean ± std ({row['num_runs']} seeds)" if row.get("aggregate") else row["name"]
-        cells = [label, row["weights"], "" if row.get("epoch") is None else str(row["epoch"]), str(row["num_samples"])]
+        epoch = "" if row.get("epoch") is None else str(row["epoch"])
+        cells = [label, row["weights"], row["method"], epoch, str(row["num_samples"])]
         table.add_row(*cells, *(_cell(row, key, percent) for key, _, percent in columns))
     console.print(table)
     groups = {row["run"]: row["seeds"] for row in rows if row.get("aggregate")}
