@@ -18,10 +18,10 @@ from sln_cli import distributed
 from sln_cli.config import load_yaml, resolve
 from sln_cli.devices import autocast
 from sln_cli.distributed import SINGLE, World
+from sln_cli.epoch import evaluate
 from sln_cli.errors import SlnError
 from sln_cli.models import build_model
 from sln_cli.state import place_splits
-from sln_cli.train import evaluate
 from sln_cli.trainset import build_trainset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,11 +150,12 @@ TINY = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100",
 
 
 def _torchrun(cwd: Path, *args: str, dump: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "SLN_DEBUG_DUMP_WEIGHTS": str(dump)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         env.pop(name, None)
+    # every rank saves its final weights and targets to `dump` (tests/torchrun_dump.py wraps `sln train`)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-               "-m", "sln_cli", "train", *args]
+               str(ROOT / "tests" / "torchrun_dump.py"), str(dump), "train", *args]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 

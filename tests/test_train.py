@@ -199,14 +199,14 @@ def test_a_file_backed_dataset_with_a_validation_split_selects_on_it(tmp_path):
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, monkeypatch):
     import sln_cli.train as train_module
 
-    real = train_module._run_epoch
+    real = train_module.run_epoch
 
     def interrupt_in_epoch_two(state, *args, **kwargs):
         if state.epoch == 1:
             raise KeyboardInterrupt
         return real(state, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_run_epoch", interrupt_in_epoch_two)
+    monkeypatch.setattr(train_module, "run_epoch", interrupt_in_epoch_two)
     run = tmp_path / "r"
     result = runner.invoke(app, ["train", *TINY, "--epochs", "3", "--out", str(run)])
     assert result.exit_code == 130

@@ -1,0 +1,217 @@
+"""The passes of one training epoch over the data: SGD steps, label correction, evaluation.
+
+`train_pass` runs `sln_cli.step.sgd_step` over the epoch's batches and keeps the bookkeeping out of it:
+the compiled-or-eager choice per batch, the metrics, the recorded softmax, the reduction over torchrun's ranks.
+Every pass draws from generators keyed by (seed, epoch, purpose), so a resumed run repeats its draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sln_cli import distributed
+from sln_cli.config import Config
+from sln_cli.data.batches import Augmentation
+from sln_cli.devices import autocast
+from sln_cli.distributed import SINGLE, World
+from sln_cli.errors import SlnError
+from sln_cli.losses import correct_targets
+from sln_cli.progress import TrainProgress
+from sln_cli.state import Images, Splits, State
+from sln_cli.step import EpochMetrics, Loss, Step, sgd_step, sln_loss
+
+
+def train_pass(state: State, train: Images, config: Config, sigma: float, epoch: int, device: torch.device,
+               progress: TrainProgress, *, world: World = SINGLE, samples: Tensor | None = None,
+               loss: Loss = sln_loss) -> dict[str, Any]:
+    """One epoch of SGD steps on the (noised) targets; metrics accumulate on the device, read once at the end.
+
+    `loss` is the step's objective (SLN's soft cross-entropy by default). Under torchrun each rank trains
+    on its shard of the epoch through DDP, and the metrics, the non-finite flag and the recorded softmax
+    are reduced over the ranks: every rank returns the same.
+    """
+    step = _step(state, config, sigma, epoch, device, world, loss)
+    eager = state.ddp if state.ddp is not None else state.model  # DDP averages the gradients during backward
+    batch_size = config.optim.batch_size
+    augmentation = Augmentation(padding=config.data.padding, flip=config.data.flip)
+    shuffle = epoch_generator(device, config.run.seed, epoch, "shuffle")  # the same permutation on every rank
+    permutation = torch.randperm(len(train) if samples is None else samples.numel(), generator=shuffle, device=device)
+    order = distributed.shard(permutation if samples is None else samples[permutation], world, batch_size=batch_size)
+    metrics = EpochMetrics(device)
+    clean = state.clean if state.clean is not None else state.noisy
+    probs = _epoch_probs(state, world)  # state.probs_sum itself with one process
+
+    eager.train()
+    progress.start_epoch(epoch, math.ceil(order.numel() / batch_size))
+    batches = train.batches(order, batch_size, augmentation=augmentation, generator=step.noise)
+    for number, (images, index) in enumerate(batches):
+        # a compiled step has static shapes: a final partial batch goes through the eager network
+        network = state.compiled if state.compiled is not None and len(index) == batch_size else eager
+        logits, batch_loss = sgd_step(step, network, images, state.targets[index], index)
+        metrics.add(number, batch_loss, logits, state.noisy[index], clean[index])
+        if probs is not None:
+            with torch.no_grad():
+                probs.index_add_(0, index, torch.softmax(logits.float(), dim=1))
+        progress.step(len(index), metrics.mean_loss)
+    return _pass_results(state, metrics, probs, epoch, world, sync_batchnorm=config.run.sync_batchnorm)
+
+
+def _step(state: State, config: Config, sigma: float, epoch: int, device: torch.device, world: World,
+          loss: Loss) -> Step:
+    """The epoch's step: the state's optimizer and EMA, and generators drawn for this epoch."""
+    seed, ranked = config.run.seed, rank_key(world)
+    # augmentation, label and logit-gradient noise: each rank draws its own for its own images
+    noise = epoch_generator(device, seed, epoch, "noise", *ranked)
+    # parameter-gradient noise lands after DDP's all-reduce: one draw shared by all ranks keeps them equal
+    shared = noise if world.size == 1 else epoch_generator(device, seed, epoch, "gradient noise")
+    return Step(
+        optimizer=state.optimizer, scaler=state.scaler, ema=state.ema,
+        autocast=autocast(device, config.run.precision), sigma=sigma, noise=noise, loss=loss,
+        grad_noise_sigma=config.sln.grad_noise_sigma, logit_grad_noise_sigma=config.sln.logit_grad_noise_sigma,
+        gradient_noise=shared, parameters=[p for p in state.model.parameters() if p.requires_grad],
+    )
+
+
+def _pass_results(state: State, metrics: EpochMetrics, probs: Tensor | None, epoch: int, world: World, *,
+                  sync_batchnorm: bool) -> dict[str, Any]:
+    """End of a pass: reduce over the ranks, stop on a non-finite loss, name the metrics of the row."""
+    _reduce_over_ranks(state, probs, world, sync_batchnorm=sync_batchnorm)
+    totals = metrics.totals(world)
+    if totals["first_bad_step"] is not None:  # every rank has the same value: all stop together
+        raise SlnError(f"the training loss became non-finite at epoch {epoch}, step {totals['first_bad_step']}; "
+                       "the last good checkpoint is kept: lower the learning rate or sigma, or use --precision fp32")
+    n, mislabelled, known = totals["samples"], totals["mislabelled"], state.clean is not None
+    return {
+        "train_samples": int(n),
+        "train_loss": totals["loss_sum"] / n,
+        "train_acc_noisy": totals["correct_noisy"] / n,
+        "train_acc_clean": totals["correct_clean"] / n if known else None,
+        "memorized": totals["memorized"] / mislabelled if known and mislabelled > 0 else None,
+    }
+
+
+def _epoch_probs(state: State, world: World) -> Tensor | None:
+    """Where this pass adds its softmax: `probs_sum` itself, or under torchrun a zero tensor reduced after."""
+    if state.probs_sum is None or world.size == 1:
+        return state.probs_sum
+    return torch.zeros_like(state.probs_sum)
+
+
+def _reduce_over_ranks(state: State, probs: Tensor | None, world: World, *, sync_batchnorm: bool) -> None:
+    """End of a pass under torchrun: sum the softmax of all shards and average the BatchNorm buffers of the
+    network and its EMA (unless SyncBatchNorm kept them equal)."""
+    if world.size == 1:
+        return
+    if probs is not None:
+        state.probs_sum += distributed.all_reduce_sum(probs, world)  # each sample's softmax from its one rank
+    if not sync_batchnorm:
+        distributed.average_buffers([state.model, state.ema.module], world)
+
+
+@torch.inference_mode()
+def correct_labels(state: State, train: Images, config: Config, generator: torch.Generator, *,
+                    world: World = SINGLE, samples: Tensor | None = None) -> dict[str, Any]:
+    """SLN-MO-LC: targets = w * onehot(noisy) + (1 - w) * EMA prediction, w the min-max normalised EMA loss.
+
+    Under torchrun each rank scores its shard into zero tensors and a sum over the ranks assembles the
+    whole set, so every rank computes the same new targets. With an epoch's draw of `samples`
+    (Clothing1M), only those are corrected, starting from their one-hot labels as the official code does.
+    """
+    ema = state.ema.module.eval()
+    forward = autocast(state.targets.device, config.run.precision)
+    n = len(train)
+    losses = torch.zeros(n, device=state.targets.device)
+    probs = torch.zeros_like(state.targets)
+    if samples is None:
+        samples = torch.arange(n, device=state.targets.device)
+    else:
+        state.targets[samples] = F.one_hot(state.noisy[samples], state.targets.shape[1]).float()
+    order = distributed.shard(torch.unique(samples), world)  # a sample drawn twice is scored once
+    augmentation = Augmentation(config.data.padding, config.data.flip) if config.sln.correction_augment else None
+    for images, index in train.batches(order, config.run.eval_batch_size, augmentation=augmentation,
+                                       generator=generator):
+        with forward():
+            log_probs = F.log_softmax(ema(images).float(), dim=1)  # (B, K)
+        losses[index] = -(state.targets[index] * log_probs).sum(dim=1)
+        probs[index] = log_probs.exp()
+    distributed.all_reduce_sum(losses, world)
+    distributed.all_reduce_sum(probs, world)
+    state.targets[samples] = correct_targets(losses[samples], state.noisy[samples], probs[samples],
+                                             mix_with=config.sln.correction_target)
+    if state.clean is None:
+        return {"corrected_acc": None}
+    return {"corrected_acc": (state.targets[samples].argmax(dim=1) == state.clean[samples]).float().mean().item()}
+
+
+@torch.inference_mode()
+def evaluate(models: list[nn.Module], images: Images, labels: Tensor, *, batch_size: int,
+             forward: Any, world: World = SINGLE) -> list[tuple[float, float]]:
+    """(mean cross-entropy, accuracy) of each model on one split, in one pass over its batches.
+
+    Under torchrun each rank evaluates a shard and the sums are reduced: every rank returns the same.
+    """
+    for model in models:
+        model.eval()
+    sums = torch.zeros(len(models), 2, dtype=torch.float64, device=labels.device)
+    order = distributed.shard(torch.arange(len(images), device=labels.device), world)
+    for batch, index in images.batches(order, batch_size):
+        target = labels[index]
+        for i, model in enumerate(models):
+            with forward():
+                logits = model(batch).float()
+            sums[i, 0] += F.cross_entropy(logits, target, reduction="sum")
+            sums[i, 1] += (logits.argmax(dim=1) == target).sum()
+    distributed.all_reduce_sum(sums, world)
+    return [(loss / len(images), correct / len(images)) for loss, correct in sums.tolist()]
+
+
+def evaluate_both(state: State, splits: Splits, config: Config, world: World) -> dict[str, Any]:
+    models = [state.model, state.ema.module]
+    forward = autocast(splits.test_labels.device, config.run.precision)
+    batch_size = config.run.eval_batch_size
+    (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.test, splits.test_labels,
+                                                batch_size=batch_size, forward=forward, world=world)
+    row = {"test_loss": loss, "test_acc": acc, "test_loss_ema": loss_ema, "test_acc_ema": acc_ema}
+    if splits.val is not None:
+        (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.val, splits.val_labels,
+                                                    batch_size=batch_size, forward=forward, world=world)
+        row.update(val_loss=loss, val_acc=acc, val_loss_ema=loss_ema, val_acc_ema=acc_ema)
+    return row
+
+
+def epoch_samples(state: State, config: Config, epoch: int) -> Tensor | None:
+    """Clothing1M: every epoch trains on a fresh class-balanced draw of its noisy labels (official code)."""
+    per_class = config.data.balanced_per_class
+    if per_class is None:
+        return None
+    from sln_cli.data.clothing1m import balanced_indices
+
+    rng = np.random.default_rng([config.run.seed, epoch])  # the same draw on every rank and on resume
+    indices = balanced_indices(state.noisy.cpu().numpy(), per_class, rng)
+    return torch.as_tensor(indices, dtype=torch.int64, device=state.noisy.device)
+
+
+# --------------------------------------------------------------------------------------------------
+# Randomness
+# --------------------------------------------------------------------------------------------------
+
+
+def epoch_generator(device: torch.device, *key: Any) -> torch.Generator:
+    """A generator seeded by (seed, epoch, purpose): an epoch's randomness does not depend on earlier
+    epochs, so a resumed run draws exactly what the uninterrupted run drew."""
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return generator
+
+
+def rank_key(world: World) -> tuple[Any, ...]:
+    """Added to the key of the generators whose draws must differ across ranks; empty with one process."""
+    return () if world.size == 1 else ("rank", world.rank)
