@@ -441,6 +441,9 @@ def bench(
         typer.Option(help="clothing1m: measure the Clothing1M input pipelines (images/s per core) instead."),
     ] = None,
     images: Annotated[int, typer.Option(help="--pipeline: how many synthetic ~500×600 JPEGs to time.")] = 64,
+    methods: Annotated[
+        bool, typer.Option("--methods", help="Images/s of every training method against CE (quick start, WRN-28-2).")
+    ] = False,
     # Internal knobs (tests run a tiny CNN at a small batch); the published figures use the defaults.
     model: Annotated[str, typer.Option(hidden=True)] = "wrn-28-2",
     eval_images: Annotated[int | None, typer.Option(hidden=True)] = None,
@@ -460,6 +463,13 @@ def bench(
         import torch
 
         torch.set_num_threads(threads)
+    if methods:
+        from sln_cli.bench.methods import benchmark_methods, render
+
+        result = benchmark_methods(device=device, steps=2 if steps is None else steps, rounds=rounds,
+                                   wrn=model == "wrn-28-2", console=_console(stderr=True))
+        _print_json(result) if json_output else render(result, _console())
+        return
     if pipeline is not None:
         if pipeline != "clothing1m":
             raise SlnError(f"--pipeline knows only clothing1m, got {pipeline!r}")

@@ -33,6 +33,7 @@ from sln_cli.config import Config, to_dict
 from sln_cli.devices import resolve_device
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_text
+from sln_cli.methods import display_name
 
 WEIGHTS = ("raw", "ema")  # the network trained (SLN) and its weight EMA (SLN-MO)
 SEED_KEYS = (("run", "seed"), ("run", "out"))  # runs whose configs differ only here are repeats over seeds
@@ -100,14 +101,6 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
     return Evaluation(rows, split, files)
 
 
-def method_name(config: Config, weights: str) -> str:
-    """The run's method as reports name it: CE, SLN, SLN-MO, SLN-MO-LC, GCE, GCE-MO, ...; `+SAM` with SAM."""
-    from sln_cli.methods.catalog import display_name
-
-    return display_name(config.method.name, config.sln.sigma, ema=weights == "ema",
-                        correction=config.sln.correction is not None, sam=config.method.sam)
-
-
 def _weights(weights: str) -> tuple[str, ...]:
     if weights == "both":
         return WEIGHTS
@@ -121,7 +114,7 @@ def _metrics_row(run: LoadedRun, data: SplitData, weights: str, probs: np.ndarra
     row = {"run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
            "epoch": run.epoch, "weights": weights, "split": data.name, "num_samples": len(data.labels),
            "num_classes": run.num_classes, "seed": run.config.run.seed, "sigma": run.config.sln.sigma,
-           "method": method_name(run.config, weights)}
+           "method": display_name(run.config, weights)}
     row |= report.to_dict()
     row["labels"] = "dataset labels"
     if data.noisy is not None:

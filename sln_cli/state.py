@@ -4,7 +4,7 @@ how it is built from a config, and how it is saved to and restored from a checkp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,18 @@ from sln_cli import runs
 from sln_cli.config import Config
 from sln_cli.data import Dataset, Split
 from sln_cli.data.batches import DeviceImages, FileImages
-from sln_cli.devices import grad_scaler
+from sln_cli.devices import autocast, grad_scaler
 from sln_cli.distributed import SINGLE, World
 from sln_cli.ema import WeightEMA
 from sln_cli.errors import SlnError
+from sln_cli.methods import build_method
+from sln_cli.methods.base import Method, MethodContext
+from sln_cli.methods.sam import SharpnessAware
 from sln_cli.models import build_model
 from sln_cli.trainset import TrainSet
 
 Images = DeviceImages | FileImages
+PEER_SEED_OFFSET = 1_000_003  # co-teaching's second network is initialised from seed + this
 
 
 @dataclass
@@ -55,6 +59,8 @@ class State:
     best_is_new: bool = False  # the last epoch improved on `best`: its weights go to best.pt
     compiled: nn.Module | None = None  # torch.compile of the training forward (run.compile)
     ddp: nn.Module | None = None  # under torchrun: the DistributedDataParallel wrapper of `model` that trains
+    method: Method = field(default_factory=Method)  # the training method (`sln_cli.methods`): loss and its state
+    sam: SharpnessAware | None = None  # method.sam: the optimizer's second pass
 
 
 def place_split(split: Split, dataset: Dataset, config: Config, device: torch.device, *,
@@ -86,25 +92,46 @@ def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Sp
     )
 
 
-def initial_state(trainset: TrainSet, config: Config, device: torch.device) -> State:
+def initial_state(trainset: TrainSet, config: Config, device: torch.device, world: World = SINGLE) -> State:
     dataset = trainset.dataset
-    channels, size = image_shape(dataset, config)
     torch.manual_seed(config.run.seed)  # initialisation
-    model = build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
-                        image_size=size, weights=config.model.weights).to(device)
-    if config.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = _network(trainset, config, device)
     ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
     optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
                                 weight_decay=config.optim.weight_decay,
                                 **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+    method = _method(trainset, config, device, world)
+    for network in method.networks():  # co-teaching's peer: the same optimiser settings, its own momentum
+        optimizer.add_param_group({"params": [p for p in network.parameters() if p.requires_grad]})
+    sam = SharpnessAware([model, *method.networks()], config.method.sam_rho) if config.method.sam else None
     noisy = torch.as_tensor(trainset.noisy, dtype=torch.int64, device=device)
     clean = None if trainset.clean is None else torch.as_tensor(trainset.clean, dtype=torch.int64, device=device)
     return State(
         model=model, ema=ema, optimizer=optimizer, scaler=grad_scaler(device, config.run.precision),
         targets=F.one_hot(noisy, dataset.num_classes).float(), noisy=noisy, clean=clean,
         probs_sum=torch.zeros(len(noisy), dataset.num_classes, device=device) if config.run.record_probs else None,
+        method=method, sam=sam,
     )
+
+
+def _network(trainset: TrainSet, config: Config, device: torch.device) -> nn.Module:
+    dataset = trainset.dataset
+    channels, size = image_shape(dataset, config)
+    model = build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
+                        image_size=size, weights=config.model.weights).to(device)
+    return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
+
+
+def _method(trainset: TrainSet, config: Config, device: torch.device, world: World) -> Method:
+    def make_network() -> nn.Module:  # co-teaching's peer: seeded apart from the model, global RNG untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.run.seed + PEER_SEED_OFFSET)
+            return _network(trainset, config, device)
+
+    context = MethodContext(num_classes=trainset.dataset.num_classes, num_samples=len(trainset.noisy), device=device,
+                            noisy=trainset.noisy, clean=trainset.clean, make_network=make_network,
+                            forward=autocast(device, config.run.precision), world_size=world.size)
+    return build_method(config.method, context)
 
 
 def image_shape(dataset: Dataset, config: Config) -> tuple[int, int]:
@@ -124,6 +151,7 @@ def to_checkpoint(state: State) -> dict[str, Any]:
         "scaler": state.scaler.state_dict(),
         "targets": state.targets,
         "probs_sum": state.probs_sum,
+        "method": state.method.state_dict(),  # ELR's targets, co-teaching's peer (its momentum is in "optimizer")
         "best": state.best,
         "torch_rng": torch.get_rng_state(),
     }
@@ -142,6 +170,7 @@ def restore(state: State, run_dir: Path, device: torch.device, world: World = SI
     state.model.load_state_dict(saved["model"])
     state.ema.load_state_dict(saved["ema"])
     state.optimizer.load_state_dict(saved["optimizer"])
+    state.method.load_state_dict(saved.get("method", {}))  # absent from checkpoints made before methods
     state.scaler.load_state_dict(saved["scaler"])
     state.targets, state.epoch, state.best = saved["targets"], saved["epoch"], saved["best"]
     if state.probs_sum is not None and saved["probs_sum"] is not None:

@@ -15,14 +15,16 @@ from torch import nn
 from sln_cli.config import MethodConfig
 from sln_cli.errors import SlnError
 from sln_cli.methods import build_method
-from sln_cli.methods.base import Batch, MethodContext
+from sln_cli.methods.base import MethodContext
 from sln_cli.methods.coteaching import forget_rate, small_loss
 from sln_cli.methods.forward import estimate_transition
 from sln_cli.methods.sam import SharpnessAware
 
 K = 3
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.3, 1.2]])  # (B=2, K=3)
-LABELS = torch.tensor([0, 1])
+LABELS = torch.tensor([0, 1])  # the given labels of samples 0 and 1 (the context's `noisy`)
+P = torch.softmax(LOGITS, dim=1)
+ONE_HOT = F.one_hot(LABELS, K).float()
 A = -math.log(1e-4)  # RCE's constant: -log of the clipped zero of the one-hot label
 
 
@@ -37,25 +39,18 @@ def _method(name: str, context: MethodContext | None = None, **settings):
     return build_method(MethodConfig(name=name, **settings), context or _context())
 
 
-def _batch(targets=None, index=(0, 1)) -> Batch:
-    targets = F.one_hot(LABELS, K).float() if targets is None else targets
-    return Batch(images=torch.zeros(2, 2), index=torch.tensor(index), labels=LABELS, targets=targets)
-
-
-def _value_and_grad(method, batch=None):
+def _value_and_grad(method, targets=None, index=(0, 1)):
     logits = LOGITS.clone().requires_grad_(True)
-    loss = method.loss(logits, batch or _batch())
+    loss = method(logits, ONE_HOT if targets is None else targets, torch.tensor(index))
     loss.backward()
     return loss.item(), logits.grad
 
 
-P = torch.softmax(LOGITS, dim=1)
-ONE_HOT = F.one_hot(LABELS, K).float()
 P_Y = P[torch.arange(2), LABELS]
 
 
-def _check(method, value, grad, batch=None):
-    got_value, got_grad = _value_and_grad(method, batch)
+def _check(method, value, grad, targets=None, index=(0, 1)):
+    got_value, got_grad = _value_and_grad(method, targets, index)
     assert got_value == pytest.approx(float(value), rel=1e-5)
     assert torch.allclose(got_grad, grad, atol=1e-6), (got_grad, grad)
 
@@ -65,7 +60,7 @@ def test_ce_and_sln_are_soft_cross_entropy():
     for name in ("ce", "sln"):
         value = -(noisy_targets * P.log()).sum() / 2
         grad = (P * noisy_targets.sum(1, keepdim=True) - noisy_targets) / 2  # targets need not sum to 1
-        _check(_method(name), value, grad, _batch(noisy_targets))
+        _check(_method(name), value, grad, noisy_targets)
 
 
 def test_gce_is_one_minus_p_to_the_q_over_q():
@@ -161,17 +156,17 @@ def test_elr_updates_its_targets_then_regularises_towards_them():
     lam, beta = 3.0, 0.7
     method = _method("elr", elr_lambda=lam, elr_beta=beta)
     method.ema_targets[0] = torch.tensor([0.5, 0.3, 0.2])
-    batch = _batch(index=(0, 2))
-    method.observe(LOGITS, batch)
+    index = torch.tensor([0, 2])
+    method.observe(LOGITS, index)
     expected = torch.stack([beta * torch.tensor([0.5, 0.3, 0.2]) + (1 - beta) * P[0], (1 - beta) * P[1]])
     assert torch.allclose(method.ema_targets[[0, 2]], expected, atol=1e-6)
     assert method.ema_targets[[1, 3]].abs().sum() == 0  # samples not in the batch keep their target
     inner = (expected * P).sum(1)  # <t_i, p_i>
     value = -(P_Y.log()).mean() + lam * (1 - inner).log().mean()
     grad = (P - ONE_HOT) / 2 + lam * (-1 / (1 - inner))[:, None] * P * (expected - inner[:, None]) / 2
-    _check(method, value, grad, batch)
+    _check(method, value, grad, index=(0, 2))
     state = method.state_dict()["elr_targets"].clone()
-    method.loss(LOGITS, batch)
+    method(LOGITS, ONE_HOT, index)
     assert torch.equal(method.ema_targets, state)  # the loss (SAM evaluates it twice) changes nothing
 
 
@@ -182,21 +177,17 @@ def test_coteaching_forget_rate_ramps_over_t_k_epochs():
 def test_coteaching_trains_each_network_on_the_samples_the_other_finds_easy():
     method = _method("coteaching", forget_rate=0.5, forget_epochs=1)
     method.start_epoch(1)  # R = 0.5: keep 2 of 4
-    labels = torch.tensor([0, 1, 2, 0])
-    peer_logits = torch.tensor([[5.0, 0, 0], [0, 0, 5], [0, 0, 5], [0, 5, 0]])  # easy for the peer: 0 and 2
-    with torch.no_grad():
-        method.peer.weight.zero_()
-        method.peer.bias.zero_()
-    method.peer.forward = lambda images: images  # the peer's logits are the "images" of this batch
+    labels = torch.tensor([0, 1, 2, 0])  # the context's given labels of samples 0..3
+    peer_logits = torch.tensor([[5.0, 0, 0], [0, 0, 5], [0, 0, 5], [0, 5, 0]], requires_grad=True)  # easy: 0, 2
     logits = torch.tensor([[0.0, 5, 0], [0, 5, 0], [0, 0, 0], [5, 0, 0]], requires_grad=True)  # easy: 1, 3
-    batch = Batch(images=peer_logits.clone().requires_grad_(True), index=torch.arange(4), labels=labels,
-                  targets=F.one_hot(labels, K).float())
-    loss = method.loss(logits, batch)
+    method.peer = lambda images: peer_logits  # the networks' outputs on this batch, as crafted above
+    assert method.forward(lambda images: logits, torch.zeros(4, 2)) is logits
+    loss = method(logits, F.one_hot(labels, K).float(), torch.arange(4))
     expected = F.cross_entropy(logits[[0, 2]], labels[[0, 2]])  # the model learns what the peer picked
     assert loss.item() == pytest.approx(expected.item())
     loss.backward()
     assert logits.grad[[1, 3]].abs().sum() == 0 and logits.grad[[0, 2]].abs().sum() > 0
-    assert batch.images.grad[[0, 2]].abs().sum() == 0 and batch.images.grad[[1, 3]].abs().sum() > 0
+    assert peer_logits.grad[[0, 2]].abs().sum() == 0 and peer_logits.grad[[1, 3]].abs().sum() > 0
 
 
 def test_small_loss_keeps_the_smallest_with_stable_ties():

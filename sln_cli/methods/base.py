@@ -1,7 +1,8 @@
-"""What the training step asks of a method, and the default: cross-entropy against soft targets (CE, SLN).
+"""What the training step asks of a method (`Method`), and its default: cross-entropy against soft targets.
 
-A method sees each batch once as a `Batch`; `observe` updates per-sample state once per step (ELR),
-`loss` may be evaluated twice per step (SAM's second pass), so it must not change state.
+The step calls, per batch: `forward` (under autocast), `observe` once, then the method itself as the loss
+`(logits (B, K), targets (B, K), index (B,)) -> scalar`. SAM evaluates the loss a second time on the same
+batch, so a method changes its per-sample state in `observe`, never in the loss.
 """
 
 from __future__ import annotations
@@ -13,18 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sln_cli.config import MethodConfig
 from sln_cli.losses import soft_cross_entropy
-
-
-@dataclass(frozen=True)
-class Batch:
-    images: Tensor  # (B, C, H, W) as the network saw them (augmented)
-    index: Tensor  # (B,) int64 positions in the training set
-    labels: Tensor  # (B,) int64 the given (possibly wrong) labels
-    targets: Tensor  # (B, K) float32 soft targets: one-hot labels (or LC's), plus SLN's noise when it applies
 
 
 @dataclass(frozen=True)
@@ -36,16 +29,24 @@ class MethodContext:
     device: torch.device
     noisy: np.ndarray  # (N,) the given labels
     clean: np.ndarray | None  # (N,) true labels when known
-    make_network: Callable[[], nn.Module]  # a freshly initialised network like the trained one
+    make_network: Callable[[], nn.Module]  # a freshly (and differently) initialised network like the trained one
     forward: Callable[[], AbstractContextManager]  # the run's autocast
     world_size: int = 1  # processes under torchrun
 
 
 class Method:
-    """Soft-target cross-entropy (`sln`, `ce`); subclasses replace `loss` and use the hooks they need."""
+    """The interface, and as it stands SLN's objective: `-mean_i sum_k t_ik log softmax(z_i)_k`
+    (CE with sigma 0; SLN's noise is already in the targets the step passes)."""
 
-    def __init__(self, settings: MethodConfig, context: MethodContext) -> None:
-        self.settings, self.num_classes = settings, context.num_classes
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
+        return soft_cross_entropy(logits, targets)
+
+    def forward(self, network: nn.Module, images: Tensor) -> Tensor:
+        """The batch's logits (B, K), under the step's autocast; co-teaching also runs its peer here."""
+        return network(images)
+
+    def observe(self, logits: Tensor, index: Tensor) -> None:
+        """Per-sample state, updated once per step before the loss (ELR's target EMA)."""
 
     def networks(self) -> list[nn.Module]:
         """Extra networks trained beside the model by the same optimiser (co-teaching's peer)."""
@@ -53,12 +54,6 @@ class Method:
 
     def start_epoch(self, epoch: int) -> None:
         """Host-side schedules, once per epoch (co-teaching's forget rate)."""
-
-    def observe(self, logits: Tensor, batch: Batch) -> None:
-        """Per-sample state updated once per step, before the loss (ELR's target EMA)."""
-
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
-        return soft_cross_entropy(logits, batch.targets)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold for an exact resume."""
@@ -68,8 +63,26 @@ class Method:
         pass
 
 
-class SoftCrossEntropy(Method):
-    """CE and SLN: `-mean_i sum_k t_ik log softmax(z_i)_k` (SLN's noise is added to t by the step)."""
+class FunctionLoss(Method):
+    """A plain loss function `(logits, targets, index) -> scalar` as a method (tests inject recording ones)."""
+
+    def __init__(self, function: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
+        self.function = function
+
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
+        return self.function(logits, targets, index)
+
+
+class Configured(Method):
+    """A method built from its settings (`method` config section) and the run's context."""
+
+    def __init__(self, settings: Any, context: MethodContext) -> None:
+        self.settings, self.num_classes = settings, context.num_classes
+        self.labels = torch.as_tensor(context.noisy, dtype=torch.int64, device=context.device)  # (N,) given labels
+
+
+class SoftCrossEntropy(Configured):
+    """`sln` and `ce`: the interface's own loss."""
 
 
 def probabilities(logits: Tensor) -> Tensor:
@@ -81,5 +94,5 @@ def reverse_cross_entropy(logits: Tensor, labels: Tensor, num_classes: int) -> T
     """`-sum_k p_k log q_k` with the one-hot label q clipped to [1e-4, 1] (log 0 := log 1e-4 = A, Wang et al.
     2019), p clipped to [1e-7, 1] as in their and Ma et al.'s official code: equals -A·(1 - p_y) per sample."""
     p = probabilities(logits).clamp(1e-7, 1.0)
-    q = torch.nn.functional.one_hot(labels, num_classes).float().clamp(1e-4, 1.0)
+    q = F.one_hot(labels, num_classes).float().clamp(1e-4, 1.0)
     return -(p * q.log()).sum(dim=1).mean()

@@ -10,17 +10,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sln_cli.losses import soft_cross_entropy
-from sln_cli.methods.base import Batch, Method, probabilities
+from sln_cli.methods.base import Configured, probabilities
 
 
-class SoftBootstrapping(Method):
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
+class SoftBootstrapping(Configured):
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         beta = self.settings.bootstrap_beta
-        return soft_cross_entropy(logits, beta * batch.targets + (1 - beta) * probabilities(logits))
+        return soft_cross_entropy(logits, beta * targets + (1 - beta) * probabilities(logits))
 
 
-class HardBootstrapping(Method):
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
+class HardBootstrapping(Configured):
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         beta = self.settings.bootstrap_beta
         predicted = F.one_hot(logits.argmax(dim=1), self.num_classes).float()  # (B, K), no gradient
-        return soft_cross_entropy(logits, beta * batch.targets + (1 - beta) * predicted)
+        return soft_cross_entropy(logits, beta * targets + (1 - beta) * predicted)

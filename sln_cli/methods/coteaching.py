@@ -9,34 +9,38 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from sln_cli.errors import SlnError
-from sln_cli.methods.base import Batch, Method, MethodContext
+from sln_cli.methods.base import Configured, MethodContext
 
 
-class CoTeaching(Method):
+class CoTeaching(Configured):
     def __init__(self, settings, context: MethodContext) -> None:
         super().__init__(settings, context)
         if context.world_size > 1:
             raise SlnError("method coteaching trains a second network on one process; run it without torchrun")
         self.peer = context.make_network()  # its own initialisation, trained by the same optimiser
-        self.forward = context.forward
         self.rate = 0.0  # this epoch's forget rate R(e)
+        self.peer_logits: Tensor | None = None
 
-    def networks(self) -> list[torch.nn.Module]:
+    def networks(self) -> list[nn.Module]:
         return [self.peer]
 
     def start_epoch(self, epoch: int) -> None:
         self.rate = forget_rate(epoch, self.settings.forget_rate, self.settings.forget_epochs)
         self.peer.train()
 
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
-        with self.forward():
-            peer_logits = self.peer(batch.images)  # (B, K)
-        losses = F.cross_entropy(logits.float(), batch.labels, reduction="none")  # (B,)
-        peer_losses = F.cross_entropy(peer_logits.float(), batch.labels, reduction="none")
-        keep = max(1, int((1 - self.rate) * len(batch.labels)))  # from shapes: no host sync
+    def forward(self, network: nn.Module, images: Tensor) -> Tensor:
+        logits = network(images)  # (B, K)
+        self.peer_logits = self.peer(images)  # under the step's autocast; read by the loss below
+        return logits
+
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
+        labels = self.labels[index]
+        losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
+        peer_losses = F.cross_entropy(self.peer_logits.float(), labels, reduction="none")
+        keep = max(1, int((1 - self.rate) * len(index)))  # from shapes: no host sync
         model_loss = losses[small_loss(peer_losses.detach(), keep)].mean()  # the peer picks the model's samples
         peer_loss = peer_losses[small_loss(losses.detach(), keep)].mean()  # and the model the peer's
         return model_loss + peer_loss - peer_loss.detach()  # reads as the model's loss, trains both

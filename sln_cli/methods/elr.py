@@ -13,25 +13,25 @@ from torch import Tensor
 
 from sln_cli.errors import SlnError
 from sln_cli.losses import soft_cross_entropy
-from sln_cli.methods.base import Batch, Method, MethodContext, probabilities
+from sln_cli.methods.base import Configured, MethodContext, probabilities
 
 
-class EarlyLearningRegularization(Method):
+class EarlyLearningRegularization(Configured):
     def __init__(self, settings, context: MethodContext) -> None:
         super().__init__(settings, context)
         if context.world_size > 1:
             raise SlnError("method elr keeps one target per sample on one process; run it without torchrun")
         self.ema_targets = torch.zeros(context.num_samples, context.num_classes, device=context.device)  # (N, K)
 
-    def observe(self, logits: Tensor, batch: Batch) -> None:
+    def observe(self, logits: Tensor, index: Tensor) -> None:
         beta = self.settings.elr_beta
         p = probabilities(logits.detach()).clamp(1e-4, 1 - 1e-4)  # (B, K)
-        self.ema_targets[batch.index] = beta * self.ema_targets[batch.index] + (1 - beta) * p / p.sum(1, keepdim=True)
+        self.ema_targets[index] = beta * self.ema_targets[index] + (1 - beta) * p / p.sum(1, keepdim=True)
 
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         p = probabilities(logits).clamp(1e-4, 1 - 1e-4)  # (B, K)
-        regulariser = (1 - (self.ema_targets[batch.index] * p).sum(dim=1)).log().mean()
-        return soft_cross_entropy(logits, batch.targets) + self.settings.elr_lambda * regulariser
+        regulariser = (1 - (self.ema_targets[index] * p).sum(dim=1)).log().mean()
+        return soft_cross_entropy(logits, targets) + self.settings.elr_lambda * regulariser
 
     def state_dict(self) -> dict[str, Any]:
         return {"elr_targets": self.ema_targets}

@@ -14,20 +14,20 @@ import torch
 from torch import Tensor
 
 from sln_cli.errors import SlnError
-from sln_cli.methods.base import Batch, Method, MethodContext, probabilities
+from sln_cli.methods.base import Configured, MethodContext, probabilities
 
 KEY = "method.forward_matrix"
 
 
-class ForwardCorrection(Method):
+class ForwardCorrection(Configured):
     def __init__(self, settings, context: MethodContext) -> None:
         super().__init__(settings, context)
         matrix = transition_matrix(settings.forward_matrix, context)
         self.transition = torch.as_tensor(matrix, dtype=torch.float32, device=context.device)  # (K, K)
 
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         noisy_probs = probabilities(logits) @ self.transition  # (B, K): P(given label = j | x)
-        return -(batch.targets * noisy_probs.clamp_min(1e-12).log()).sum(dim=1).mean()
+        return -(targets * noisy_probs.clamp_min(1e-12).log()).sum(dim=1).mean()
 
 
 def transition_matrix(source: str, context: MethodContext) -> np.ndarray:

@@ -8,11 +8,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from sln_cli.losses import soft_cross_entropy
-from sln_cli.methods.base import Batch, Method, reverse_cross_entropy
+from sln_cli.methods.base import Configured, reverse_cross_entropy
 
 
-class SymmetricCrossEntropy(Method):
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
+class SymmetricCrossEntropy(Configured):
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         alpha, beta = self.settings.sce_alpha, self.settings.sce_beta
-        ce = soft_cross_entropy(logits, batch.targets)
-        return alpha * ce + beta * reverse_cross_entropy(logits, batch.labels, self.num_classes)
+        ce = soft_cross_entropy(logits, targets)
+        return alpha * ce + beta * reverse_cross_entropy(logits, self.labels[index], self.num_classes)

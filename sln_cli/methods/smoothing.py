@@ -6,10 +6,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from sln_cli.losses import soft_cross_entropy
-from sln_cli.methods.base import Batch, Method
+from sln_cli.methods.base import Configured
 
 
-class LabelSmoothing(Method):
-    def loss(self, logits: Tensor, batch: Batch) -> Tensor:
+class LabelSmoothing(Configured):
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         epsilon = self.settings.smoothing
-        return soft_cross_entropy(logits, (1 - epsilon) * batch.targets + epsilon / self.num_classes)
+        return soft_cross_entropy(logits, (1 - epsilon) * targets + epsilon / self.num_classes)
