@@ -25,7 +25,7 @@ from sln_cli.errors import SlnError
 from sln_cli.state import image_shape, place_split
 from sln_cli.trainset import TrainSet, build_trainset
 
-SPLITS = ("test", "train", "val")
+SPLITS = ("test", "train", "val", "ilsvrc12")  # ilsvrc12: mini-WebVision's second test set (Dataset.extra_tests)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,6 +237,12 @@ def split_data(run: LoadedRun, split: str, *, subset: np.ndarray | None = None,
         clean = trainset.noisy if trainset.clean is None else trainset.clean
         data, labels, noisy = dataset.train, clean, trainset.noisy
         indices, indices_of = trainset.train_indices, "the full training split"
+    elif split not in ("val", "test"):  # a further test set of the dataset
+        if split not in dataset.extra_tests:
+            raise SlnError(f"{run.config.data.dataset} has no {split} test set (webvision-mini reads the ILSVRC12 "
+                           "validation images from DATA_DIR/imagenet/val/); use --split test")
+        data = dataset.extra_tests[split]
+        labels, indices, indices_of = data.labels, np.arange(len(data.labels)), f"the {split} test set"
     elif split == "val":
         if dataset.val is None:
             raise SlnError(f"{run.config.data.dataset} has no validation split; use --split test or train")

@@ -70,7 +70,10 @@ def _print_json(obj: Any) -> None:
 @app.command()
 @_reports_errors
 def corrupt(
-    dataset: Annotated[str | None, typer.Option(help="cifar10, cifar100, digits, imagefolder or clothing1m.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="cifar10, cifar100, digits, imagefolder, clothing1m, animal10n or webvision-mini."),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset lives (see README).")] = None,
     download: Annotated[bool, typer.Option(help="Fetch the official archive (checksummed) if it is missing.")] = False,
     mode: Annotated[
@@ -100,13 +103,24 @@ def corrupt(
     label_set: Annotated[
         str | None, typer.Option(help="CIFAR-N .pt: which label set, e.g. worse_label, aggre_label, noisy_label.")
     ] = None,
+    fetch_official: Annotated[
+        str | None,
+        typer.Option(help="Download the papers' pinned label files (NAME, e.g. cifar10/sym0.4, or all) into "
+                          "$SLN_CACHE/labels, verified by sha256, for later offline use as --labels official:NAME."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise."""
+    """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise.
+
+    --inspect also takes official:NAME, one of the papers' own label files (see --fetch-official).
+    """
     from sln_cli import corrupt as corrupt_lib
 
     generation_flags = {"--mode": mode, "--rate": rate, "--out": out, "--matrix": matrix, "--probs": probs}
     generation_flags |= {"--source-dataset": source_dataset, "--exact": exact or None}
+    if fetch_official is not None:
+        _fetch_official(fetch_official, generation_flags | {"--inspect": inspect, "--dataset": dataset}, json_output)
+        return
     if inspect is not None:
         if given := [flag for flag, value in generation_flags.items() if value is not None]:
             raise SlnError(f"--inspect summarises an existing file; drop {', '.join(given)}")
@@ -132,6 +146,19 @@ def corrupt(
         _print_json(summary)
     else:
         corrupt_lib.render(summary, _console())
+
+
+def _fetch_official(which: str, other_flags: dict[str, Any], json_output: bool) -> None:
+    from sln_cli import official
+
+    if given := [flag for flag, value in other_flags.items() if value is not None]:
+        raise SlnError(f"--fetch-official only fills the label cache; drop {', '.join(given)}")
+    fetched = [{**row, "path": str(row["path"])} for row in official.fetch_many(which)]
+    if json_output:
+        _print_json(fetched)
+        return
+    for row in fetched:
+        print(f"{row['status']:>10}  official:{row['name']}  {row['path']}  sha256 {row['sha256'][:12]}…")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,7 +227,11 @@ def train(
         bool | None, typer.Option("--sam", help="Sharpness-aware minimisation on top of the method (method.sam).")
     ] = None,
     noise_rate: Annotated[float | None, typer.Option(help="Requested label-noise rate (noise.rate).")] = None,
-    labels: Annotated[Path | None, typer.Option(help="Noisy-label file (CSV or CIFAR-N .pt) to train on.")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Noisy-label file (CSV or CIFAR-N .pt) to train on; official:NAME for a paper's own file, "
+                          "official for the one of the preset's setting."),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset lives (data.data_dir).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (run.device).")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (run.precision).")] = None,
@@ -293,7 +324,8 @@ def evaluate(
     ] = None,
     weights: Annotated[str, typer.Option(help="raw (SLN), ema (SLN-MO) or both.")] = "both",
     split: Annotated[
-        str, typer.Option(help="test, val, or train (needs true labels; adds clean/mislabelled accuracy).")
+        str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), or ilsvrc12 "
+                               "(webvision-mini's second test set).")
     ] = "test",
     out: Annotated[
         Path | None, typer.Option(help="Folder for the reliability diagram (default: RUN/analysis of the first run).")

@@ -18,14 +18,14 @@ import yaml
 
 from sln_cli.errors import SlnError
 
-DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m"]
+DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m", "animal10n", "webvision-mini"]
 NoiseMode = Literal["none", "sym", "uniform", "asym", "asym-superclass", "transition", "dependent", "idn", "openset"]
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: DatasetName = "cifar10"
-    data_dir: str | None = None  # folder holding the dataset; default data/CIFAR10, data/CIFAR100, data/Clothing1M
+    data_dir: str | None = None  # folder holding the dataset; default data/CIFAR10, data/CIFAR100, data/Clothing1M, ...
     download: bool = False  # fetch the official archive (with its checksum) when missing
     train_limit: int | None = None  # seeded subset of the training set, after the label file is applied
     test_limit: int | None = None  # seeded subset of the test set
@@ -44,7 +44,7 @@ class NoiseConfig:
     rate: float = 0.0  # requested noise rate r in [0, 1]
     seed: int = 0  # seed of the label noise, independent of the training seed
     exact: bool = False  # sym/uniform: flip exactly round(r*N) samples
-    labels: str | None = None  # a label file (CSV or CIFAR-N .pt) instead of generated noise
+    labels: str | None = None  # a label file (CSV or CIFAR-N .pt) instead of generated noise; official[:NAME]
     label_set: str | None = None  # CIFAR-N: worse_label, aggre_label, random_label1, noisy_label, ...
     matrix: str | None = None  # asym/transition: K×K row-stochastic matrix (.npy or .csv)
     probs: str | None = None  # dependent: N×K averaged softmax (.npy) or a run directory with probs.npy
@@ -54,7 +54,7 @@ class NoiseConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "wrn-28-2"  # any registered model: wrn-28-2, resnet50, cnn, mlp
+    name: str = "wrn-28-2"  # any registered model: wrn-28-2 (or any wrn-D-W), resnet50, vgg19-bn, cnn, mlp
     weights: str | None = None  # resnet50: "imagenet" (torchvision download) or a local state-dict file
 
 
@@ -67,6 +67,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     lr_milestones: tuple[int, ...] = ()  # epochs after which lr *= lr_gamma (Clothing1M: after epoch 5)
     lr_gamma: float = 0.1
+    reset_each_epoch: bool = False  # re-create the optimiser every epoch, momentum from zero (official IDN recipe)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ class RunConfig:
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPUs and tensor-core GPUs
     out: str | None = None  # run directory (default runs/<preset>-<timestamp>)
     record_probs: bool = False  # save the per-sample softmax averaged over epochs (probs.npy)
+    # batch: train-mode softmax of each training batch (cheap); eval: the official IDN recipe's eval-mode pass over
+    # the training set after every epoch, with the training augmentation, in dataset order
+    record_probs_mode: Literal["batch", "eval"] = "batch"
     checkpoint_every: int = 1  # epochs between resumable checkpoints
     keep_checkpoints: int = 0  # also keep every Nth epoch's weights (checkpoints/epoch-XXXX.pt); 0 = none
     eval_batch_size: int = 1024

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sln_cli import __version__, noise
+from sln_cli import __version__, noise, official
 from sln_cli.errors import SlnError
 from sln_cli.labels import NoisyLabels, check_against, manifest_path, read_label_file, summarize, write_label_file
 
@@ -269,6 +269,8 @@ def inspect(
     path: Path, *, label_set: str | None = None, dataset: str | None = None, data_dir: Path | None = None
 ) -> dict:
     """Summarise an existing label file (ours, an official SLN CSV, or CIFAR-N); check it against `dataset`."""
+    if official.is_official(path):  # `official:NAME`: the verified cached copy, fetched if missing
+        path = official.label_path(os.fspath(path))
     labels = read_label_file(path, label_set=label_set)
     if labels.clean is None:
         raise SlnError(f"{path} has no `label` column (the true labels are unknown), so its noise cannot be measured")

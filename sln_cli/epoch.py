@@ -25,6 +25,7 @@ from sln_cli.errors import SlnError
 from sln_cli.losses import correct_targets
 from sln_cli.methods.base import FunctionLoss, Method
 from sln_cli.progress import TrainProgress
+from sln_cli.recording import records_batches
 from sln_cli.state import Images, Splits, State
 from sln_cli.step import EpochMetrics, Loss, Step, sgd_step
 
@@ -47,7 +48,8 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
     order = distributed.shard(permutation if samples is None else samples[permutation], world, batch_size=batch_size)
     metrics = EpochMetrics(device)
     clean = state.clean if state.clean is not None else state.noisy
-    probs = _epoch_probs(state, world)  # state.probs_sum itself with one process
+    # in-batch recording (run.record_probs_mode=batch): state.probs_sum itself with one process
+    probs = _epoch_probs(state, world) if records_batches(config) else None
 
     eager.train()
     step.method.start_epoch(epoch)

@@ -25,6 +25,7 @@ from sln_cli.methods import build_method
 from sln_cli.methods.base import Method, MethodContext
 from sln_cli.methods.sam import SharpnessAware
 from sln_cli.models import build_model
+from sln_cli.recording import new_optimizer
 from sln_cli.trainset import TrainSet
 
 Images = DeviceImages | FileImages
@@ -97,12 +98,9 @@ def initial_state(trainset: TrainSet, config: Config, device: torch.device, worl
     torch.manual_seed(config.run.seed)  # initialisation
     model = _network(trainset, config, device)
     ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.optim.lr, momentum=config.optim.momentum,
-                                weight_decay=config.optim.weight_decay,
-                                **({"fused": True} if device.type == "cuda" else {"foreach": True}))
     method = _method(trainset, config, device, world)
-    for network in method.networks():  # co-teaching's peer: the same optimiser settings, its own momentum
-        optimizer.add_param_group({"params": [p for p in network.parameters() if p.requires_grad]})
+    # co-teaching's peer joins the optimiser as a second parameter group: the same settings, its own momentum
+    optimizer = new_optimizer(model, config.optim, device, method.networks())
     sam = SharpnessAware([model, *method.networks()], config.method.sam_rho) if config.method.sam else None
     noisy = torch.as_tensor(trainset.noisy, dtype=torch.int64, device=device)
     clean = None if trainset.clean is None else torch.as_tensor(trainset.clean, dtype=torch.int64, device=device)

@@ -25,6 +25,7 @@ from sln_cli.errors import Interrupted
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.labels import write_label_file
 from sln_cli.progress import TrainProgress
+from sln_cli.recording import record_eval_pass, reset_optimizer
 from sln_cli.state import Splits, State, initial_state, place_splits, restore, to_checkpoint
 from sln_cli.step import Loss
 from sln_cli.trainset import TrainSet, build_trainset
@@ -92,7 +93,8 @@ def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: 
     """One epoch of the method, in the paper's order; returns its metrics row. `loss`: a plain objective
     instead of the run's method (tests)."""
     sln, optim = config.sln, config.optim
-    # 1. learning rate: lr * gamma^(number of milestones already passed)
+    # 1. learning rate: lr * gamma^(number of milestones already passed), on a fresh optimiser if the recipe says so
+    reset_optimizer(state, optim, device)
     lr = optim.lr * optim.lr_gamma ** sum(epoch > m for m in optim.lr_milestones)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
@@ -109,6 +111,9 @@ def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: 
     row.update(train_pass(state, splits.train, config, sigma, epoch, device, progress, world=world,
                           samples=samples, loss=loss))
     seconds = time.perf_counter() - started
+    # the official IDN recipe's probability recording: an eval-mode pass over the (augmented) training set
+    record_eval_pass(state, splits.train, config, epoch_generator(device, config.run.seed, epoch, "probs",
+                                                                  *rank_key(world)), world=world)
     # 4. evaluate the raw network (SLN) and the EMA network (SLN-MO)
     row.update(evaluate_both(state, splits, config, world))
     # images/s of all ranks together: each rank went through its shard in about `seconds`

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sln_cli import official
 from sln_cli.config import DataConfig, NoiseConfig
 from sln_cli.data import DEFAULT_DATA_DIRS, Dataset, Split, load_dataset
 from sln_cli.labels import NoisyLabels, check_against, read_label_file
 
 # Datasets whose given training labels are themselves noisy: with no generated noise, the truth is unknown.
-_INHERENTLY_NOISY = ("clothing1m", "imagefolder")
+_INHERENTLY_NOISY = ("clothing1m", "imagefolder", "animal10n", "webvision-mini")
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
 
 def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tuple[NoisyLabels, dict, Dataset | None]:
     if noise.labels is not None:
-        labels = read_label_file(_existing(noise.labels, data), label_set=noise.label_set)
+        labels = read_label_file(_label_file(noise, data), label_set=noise.label_set)
         check_against(labels, dataset.train.labels, dataset.num_classes)
-        return labels, dict(labels.manifest), None
+        return labels, _manifest_of(labels, noise, dataset), None
     if noise.mode == "none":
         clean = None if dataset.name in _INHERENTLY_NOISY else dataset.train.labels
         labels = NoisyLabels(noisy=dataset.train.labels, clean=clean, source_index=None, manifest={})
@@ -98,6 +99,23 @@ def _take(split: Split, indices: np.ndarray) -> Split:
 
 def _path(value: str | None) -> Path | None:
     return None if value is None else Path(value).expanduser()
+
+
+def _label_file(noise: NoiseConfig, data: DataConfig) -> Path:
+    """`official[:NAME]` from the verified cache (see `sln_cli.official`), else a path."""
+    assert noise.labels is not None
+    if official.is_official(noise.labels):
+        return official.label_path(noise.labels, dataset=data.dataset, mode=noise.mode, rate=noise.rate)
+    return _existing(noise.labels, data)
+
+
+def _manifest_of(labels: NoisyLabels, noise: NoiseConfig, dataset: Dataset) -> dict:
+    """A file's own manifest; an official file has none, so the run's labels.json says where it came from."""
+    if not official.is_official(noise.labels):
+        return dict(labels.manifest)
+    name = official.resolve_name(noise.labels, dataset=dataset.name, mode=noise.mode, rate=noise.rate)
+    return {"dataset": dataset.name, "num_classes": dataset.num_classes, "official": name,
+            "official_url": official.url(name), "official_sha256": official.OFFICIAL[name].sha256}
 
 
 def _existing(path: str, data: DataConfig) -> Path:

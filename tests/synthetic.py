@@ -181,3 +181,49 @@ def clothing1m_entries(root: Path, split: str) -> list[tuple[str, int]]:
     name = {"train": "noisy_train.txt", "val": "clean_val.txt", "test": "clean_test.txt"}[split]
     lines = (Path(root) / "annotations" / name).read_text().splitlines()
     return [(path, int(label)) for path, label in (line.split() for line in lines)]
+
+
+def write_animal10n(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0) -> Path:
+    """`root/training/<label>_<id>.jpg` and `root/testing/...`, 64×64 JPEGs as the authors distribute Animal-10N;
+    labels cycle through the 10 classes, ids (3i + 1, zero-padded) are unique per split and unrelated to the
+    label; returns `root`."""
+    rng = np.random.default_rng(seed)
+    for folder, count in (("training", n_train), ("testing", n_test)):
+        for i in range(count):
+            _write_image(Path(root) / folder / f"{i % 10}_{3 * i + 1:05d}.jpg", rng, (64, 64))
+    return Path(root)
+
+
+def write_webvision(root: Path, n_train: int = 24, n_val: int = 12, n_imagenet: int = 2, imagenet: str = "synsets",
+                    seed: int = 0) -> Path:
+    """WebVision 1.0's layout: info/train_filelist_google.txt (`google/qNNNN/ID.jpg label`), info/val_filelist.txt
+    (`valNNNNNN.jpg label`, images in val_images_256/), info/synsets.txt (1000 synsets), and the ILSVRC12 validation
+    images of the first 50 classes in imagenet/val/ by `imagenet` layout: "synsets" (n…/ folders), "labels"
+    (0/..49/), "list" (val.txt), or "none". Labels cycle over 0..59, so some lie outside mini-WebVision."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / "info").mkdir(parents=True, exist_ok=True)
+    synsets = [f"n{10000000 + 7 * k:08d}" for k in range(1000)]
+    (root / "info" / "synsets.txt").write_text("".join(f"{s} class number {k}\n" for k, s in enumerate(synsets)))
+    train = [(f"google/q{label + 1:04d}/{i:06d}.jpg", label) for i, label in enumerate(np.arange(n_train) % 60)]
+    val = [(f"val{i + 1:06d}.jpg", label) for i, label in enumerate(np.arange(n_val) % 60)]
+    for relative, _ in train:
+        _write_image(root / relative, rng, (20, 16))
+    for relative, _ in val:
+        _write_image(root / "val_images_256" / relative, rng, (20, 16))
+    (root / "info" / "train_filelist_google.txt").write_text("".join(f"{p} {label}\n" for p, label in train))
+    (root / "info" / "val_filelist.txt").write_text("".join(f"{p} {label}\n" for p, label in val))
+    folder = root / "imagenet" / "val"
+    entries = [(label, i) for label in range(50) for i in range(n_imagenet)]
+    if imagenet in ("synsets", "labels"):
+        for label, i in entries:
+            name = synsets[label] if imagenet == "synsets" else str(label)
+            _write_image(folder / name / f"ILSVRC2012_val_{label * n_imagenet + i:08d}.JPEG", rng, (20, 16))
+    elif imagenet == "list":
+        for label, i in entries:
+            _write_image(folder / f"ILSVRC2012_val_{label * n_imagenet + i:08d}.JPEG", rng, (20, 16))
+        lines = [f"ILSVRC2012_val_{label * n_imagenet + i:08d}.JPEG {label}\n" for label, i in entries]
+        (folder / "val.txt").write_text("".join(lines + ["ILSVRC2012_val_99999999.JPEG 700\n"]))
+    elif imagenet != "none":
+        raise ValueError(f"imagenet must be synsets, labels, list or none, not {imagenet!r}")
+    return root

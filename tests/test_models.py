@@ -20,7 +20,7 @@ from sln_cli.models.resnet import IMAGENET_FILE
 
 
 def test_registry_names() -> None:
-    assert set(MODELS) == {"wrn-28-2", "resnet50", "cnn", "mlp"}
+    assert set(MODELS) == {"wrn-28-2", "wrn-28-10", "resnet50", "vgg19-bn", "cnn", "mlp"}
 
 
 @pytest.mark.parametrize(("typo", "hint"), [("wrn28-2", "wrn-28-2"), ("resnet-50", "resnet50"), ("cnnn", "cnn")])
@@ -30,7 +30,7 @@ def test_unknown_model_hints_the_near_name(typo: str, hint: str) -> None:
 
 
 def test_unknown_model_without_near_name_lists_choices() -> None:
-    with pytest.raises(SlnError, match="choose one of: wrn-28-2, resnet50, cnn, mlp") as info:
+    with pytest.raises(SlnError, match="choose one of: wrn-28-2, wrn-28-10, resnet50, vgg19-bn, cnn, mlp") as info:
         build_model("transformer", num_classes=10, in_channels=3, image_size=32)
     assert "did you mean" not in str(info.value)
 
@@ -41,6 +41,10 @@ def test_unknown_model_without_near_name_lists_choices() -> None:
         ({"name": "cnn", "weights": "imagenet"}, "no pretrained weights"),
         ({"name": "cnn", "image_size": 4}, "too small"),
         ({"name": "mlp", "num_classes": 1}, "at least 2 classes"),
+        ({"name": "wrn-27-2"}, "depth 6n\\+4"),
+        ({"name": "wrn-4-2"}, "depth 6n\\+4"),
+        ({"name": "wrn-28-0"}, "width of at least 1"),
+        ({"name": "vgg19-bn", "image_size": 16}, "at least 32 pixels"),
     ],
 )
 def test_bad_arguments_raise_sln_error(kwargs: dict, message: str) -> None:
@@ -92,6 +96,34 @@ def _official_wrn_parameter_count(in_channels: int, num_classes: int, depth: int
 def test_wrn_parameter_count_matches_official(in_channels: int, num_classes: int) -> None:
     model = build_model("wrn-28-2", num_classes=num_classes, in_channels=in_channels, image_size=32)
     assert sum(p.numel() for p in model.parameters()) == _official_wrn_parameter_count(in_channels, num_classes)
+
+
+@pytest.mark.parametrize(("name", "num_classes", "expected"), [
+    ("wrn-28-10", 10, 36_489_290),  # the official IDN recipe's network (chenpf1025/IDN), as the issue states
+    ("wrn-28-10", 100, 36_546_980),
+    ("wrn-16-4", 10, None),
+    ("wrn-40-2", 100, None),
+])
+def test_any_wrn_depth_and_width_has_the_official_layout(name: str, num_classes: int, expected: int | None) -> None:
+    depth, width = map(int, name.split("-")[1:])
+    with torch.device("meta"):  # counting needs no memory
+        model = build_model(name, num_classes=num_classes, in_channels=3, image_size=32)
+        assert model(torch.empty(2, 3, 32, 32)).shape == (2, num_classes)
+    count = sum(p.numel() for p in model.parameters())
+    assert count == _official_wrn_parameter_count(3, num_classes, depth=depth, k=width)
+    assert expected is None or count == expected
+
+
+@pytest.mark.parametrize(("in_channels", "image_size"), [(3, 64), (1, 32)])
+def test_vgg19_bn_is_torchvisions(in_channels: int, image_size: int) -> None:
+    with torch.device("meta"):
+        model = build_model("vgg19-bn", num_classes=10, in_channels=in_channels, image_size=image_size)
+        assert model(torch.empty(2, in_channels, image_size, image_size)).shape == (2, 10)
+        reference = torchvision.models.vgg19_bn(weights=None, num_classes=10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 16 and sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 16
+    expected = sum(p.numel() for p in reference.parameters()) + (in_channels - 3) * 64 * 9
+    assert sum(p.numel() for p in model.parameters()) == expected
 
 
 def test_wrn_matches_official_details() -> None:

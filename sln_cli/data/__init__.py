@@ -1,4 +1,5 @@
-"""Dataset readers: one `load_dataset(name, data_dir)` in front of cifar10, cifar100, digits, imagefolder, clothing1m.
+"""Dataset readers: one `load_dataset(name, data_dir)` in front of cifar10, cifar100, digits, imagefolder, clothing1m,
+animal10n and webvision-mini.
 
 Small datasets come back in memory as uint8 N×C×H×W tensors; large ones as file lists decoded lazily (`files.py`).
 """
@@ -6,8 +7,8 @@ Small datasets come back in memory as uint8 N×C×H×W tensors; large ones as fi
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import overload
 
@@ -16,7 +17,11 @@ import torch
 
 from sln_cli.errors import SlnError
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "imagefolder", "clothing1m")
+DATASETS: tuple[str, ...] = (
+    "cifar10", "cifar100", "digits", "imagefolder", "clothing1m", "animal10n", "webvision-mini",
+)
+# Read from files the user must fetch: no --download.
+_NOT_DOWNLOADABLE = ("imagefolder", "clothing1m", "animal10n", "webvision-mini")
 
 # Where each dataset is looked for when no --data-dir is given: the official SLN code's `--datapath` defaults
 # (`data/CIFAR10`, `data/Clothing1M`), relative to the working directory.
@@ -24,6 +29,8 @@ DEFAULT_DATA_DIRS: dict[str, Path] = {
     "cifar10": Path("data/CIFAR10"),
     "cifar100": Path("data/CIFAR100"),
     "clothing1m": Path("data/Clothing1M"),
+    "animal10n": Path("data/Animal-10N"),
+    "webvision-mini": Path("data/WebVision"),
 }
 
 
@@ -89,6 +96,8 @@ class Dataset:
     mean: tuple[float, ...]  # per-channel normalisation on [0, 1] pixels
     std: tuple[float, ...]
     superclass: np.ndarray | None = None  # CIFAR-100: coarse class of each fine class (K,)
+    # Further test sets, by name (mini-WebVision: "ilsvrc12"); `sln evaluate --split NAME` measures them.
+    extra_tests: Mapping[str, Split] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -102,10 +111,10 @@ class Dataset:
 
 def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = False) -> Dataset:
     """Read dataset `name` from `data_dir` (or its default folder); `download` fetches CIFAR archives if missing."""
-    key = name.strip().lower().replace("-", "").replace("_", "")
+    key = _canonical(name)
     if key not in DATASETS:
         raise SlnError(f"unknown dataset {name!r}{_did_you_mean(key, DATASETS)}; choose one of {', '.join(DATASETS)}")
-    if download and key in ("imagefolder", "clothing1m"):
+    if download and key in _NOT_DOWNLOADABLE:
         raise SlnError(f"{key} cannot be downloaded automatically; drop --download and pass --data-dir to your copy")
     if key == "digits":  # bundled with scikit-learn: nothing to read or download
         from sln_cli.data.digits import load_digits
@@ -124,9 +133,23 @@ def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = Fa
         from sln_cli.data.imagefolder import load_imagefolder
 
         return load_imagefolder(data_dir)
+    if key == "animal10n":
+        from sln_cli.data.animal10n import load_animal10n
+
+        return load_animal10n(data_dir)
+    if key == "webvision-mini":
+        from sln_cli.data.webvision import load_webvision_mini
+
+        return load_webvision_mini(data_dir)
     from sln_cli.data.clothing1m import load_clothing1m
 
     return load_clothing1m(data_dir)
+
+
+def _canonical(name: str) -> str:
+    """`CIFAR-10`, `cifar_10`, `Animal-10N`, `webvision_mini` -> the registered spelling (when there is one)."""
+    squeeze = name.strip().lower().replace("-", "").replace("_", "")
+    return next((known for known in DATASETS if known.replace("-", "") == squeeze), squeeze)
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
