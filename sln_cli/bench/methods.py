@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sln_cli import presets
+from sln_cli import methods, presets
 from sln_cli.bench.contenders import SlnRun
 from sln_cli.bench.training import _alternate, bench_dataset, trainset_of
 from sln_cli.config import resolve
@@ -24,10 +24,10 @@ VARIANTS = ("ce", "sln", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "boots
 
 
 def benchmark_methods(*, device: str = "auto", steps: int = 2, rounds: int = 3, variants: tuple[str, ...] = VARIANTS,
-                      wrn: bool = True, console: Any = None) -> dict[str, Any]:
+                      wrn: bool = True, quickstart: bool = True, console: Any = None) -> dict[str, Any]:
     """{setting: {variant: {"images_per_second", "vs_ce", "per_round"}}} for the quick start and WRN-28-2."""
     torch_device = resolve_device(device)
-    settings = {"quickstart": _quickstart(torch_device, variants)}
+    settings = {"quickstart": _quickstart(torch_device, variants)} if quickstart else {}
     if wrn:
         settings["wrn-28-2"] = _wrn(torch_device, variants, steps)
     result: dict[str, Any] = {"device": str(torch_device), "threads": torch.get_num_threads(), "rounds": rounds,
@@ -53,6 +53,7 @@ def _quickstart(device: torch.device, variants: tuple[str, ...]) -> dict[str, Sl
     for variant in variants:
         config = resolve(presets.load("quickstart"), [f"run.device={device.type}"], _flags(variant))
         trainset = build_trainset(config.data, config.noise)
+        config = methods.settle(config, trainset.noisy, trainset.clean)  # co-teaching's forget rate
         runs[variant] = SlnRun(trainset, trainset, config, device)  # warm-up: one whole epoch
     return runs
 
@@ -63,7 +64,8 @@ def _wrn(device: torch.device, variants: tuple[str, ...], steps: int) -> dict[st
     trainset, warm = trainset_of(dataset), trainset_of(dataset, batch)
     runs = {}
     for variant in variants:
-        config = resolve(presets.load("cifar10-sym"), [f"run.device={device.type}"], _flags(variant))
+        forget = ["method.forget_rate=0.4"] if variant == "coteaching" else []  # the synthetic labels are clean
+        config = resolve(presets.load("cifar10-sym"), [f"run.device={device.type}", *forget], _flags(variant))
         runs[variant] = SlnRun(trainset, warm, config, device)
     return runs
 
