@@ -218,11 +218,46 @@ def presets(
 
 @app.command()
 @_reports_errors
+def methods(
+    dataset: Annotated[str, typer.Option(help="Whose defaults to show (cifar10, cifar100, ...).")] = "cifar10",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List the training methods (`sln train --method NAME`): paper, what each changes, its default settings."""
+    from rich.table import Table
+
+    from sln_cli.methods.catalog import describe
+
+    rows = describe(dataset)
+    if json_output:
+        _print_json(rows)
+        return
+    table = Table("method", "paper", "SLN noise", f"defaults on {dataset}", title="methods (--method NAME)",
+                  caption="SAM (--sam) combines with any method")
+    sources: dict[str, str] = {}
+    for row in rows:
+        settings = row["hyperparameters"]
+        sources |= {f"{row['name']}: {key}": entry["source"] for key, entry in settings.items()}
+        table.add_row(row["name"], row["paper"], "yes" if row["sln_noise"] else "no",
+                      ", ".join(f"{key}={entry['value']}" for key, entry in settings.items()))
+    console = _console()
+    console.print(table)
+    for key, source in sources.items():
+        console.print(f"  {key}: {source}", highlight=False)
+
+
+@app.command()
+@_reports_errors
 def train(
     preset: Annotated[str | None, typer.Option(help="Preset name (see `sln presets`) or a YAML file.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (optim.epochs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (run.seed); label noise has noise.seed.")] = None,
     sigma: Annotated[float | None, typer.Option(help="SLN noise std (sln.sigma); 0 = plain cross-entropy.")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Training method (method.name): sln, ce, gce, ... (see `sln methods`).")
+    ] = None,
+    sam: Annotated[
+        bool | None, typer.Option("--sam", help="Sharpness-aware minimisation on top of the method (method.sam).")
+    ] = None,
     noise_rate: Annotated[float | None, typer.Option(help="Requested label-noise rate (noise.rate).")] = None,
     labels: Annotated[
         Path | None,
@@ -256,7 +291,8 @@ def train(
     from sln_cli import presets as presets_lib
 
     flags = {
-        "optim.epochs": epochs, "run.seed": seed, "sln.sigma": sigma, "noise.rate": noise_rate,
+        "optim.epochs": epochs, "run.seed": seed, "sln.sigma": sigma, "method.name": method, "method.sam": sam,
+        "noise.rate": noise_rate,
         "noise.labels": _str(labels), "data.data_dir": _str(data_dir), "run.device": device,
         "run.precision": precision, "run.out": _str(out), "data.train_limit": train_limit,
         "data.test_limit": test_limit, "run.record_probs": record_probs, "run.tensorboard": tensorboard,
@@ -635,6 +671,9 @@ def bench(
         typer.Option(help="clothing1m: measure the Clothing1M input pipelines (images/s per core) instead."),
     ] = None,
     images: Annotated[int, typer.Option(help="--pipeline: how many synthetic ~500×600 JPEGs to time.")] = 64,
+    methods: Annotated[
+        bool, typer.Option("--methods", help="Images/s of every training method against CE (quick start, WRN-28-2).")
+    ] = False,
     # Internal knobs (tests run a tiny CNN at a small batch); the published figures use the defaults.
     model: Annotated[str, typer.Option(hidden=True)] = "wrn-28-2",
     eval_images: Annotated[int | None, typer.Option(hidden=True)] = None,
@@ -654,6 +693,13 @@ def bench(
         import torch
 
         torch.set_num_threads(threads)
+    if methods:
+        from sln_cli.bench.methods import benchmark_methods, render
+
+        result = benchmark_methods(device=device, steps=2 if steps is None else steps, rounds=rounds,
+                                   wrn=model == "wrn-28-2", console=_console(stderr=True))
+        _print_json(result) if json_output else render(result, _console())
+        return
     if pipeline is not None:
         if pipeline != "clothing1m":
             raise SlnError(f"--pipeline knows only clothing1m, got {pipeline!r}")

@@ -84,6 +84,33 @@ class SlnConfig:
     logit_grad_noise_sigma: float = 0.0  # ablation (paper Eq. 2): Gaussian noise on dLoss/dlogits
 
 
+MethodName = Literal["sln", "ce", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward",
+                     "elr", "coteaching"]
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The training method (`sln methods` lists them). null hyperparameters take the method's per-dataset
+    default when the config is resolved; a resolved config holds the values used, and null for keys the
+    method does not use."""
+
+    name: MethodName = "sln"  # sln (the sln section), ce (sigma 0) or a baseline of sln_cli/methods
+    gce_q: float | None = None  # GCE exponent q in (0, 1]
+    sce_alpha: float | None = None  # SCE weight of the CE term
+    sce_beta: float | None = None  # SCE weight of the reverse-CE term
+    apl_alpha: float | None = None  # NCE+RCE weight of the NCE term
+    apl_beta: float | None = None  # NCE+RCE weight of the RCE term
+    smoothing: float | None = None  # label smoothing epsilon in [0, 1]
+    bootstrap_beta: float | None = None  # bootstrapping: weight of the given label in [0, 1]
+    forward_matrix: str | None = None  # forward correction: labels (the labels' own T), a K×K .npy/.csv, or a run dir
+    elr_lambda: float | None = None  # ELR regulariser weight
+    elr_beta: float | None = None  # ELR target momentum in [0, 1)
+    forget_rate: float | None = None  # co-teaching: final fraction of large-loss samples dropped (the noise rate)
+    forget_epochs: int | None = None  # co-teaching: T_k, epochs over which the forget rate ramps up
+    sam: bool = False  # sharpness-aware minimisation (two passes per step) on top of the method
+    sam_rho: float | None = None  # SAM neighbourhood radius (L2)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0  # training seed: initialisation, shuffling, augmentation, label noise of SLN
@@ -114,6 +141,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sln: SlnConfig = field(default_factory=SlnConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -140,11 +168,23 @@ def resolve(
         if value is not None:
             tree = _merge(tree, _nest(key, value), problems, where="flag")
     config = _build(tree, problems)
+    if not problems:  # the method's defaults and which sln keys it keeps depend on who set what
+        from sln_cli.methods.catalog import apply_method
+
+        config = apply_method(config, _levels(preset or {}, overrides, flags or {}), problems)
     problems += validate(config) if not problems else []
     if problems:
         more = f"; and {len(problems) - 10} more problems" if len(problems) > 10 else ""
         raise SlnError("; ".join(problems[:10]) + more)
     return config
+
+
+def _levels(preset: dict[str, Any], overrides: list[str], flags: dict[str, Any]) -> dict[str, int]:
+    """Dotted key -> who set it: 1 the preset, 2 the command line (--set or a flag); unset keys are 0."""
+    levels = {f"{section}.{key}": 1 for section, values in preset.items() if isinstance(values, dict)
+              for key in values}
+    levels |= {_parse_override(item)[0]: 2 for item in overrides}
+    return levels | {key: 2 for key, value in flags.items() if value is not None}
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -23,20 +23,21 @@ from sln_cli.devices import autocast
 from sln_cli.distributed import SINGLE, World
 from sln_cli.errors import NonFiniteLoss
 from sln_cli.losses import correct_targets
+from sln_cli.methods.base import FunctionLoss, Method
 from sln_cli.progress import TrainProgress
 from sln_cli.recording import records_batches
 from sln_cli.state import Images, Splits, State
-from sln_cli.step import EpochMetrics, Loss, Step, sgd_step, sln_loss
+from sln_cli.step import EpochMetrics, Loss, Step, sgd_step
 
 
 def train_pass(state: State, train: Images, config: Config, sigma: float, epoch: int, device: torch.device,
                progress: TrainProgress, *, world: World = SINGLE, samples: Tensor | None = None,
-               loss: Loss = sln_loss) -> dict[str, Any]:
+               loss: Loss | None = None) -> dict[str, Any]:
     """One epoch of SGD steps on the (noised) targets; metrics accumulate on the device, read once at the end.
 
-    `loss` is the step's objective (SLN's soft cross-entropy by default). Under torchrun each rank trains
-    on its shard of the epoch through DDP, and the metrics, the non-finite flag and the recorded softmax
-    are reduced over the ranks: every rank returns the same.
+    `loss` replaces the run's method (`state.method`, built from the config) with a plain objective. Under
+    torchrun each rank trains on its shard of the epoch through DDP, and the metrics, the non-finite flag and
+    the recorded softmax are reduced over the ranks: every rank returns the same.
     """
     step = _step(state, config, sigma, epoch, device, world, loss)
     eager = state.ddp if state.ddp is not None else state.model  # DDP averages the gradients during backward
@@ -51,6 +52,7 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
     probs = _epoch_probs(state, world) if records_batches(config) else None
 
     eager.train()
+    step.method.start_epoch(epoch)
     progress.start_epoch(epoch, math.ceil(order.numel() / batch_size))
     batches = train.batches(order, batch_size, augmentation=augmentation, generator=step.noise)
     for number, (images, index) in enumerate(batches):
@@ -66,8 +68,8 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
 
 
 def _step(state: State, config: Config, sigma: float, epoch: int, device: torch.device, world: World,
-          loss: Loss) -> Step:
-    """The epoch's step: the state's optimizer and EMA, and generators drawn for this epoch."""
+          loss: Loss | None) -> Step:
+    """The epoch's step: the state's optimizer, EMA, method and SAM, and generators drawn for this epoch."""
     seed, ranked = config.run.seed, rank_key(world)
     # augmentation, label and logit-gradient noise: each rank draws its own for its own images
     noise = epoch_generator(device, seed, epoch, "noise", *ranked)
@@ -75,7 +77,8 @@ def _step(state: State, config: Config, sigma: float, epoch: int, device: torch.
     shared = noise if world.size == 1 else epoch_generator(device, seed, epoch, "gradient noise")
     return Step(
         optimizer=state.optimizer, scaler=state.scaler, ema=state.ema,
-        autocast=autocast(device, config.run.precision), sigma=sigma, noise=noise, loss=loss,
+        autocast=autocast(device, config.run.precision), sigma=sigma, noise=noise, sam=state.sam,
+        method=state.method if loss is None else loss if isinstance(loss, Method) else FunctionLoss(loss),
         grad_noise_sigma=config.sln.grad_noise_sigma, logit_grad_noise_sigma=config.sln.logit_grad_noise_sigma,
         gradient_noise=shared, parameters=[p for p in state.model.parameters() if p.requires_grad],
     )

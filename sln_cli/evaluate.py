@@ -34,6 +34,7 @@ from sln_cli.config import Config, to_dict
 from sln_cli.devices import resolve_device
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_text
+from sln_cli.methods import display_name
 from sln_cli.ownership import check_replaceable, prepare_output_dir
 
 WEIGHTS = ("raw", "ema")  # the network trained (SLN) and its weight EMA (SLN-MO)
@@ -130,7 +131,8 @@ def _metrics_row(run: LoadedRun, data: SplitData, weights: str, probs: np.ndarra
     report = calibration_report(probs, data.labels, top5=run.num_classes >= TOP5_MIN_CLASSES)
     row = {"run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
            "epoch": run.epoch, "weights": weights, "split": data.name, "num_samples": len(data.labels),
-           "num_classes": run.num_classes, "seed": run.config.run.seed, "sigma": run.config.sln.sigma}
+           "num_classes": run.num_classes, "seed": run.config.run.seed, "sigma": run.config.sln.sigma,
+           "method": display_name(run.config, weights)}
     row |= report.to_dict()
     row["labels"] = "dataset labels"
     if data.noisy is not None:
@@ -196,7 +198,8 @@ def seed_aggregates(rows: list[dict[str, Any]], configs: dict[str, Config]) -> l
         seeds = [row["seed"] for row in members]
         summary = {"aggregate": True, "run": ", ".join(row["name"] for row in members),
                    "name": f"mean ± std over {len(members)} seeds", "runs": [row["run"] for row in members],
-                   "seeds": seeds, "weights": members[0]["weights"], "split": members[0]["split"],
+                   "seeds": seeds, "weights": members[0]["weights"], "method": members[0]["method"],
+                   "split": members[0]["split"],
                    "num_runs": len(members), "num_samples": members[0]["num_samples"], "std_ddof": 1}
         for metric in METRICS:
             values = [row[metric] for row in members if row.get(metric) is not None]
@@ -206,7 +209,7 @@ def seed_aggregates(rows: list[dict[str, Any]], configs: dict[str, Config]) -> l
     return aggregates
 
 
-CSV_COLUMNS = ("aggregate", "name", "run", "checkpoint", "epoch", "weights", "split", "num_samples", "seed",
+CSV_COLUMNS = ("aggregate", "name", "run", "checkpoint", "epoch", "weights", "method", "split", "num_samples", "seed",
                "sigma", *(f"{metric}{suffix}" for metric in METRICS for suffix in ("", "_std")),
                "clean_accuracy", "mislabelled_accuracy", "ece_bins", "binning", "predictions")
 
@@ -240,8 +243,8 @@ def render(evaluation: Evaluation, console: Any) -> None:
     # A light box: the table of two runs fits an 80-column terminal without wrapping its numbers.
     table = Table(title=f"sln evaluate: {evaluation.split} split", caption=caption, box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
-    for header in ("run", "weights", "epoch", "N"):
-        table.add_column(header, justify="left" if header in ("run", "weights") else "right",
+    for header in ("run", "weights", "method", "epoch", "N"):
+        table.add_column(header, justify="left" if header in ("run", "weights", "method") else "right",
                          overflow="fold", no_wrap=header != "run")
     for _, header, _ in columns:
         table.add_column(header, justify="right", no_wrap=True)
@@ -251,7 +254,8 @@ def render(evaluation: Evaluation, console: Any) -> None:
             table.add_section()
             in_aggregates = True
         label = f"mean ± std ({row['num_runs']} seeds)" if row.get("aggregate") else row["name"]
-        cells = [label, row["weights"], "" if row.get("epoch") is None else str(row["epoch"]), str(row["num_samples"])]
+        epoch = "" if row.get("epoch") is None else str(row["epoch"])
+        cells = [label, row["weights"], row["method"], epoch, str(row["num_samples"])]
         table.add_row(*cells, *(_cell(row, key, percent) for key, _, percent in columns))
     console.print(table)
     groups = {row["run"]: row["seeds"] for row in rows if row.get("aggregate")}

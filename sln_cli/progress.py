@@ -98,6 +98,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_column("test acc", justify="right")
     table.add_column("test loss", justify="right")
     names = ("SLN (raw)", "SLN-MO (EMA)") if summary.get("sigma", 1.0) > 0 else ("CE (raw)", "CE + EMA")
+    if (named := summary.get("method_names")) and summary.get("method") != "sln":
+        names = (f"{named['raw']} (raw)", f"{named['ema']} (EMA)")
     for name, key in zip(names, ("", "_ema"), strict=True):
         last = summary["last"]
         table.add_row(name, "last epoch", str(last["epoch"]), f"{last['test_acc' + key]:.2%}",

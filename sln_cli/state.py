@@ -17,15 +17,19 @@ from sln_cli import runs
 from sln_cli.config import Config
 from sln_cli.data import Dataset, Split
 from sln_cli.data.batches import DeviceImages, FileImages
-from sln_cli.devices import grad_scaler
+from sln_cli.devices import autocast, grad_scaler
 from sln_cli.distributed import SINGLE, World
 from sln_cli.ema import WeightEMA
 from sln_cli.errors import SlnError
+from sln_cli.methods import build_method
+from sln_cli.methods.base import Method, MethodContext
+from sln_cli.methods.sam import SharpnessAware
 from sln_cli.models import build_model
 from sln_cli.recording import new_optimizer
 from sln_cli.trainset import TrainSet
 
 Images = DeviceImages | FileImages
+PEER_SEED_OFFSET = 1_000_003  # co-teaching's second network is initialised from seed + this
 
 
 @dataclass
@@ -57,6 +61,8 @@ class State:
     compiled: nn.Module | None = None  # torch.compile of the training forward (run.compile)
     ddp: nn.Module | None = None  # under torchrun: the DistributedDataParallel wrapper of `model` that trains
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics rows so far, saved in the checkpoint
+    method: Method = field(default_factory=Method)  # the training method (`sln_cli.methods`): loss and its state
+    sam: SharpnessAware | None = None  # method.sam: the optimizer's second pass
 
 
 def place_split(split: Split, dataset: Dataset, config: Config, device: torch.device, *,
@@ -91,23 +97,43 @@ def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Sp
     )
 
 
-def initial_state(trainset: TrainSet, config: Config, device: torch.device) -> State:
+def initial_state(trainset: TrainSet, config: Config, device: torch.device, world: World = SINGLE) -> State:
     dataset = trainset.dataset
-    channels, size = image_shape(dataset, config)
     torch.manual_seed(config.run.seed)  # initialisation
-    model = build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
-                        image_size=size, weights=config.model.weights).to(device)
-    if config.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = _network(trainset, config, device)
     ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
-    optimizer = new_optimizer(model, config.optim, device)
+    method = _method(trainset, config, device, world)
+    # co-teaching's peer joins the optimiser as a second parameter group: the same settings, its own momentum
+    optimizer = new_optimizer(model, config.optim, device, method.networks())
+    sam = SharpnessAware([model, *method.networks()], config.method.sam_rho) if config.method.sam else None
     noisy = torch.as_tensor(trainset.noisy, dtype=torch.int64, device=device)
     clean = None if trainset.clean is None else torch.as_tensor(trainset.clean, dtype=torch.int64, device=device)
     return State(
         model=model, ema=ema, optimizer=optimizer, scaler=grad_scaler(device, config.run.precision),
         targets=F.one_hot(noisy, dataset.num_classes).float(), noisy=noisy, clean=clean,
         probs_sum=torch.zeros(len(noisy), dataset.num_classes, device=device) if config.run.record_probs else None,
+        method=method, sam=sam,
     )
+
+
+def _network(trainset: TrainSet, config: Config, device: torch.device) -> nn.Module:
+    dataset = trainset.dataset
+    channels, size = image_shape(dataset, config)
+    model = build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
+                        image_size=size, weights=config.model.weights).to(device)
+    return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
+
+
+def _method(trainset: TrainSet, config: Config, device: torch.device, world: World) -> Method:
+    def make_network() -> nn.Module:  # co-teaching's peer: seeded apart from the model, global RNG untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.run.seed + PEER_SEED_OFFSET)
+            return _network(trainset, config, device)
+
+    context = MethodContext(num_classes=trainset.dataset.num_classes, num_samples=len(trainset.noisy), device=device,
+                            noisy=trainset.noisy, clean=trainset.clean, make_network=make_network,
+                            forward=autocast(device, config.run.precision), world_size=world.size)
+    return build_method(config.method, context)
 
 
 def image_shape(dataset: Dataset, config: Config) -> tuple[int, int]:
@@ -127,6 +153,7 @@ def to_checkpoint(state: State) -> dict[str, Any]:
         "scaler": state.scaler.state_dict(),
         "targets": state.targets,
         "probs_sum": state.probs_sum,
+        "method": state.method.state_dict(),  # ELR's targets, co-teaching's peer (its momentum is in "optimizer")
         "best": state.best,
         "torch_rng": torch.get_rng_state(),
         "metrics": state.history,  # the metrics.jsonl this checkpoint agrees with: resume rewrites it from here
@@ -165,6 +192,7 @@ def restore(state: State, run_dir: Path, device: torch.device, world: World = SI
         state.model.load_state_dict(saved["model"])
         state.ema.load_state_dict(saved["ema"])
         load_optimizer_state(state.optimizer, saved["optimizer"])
+        state.method.load_state_dict(saved.get("method", {}))  # absent from checkpoints made before methods
         state.scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["torch_rng"].cpu())  # loaded onto `device`; the CPU generator wants it back
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:

@@ -17,6 +17,8 @@ from sln_cli import distributed
 from sln_cli.distributed import World
 from sln_cli.ema import WeightEMA
 from sln_cli.losses import add_label_noise, add_parameter_gradient_noise, logit_gradient_noise_hook, soft_cross_entropy
+from sln_cli.methods.base import Method
+from sln_cli.methods.sam import SharpnessAware
 
 # The objective of a step: (logits (B, K), the targets it is given (B, K), the batch's sample indices (B,)) -> scalar.
 # The indices let per-sample methods (running targets, co-teaching selections) keep state across epochs.
@@ -38,7 +40,8 @@ class Step:
     autocast: Callable[[], AbstractContextManager]  # the forward's precision (`sln_cli.devices.autocast`)
     sigma: float  # std of the Gaussian label noise (0 = CE, and during label correction)
     noise: torch.Generator  # label noise and logit-gradient noise
-    loss: Loss = sln_loss
+    method: Method = field(default_factory=Method)  # forward, per-sample state, and the loss (`sln_cli.methods`)
+    sam: SharpnessAware | None = None  # sharpness-aware minimisation: a second pass at the ascended weights
     grad_noise_sigma: float = 0.0  # ablation (paper Eq. 1): noise on the parameter gradients
     logit_grad_noise_sigma: float = 0.0  # ablation (paper Eq. 2): noise on dLoss/dlogits
     gradient_noise: torch.Generator | None = None  # parameter-gradient noise (shared by all ranks under DDP)
@@ -49,14 +52,14 @@ def sgd_step(step: Step, network: nn.Module, images: Tensor, targets: Tensor, in
     """One step on a batch; returns (logits (B, K), loss). `targets` are the batch's current targets:
     the one-hot noisy labels, or the corrected ones once label correction has started."""
     targets = add_label_noise(targets, step.sigma, step.noise)  # SLN: + sigma * N(0, I), fresh every step (B, K)
-    with step.autocast():
-        logits = network(images)  # (B, K)
-    if step.logit_grad_noise_sigma > 0:  # ablation: the noise SLN puts on dLoss/dlogits, without SLN
-        logits.register_hook(logit_gradient_noise_hook(step.logit_grad_noise_sigma, len(index), step.noise,
-                                                       scale=loss_scale(step.scaler)))
-    loss = step.loss(logits, targets, index)
+    logits = _forward(step, network, images)  # (B, K)
+    step.method.observe(logits, index)  # per-sample state of the method (ELR's targets), once per step
+    loss = step.method(logits, targets, index)
     step.optimizer.zero_grad(set_to_none=True)
     step.scaler.scale(loss).backward()
+    if step.sam is not None:  # SAM: the gradient again, on the same batch, at w + rho * g / |g|
+        step.sam.second_gradient(
+            lambda: step.scaler.scale(step.method(_forward(step, network, images), targets, index)).backward())
     if step.grad_noise_sigma > 0:  # ablation: isotropic noise on the parameter gradients (unscaled first)
         step.scaler.unscale_(step.optimizer)
         add_parameter_gradient_noise(step.parameters, step.grad_noise_sigma, step.gradient_noise)
@@ -64,6 +67,15 @@ def sgd_step(step: Step, network: nn.Module, images: Tensor, targets: Tensor, in
     step.scaler.update()
     step.ema.update()  # SLN-MO: the momentum model follows every step
     return logits, loss
+
+
+def _forward(step: Step, network: nn.Module, images: Tensor) -> Tensor:
+    with step.autocast():
+        logits = step.method.forward(network, images)  # (B, K)
+    if step.logit_grad_noise_sigma > 0:  # ablation: the noise SLN puts on dLoss/dlogits, without SLN
+        logits.register_hook(logit_gradient_noise_hook(step.logit_grad_noise_sigma, len(images), step.noise,
+                                                       scale=loss_scale(step.scaler)))
+    return logits
 
 
 def loss_scale(scaler: torch.amp.GradScaler) -> Callable[[], Tensor | float] | None:

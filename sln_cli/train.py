@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sln_cli import distributed, runs
+from sln_cli import distributed, methods, runs
 from sln_cli.config import Config, dump
 from sln_cli.devices import compile_mode, set_determinism
 from sln_cli.distributed import SINGLE, World
@@ -28,7 +28,7 @@ from sln_cli.labels import write_label_file
 from sln_cli.progress import TrainProgress
 from sln_cli.recording import record_eval_pass, reset_optimizer
 from sln_cli.state import Splits, State, initial_state, place_splits, restore, to_checkpoint
-from sln_cli.step import Loss, sln_loss
+from sln_cli.step import Loss
 from sln_cli.sweep import branch
 from sln_cli.tensorboard import open_logger, require_tensorboard
 from sln_cli.trainset import TrainSet, build_trainset
@@ -57,8 +57,9 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
     set_determinism(config.run.deterministic)
     with distributed.main_first(world) if config.data.download else contextlib.nullcontext():
         trainset = build_trainset(config.data, config.noise)  # a download happens once, on rank 0
+    config = methods.settle(config, trainset.noisy, trainset.clean)
     splits = place_splits(trainset, config, device)
-    state = initial_state(trainset, config, device)
+    state = initial_state(trainset, config, device, world)
     with contextlib.ExitStack() as held:  # rank 0 holds the run's lock until this run ends, however it ends
         def take_run_dir() -> str:  # rank 0 names the directory (timestamps differ across ranks) and writes it
             run_dir = resume if resume is not None else runs.run_dir_path(config.run.out, preset)
@@ -111,8 +112,9 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
 
 
 def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: torch.device,
-              progress: TrainProgress, world: World = SINGLE, *, loss: Loss = sln_loss) -> dict[str, Any]:
-    """One epoch of the method, in the paper's order; returns its metrics row. `loss`: the step's objective."""
+              progress: TrainProgress, world: World = SINGLE, *, loss: Loss | None = None) -> dict[str, Any]:
+    """One epoch of the method, in the paper's order; returns its metrics row. `loss`: a plain objective
+    instead of the run's method (tests)."""
     sln, optim = config.sln, config.optim
     # 1. learning rate: lr * gamma^(number of milestones already passed), on a fresh optimiser if the recipe says so
     reset_optimizer(state, optim, device)
@@ -169,7 +171,18 @@ def _describe(trainset: TrainSet, config: Config, device: torch.device, world: W
     noise = "unknown noise" if rate is None else f"realised noise {rate:.1%}"
     where = str(device) if world.size == 1 else f"{world.size} processes on {device.type}"
     return (f"{config.data.dataset}: {len(trainset.noisy)} train / {len(trainset.dataset.test.labels)} test, "
-            f"{noise}, {config.model.name}, sigma {config.sln.sigma}, {where}, {config.run.precision}")
+            f"{noise}, {config.model.name}, {_method(config)}, {where}, {config.run.precision}")
+
+
+def _method(config: Config) -> str:
+    """`method gce (gce_q=0.7)`, `sigma 0.5` for SLN, `+ SAM (rho 0.05)`."""
+    method = config.method
+    name = f"sigma {config.sln.sigma}" if method.name == "sln" else f"method {method.name}"
+    if settings := {k: v for k, v in methods.settings_of(method).items() if k != "sam_rho"}:
+        name += f" ({', '.join(f'{k}={v}' for k, v in settings.items())})"
+    if method.name != "sln" and config.sln.sigma > 0:
+        name += f", sigma {config.sln.sigma}"
+    return name + (f", SAM rho {method.sam_rho}" if method.sam else "")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,6 +234,8 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict
         "best": state.best,
         "selection": "val_acc_ema" if state.best is not None else None,
         "sigma": config.sln.sigma,
+        "method": config.method.name,
+        "method_names": {weights: methods.display_name(config, weights) for weights in ("raw", "ema")},
         "seconds": seconds,
     }
     atomic_write_json(run_dir / runs.SUMMARY, summary)

@@ -1,0 +1,56 @@
+"""Training methods in the same harness: SLN and the baselines it is compared with, one small module each.
+
+`catalog` (torch-free) lists them with papers and per-dataset defaults; `build_method` makes the one a
+resolved `method` config section names. The training step calls the `Method` interface of `base`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import TYPE_CHECKING
+
+from sln_cli.errors import SlnError
+from sln_cli.methods.catalog import display_name as _display_name
+from sln_cli.methods.catalog import settings_of
+
+__all__ = ["build_method", "display_name", "settings_of", "settle"]
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sln_cli.config import Config, MethodConfig
+    from sln_cli.methods.base import Method, MethodContext
+
+_CLASSES = {  # method name -> "module:Class" under sln_cli.methods, imported on demand (torch)
+    "sln": "base:SoftCrossEntropy", "ce": "base:SoftCrossEntropy", "gce": "gce:GeneralizedCrossEntropy",
+    "sce": "sce:SymmetricCrossEntropy", "nce-rce": "apl:NormalizedPlusReverse", "ls": "smoothing:LabelSmoothing",
+    "bootstrap-soft": "bootstrap:SoftBootstrapping", "bootstrap-hard": "bootstrap:HardBootstrapping",
+    "forward": "forward:ForwardCorrection", "elr": "elr:EarlyLearningRegularization",
+    "coteaching": "coteaching:CoTeaching",
+}
+
+
+def build_method(settings: MethodConfig, context: MethodContext) -> Method:
+    """The method a resolved `method` section names, with its hyperparameters, ready for the training step."""
+    module, name = _CLASSES[settings.name].split(":")
+    return getattr(importlib.import_module(f"sln_cli.methods.{module}"), name)(settings, context)
+
+
+def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None) -> Config:
+    """The config with what only the training labels can tell: co-teaching's default forget rate is their
+    realised noise rate (Han et al. take the noise rate as known). Recorded in the run's config.yaml."""
+    method = config.method
+    if method.name != "coteaching" or method.forget_rate is not None:
+        return config
+    if clean is None:
+        raise SlnError("method.forget_rate defaults to the noise rate, and these labels have no true labels to "
+                       "measure it; set it, e.g. --set method.forget_rate=0.4")
+    rate = float((noisy != clean).mean())
+    return dataclasses.replace(config, method=dataclasses.replace(method, forget_rate=rate))
+
+
+def display_name(config: Config, weights: str) -> str:
+    """The run's method as reports name it (CE, SLN, SLN-MO, SLN-MO-LC, GCE, GCE-MO, ..., +SAM); weights raw/ema."""
+    return _display_name(config.method.name, config.sln.sigma, ema=weights == "ema",
+                         correction=config.sln.correction is not None, sam=config.method.sam)

@@ -1,0 +1,189 @@
+"""The methods `sln train --method NAME` offers: paper, what each changes, hyperparameters with per-dataset
+defaults and their sources; and the rules that resolve a config's `method` section and refuse combinations
+that make no sense. Torch-free: the config and the CLI read it without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sln_cli.config import Config, MethodConfig
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    key: str  # under `method.`
+    cifar10: Any  # default on CIFAR-10, and on every dataset without a published value of its own
+    cifar100: Any  # default on CIFAR-100
+    source: str  # where the defaults come from
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    paper: str
+    changes: str  # what the method changes in the training step, in a few words
+    soft_targets: bool  # its loss reads soft targets, so SLN's target noise (and label correction) can apply
+    hyperparameters: tuple[Hyperparameter, ...] = ()
+
+
+def _same(key: str, value: Any, source: str) -> Hyperparameter:
+    return Hyperparameter(key, value, value, source)
+
+
+METHODS: dict[str, MethodInfo] = {m.name: m for m in [
+    MethodInfo("sln", "Chen et al., ICLR 2021", "Gaussian noise (sln.sigma) on the one-hot targets every step",
+               True),
+    MethodInfo("ce", "(baseline)", "plain cross-entropy: sln with sigma 0", True),
+    MethodInfo("gce", "Zhang & Sabuncu, NeurIPS 2018", "loss (1 - p_y^q) / q: between CE (q→0) and MAE (q=1)",
+               False, (_same("gce_q", 0.7, "Zhang & Sabuncu 2018, Sec. 4 (q = 0.7 on CIFAR)"),)),
+    MethodInfo("sce", "Wang et al., ICCV 2019", "loss alpha·CE + beta·reverse CE (log 0 clipped to log 1e-4)",
+               True, (Hyperparameter("sce_alpha", 0.1, 6.0, "Wang et al. 2019, Sec. 4.1"),
+                      Hyperparameter("sce_beta", 1.0, 0.1, "Wang et al. 2019, Sec. 4.1"))),
+    MethodInfo("nce-rce", "Ma et al., ICML 2020 (APL)", "loss alpha·normalised CE + beta·reverse CE", False,
+               (Hyperparameter("apl_alpha", 1.0, 10.0, "Ma et al. 2020, official code (Active-Passive-Losses)"),
+                Hyperparameter("apl_beta", 1.0, 0.1, "Ma et al. 2020, official code (Active-Passive-Losses)"))),
+    MethodInfo("ls", "Szegedy et al., CVPR 2016; Lukasik et al., ICML 2020",
+               "target (1 - eps)·t + eps/K", True, (_same("smoothing", 0.1, "Szegedy et al. 2016 (eps = 0.1)"),)),
+    MethodInfo("bootstrap-soft", "Reed et al., ICLR 2015 workshop", "target beta·t + (1 - beta)·p (p not detached)",
+               True, (_same("bootstrap_beta", 0.95, "Reed et al. 2015, Sec. 3 (soft: beta = 0.95)"),)),
+    MethodInfo("bootstrap-hard", "Reed et al., ICLR 2015 workshop", "target beta·t + (1 - beta)·onehot(argmax p)",
+               True, (_same("bootstrap_beta", 0.8, "Reed et al. 2015, Sec. 3 (hard: beta = 0.8)"),)),
+    MethodInfo("forward", "Patrini et al., CVPR 2017", "CE on softmax(z) @ T, T the label-noise transition matrix",
+               True, (_same("forward_matrix", "labels",
+                            "labels: the training labels' own T (true vs given); or a .npy/.csv; or a run "
+                            "directory whose probs.npy estimates T (Patrini et al. 2017, 97th percentile)"),)),
+    MethodInfo("elr", "Liu et al., NeurIPS 2020", "CE + lambda·log(1 - <t_i, p>), t_i a per-sample EMA of p", True,
+               (Hyperparameter("elr_lambda", 3.0, 7.0, "Liu et al. 2020, official code configs"),
+                Hyperparameter("elr_beta", 0.7, 0.9, "Liu et al. 2020, official code configs"))),
+    MethodInfo("coteaching", "Han et al., NeurIPS 2018",
+               "two networks; each trains on the small-loss samples the other picks", False,
+               (_same("forget_rate", None, "Han et al. 2018: the noise rate (default: the training labels' "
+                                           "realised rate)"),
+                _same("forget_epochs", 10, "Han et al. 2018 (T_k = 10)"))),
+]}
+SAM_RHO = _same("sam_rho", 0.05, "Foret et al., ICLR 2021 (rho = 0.05 on CIFAR)")
+# SLN's own switches: (key, value that turns it off, whether it acts on the soft targets)
+SLN_KEYS = (("sigma", 0.0, True), ("correction", None, True), ("grad_noise_sigma", 0.0, False),
+            ("logit_grad_noise_sigma", 0.0, False))
+RANGES = {  # key -> (low, high, low inclusive, high inclusive); None: unbounded
+    "gce_q": (0.0, 1.0, False, True), "smoothing": (0.0, 1.0, True, True), "bootstrap_beta": (0.0, 1.0, True, True),
+    "elr_beta": (0.0, 1.0, True, False), "forget_rate": (0.0, 1.0, True, False), "sam_rho": (0.0, None, False, True),
+    "sce_alpha": (0.0, None, True, True), "sce_beta": (0.0, None, True, True), "apl_alpha": (0.0, None, True, True),
+    "apl_beta": (0.0, None, True, True), "elr_lambda": (0.0, None, True, True), "forget_epochs": (1, None, True, True),
+}
+
+
+def default(hyperparameter: Hyperparameter, dataset: str) -> Any:
+    return hyperparameter.cifar100 if dataset == "cifar100" else hyperparameter.cifar10
+
+
+def display_name(method: str, sigma: float, *, ema: bool, correction: bool = False, sam: bool = False) -> str:
+    """CE, SLN, SLN-MO, SLN-MO-LC as in the paper; any other method upper-cased, `-MO` for its EMA, `+SAM`."""
+    if method in ("sln", "ce"):
+        base = "CE" if sigma == 0 else "SLN"
+        name = ("SLN-MO-LC" if correction else "SLN-MO") if ema and base == "SLN" else base + ("-MO" if ema else "")
+    else:
+        name = method.upper() + ("-MO" if ema else "")
+    return name + ("+SAM" if sam else "")
+
+
+def apply_method(config: Config, levels: dict[str, int], problems: list[str]) -> Config:
+    """Fill the method's defaults, null the keys it does not use, and settle SLN's own switches.
+
+    A key set at a lower level than `method.name` (a preset's sigma, when the command line picks `--method
+    gce`) was chosen for another method: it is dropped. Set at the same level or above (levels: defaults,
+    preset, command line), it is a request, kept when it makes sense with the method and refused otherwise.
+    """
+    method, name = config.method, config.method.name
+    info, chosen = METHODS[name], levels.get("method.name", 0)
+
+    def requested(key: str) -> bool:
+        return levels.get(key, 0) >= chosen
+
+    own = {h.key: h for h in info.hyperparameters} | ({"sam_rho": SAM_RHO} if method.sam else {})
+    values: dict[str, Any] = {}
+    for key in _all_keys():
+        value = getattr(method, key)
+        if key in own:
+            values[key] = default(own[key], config.data.dataset) if value is None else value
+        elif value is not None:
+            if requested(f"method.{key}"):
+                problems.append(f"method.{key} is a setting of {_owners(key)}; method {name} does not use it")
+            values[key] = None
+    problems += _range_problems(values)
+    sln = {}
+    for key, off, on_targets in SLN_KEYS if name != "sln" else ():
+        value = getattr(config.sln, key)
+        if value == off:
+            continue
+        if not requested(f"sln.{key}"):
+            sln[key] = off  # the preset chose it for SLN, not for this method
+        elif name == "ce" and key == "sigma":
+            problems.append("sln.sigma must be 0 with method ce (plain cross-entropy); SLN's noise is --method sln")
+        elif on_targets and not info.soft_targets:
+            problems.append(f"sln.{key} acts on soft targets, but method {name}'s loss takes hard labels; "
+                            f"drop it or use a method that takes soft targets")
+    if method.sam and config.run.precision == "fp16":
+        problems.append("method.sam does not work with fp16's gradient scaler; use --precision bf16 or fp32")
+    return dataclasses.replace(config, method=dataclasses.replace(method, **values),
+                               sln=dataclasses.replace(config.sln, **sln))
+
+
+def _all_keys() -> list[str]:
+    keys = [h.key for info in METHODS.values() for h in info.hyperparameters] + ["sam_rho"]
+    return list(dict.fromkeys(keys))
+
+
+def _owners(key: str) -> str:
+    if key == "sam_rho":
+        return "SAM (method.sam=true)"
+    return " and ".join(info.name for info in METHODS.values() if any(h.key == key for h in info.hyperparameters))
+
+
+def _range_problems(values: dict[str, Any]) -> list[str]:
+    problems = []
+    for key, value in values.items():
+        if value is None or key not in RANGES:
+            continue
+        low, high, low_in, high_in = RANGES[key]
+        below = value < low if low_in else value <= low
+        above = high is not None and (value > high if high_in else value >= high)
+        if below or above:
+            span = f"{'[' if low_in else '('}{low}, {'inf' if high is None else high}{']' if high_in else ')'}"
+            problems.append(f"method.{key} must be in {span}, got {value}")
+    return problems
+
+
+def settings_of(method: MethodConfig) -> dict[str, Any]:
+    """The hyperparameters a resolved method section uses (its non-null keys)."""
+    return {key: value for key, value in dataclasses.asdict(method).items()
+            if key not in ("name", "sam") and value is not None}
+
+
+def describe(dataset: str) -> list[dict[str, Any]]:
+    """One row per method: its paper, what it changes, and the hyperparameters it uses on `dataset`."""
+    rows = []
+    for info in [*METHODS.values()]:
+        rows.append({"name": info.name, "paper": info.paper, "changes": info.changes,
+                     "sln_noise": info.soft_targets and info.name != "ce",
+                     "hyperparameters": {h.key: {"value": _shown(default(h, dataset)), "source": _source(h, dataset)}
+                                         for h in info.hyperparameters}})
+    rows.append({"name": "sam (method.sam=true)", "paper": "Foret et al., ICLR 2021",
+                 "changes": "optimiser: gradient taken at w + rho·g/|g| (two passes per step); with any method",
+                 "sln_noise": True, "hyperparameters": {"sam_rho": {"value": SAM_RHO.cifar10,
+                                                                    "source": SAM_RHO.source}}})
+    return rows
+
+
+def _shown(value: Any) -> Any:
+    return "the noise rate" if value is None else value
+
+
+def _source(hyperparameter: Hyperparameter, dataset: str) -> str:
+    if hyperparameter.cifar10 == hyperparameter.cifar100 or dataset in ("cifar10", "cifar100"):
+        return hyperparameter.source
+    return f"{hyperparameter.source}; the CIFAR-10 value (none published for {dataset})"

@@ -1,0 +1,64 @@
+"""Co-teaching (Han et al., NeurIPS 2018): two networks; each trains on the samples with the smallest loss
+under the other, keeping a fraction 1 - R(e) of each batch, R ramping linearly from 0 at epoch 1 to the
+forget rate at epoch T_k (their `rate_schedule`). The step's model is the first network; the EMA tracks it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sln_cli.errors import SlnError
+from sln_cli.methods.base import Configured, MethodContext
+
+
+class CoTeaching(Configured):
+    def __init__(self, settings, context: MethodContext) -> None:
+        super().__init__(settings, context)
+        if context.world_size > 1:
+            raise SlnError("method coteaching trains a second network on one process; run it without torchrun")
+        self.peer = context.make_network()  # its own initialisation, trained by the same optimiser
+        self.rate = 0.0  # this epoch's forget rate R(e)
+        self.peer_logits: Tensor | None = None
+
+    def networks(self) -> list[nn.Module]:
+        return [self.peer]
+
+    def start_epoch(self, epoch: int) -> None:
+        self.rate = forget_rate(epoch, self.settings.forget_rate, self.settings.forget_epochs)
+        self.peer.train()
+
+    def forward(self, network: nn.Module, images: Tensor) -> Tensor:
+        logits = network(images)  # (B, K)
+        self.peer_logits = self.peer(images)  # under the step's autocast; read by the loss below
+        return logits
+
+    def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
+        labels = self.labels[index]
+        losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
+        peer_losses = F.cross_entropy(self.peer_logits.float(), labels, reduction="none")
+        keep = max(1, int((1 - self.rate) * len(index)))  # from shapes: no host sync
+        model_loss = losses[small_loss(peer_losses.detach(), keep)].mean()  # the peer picks the model's samples
+        peer_loss = peer_losses[small_loss(losses.detach(), keep)].mean()  # and the model the peer's
+        return model_loss + peer_loss - peer_loss.detach()  # reads as the model's loss, trains both
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"peer": self.peer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.peer.load_state_dict(state["peer"])
+
+
+def forget_rate(epoch: int, final: float, ramp_epochs: int) -> float:
+    """R(e) = final · min(e - 1, T_k - 1) / (T_k - 1): np.linspace(0, final, T_k) over epochs 1..T_k, then final."""
+    if ramp_epochs <= 1:
+        return final
+    return final * min(epoch - 1, ramp_epochs - 1) / (ramp_epochs - 1)
+
+
+def small_loss(losses: Tensor, keep: int) -> Tensor:
+    """Indices of the `keep` smallest losses, ties broken by position (a stable sort on the device)."""
+    return torch.sort(losses, stable=True).indices[:keep]
