@@ -56,7 +56,8 @@ def test_corrupt_json_schema(tmp_path: Path) -> None:
 EVALUATE = {"run", "name", "checkpoint", "epoch", "weights", "split", "num_samples", "num_classes", "seed", "sigma",
             "accuracy", "nll", "brier", "ece", "ece_adaptive", "mce", "ece_bins", "binning", "ece_adaptive_bins",
             "ece_adaptive_binning", "brier_convention", "nll_probability_floor", "labels",
-            "accuracy_noisy", "clean", "mislabelled", "memorized", "reliability", "reliability_diagram"}
+            "accuracy_noisy", "clean", "mislabelled", "memorized", "reliability", "reliability_diagram",
+            "method"}  # the method that trained the run and these weights (CE, SLN-MO, GCE-MO, ...)
 
 
 def test_evaluate_json_schema(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
