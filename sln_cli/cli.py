@@ -678,6 +678,10 @@ def bench(
     model: Annotated[str, typer.Option(hidden=True)] = "wrn-28-2",
     eval_images: Annotated[int | None, typer.Option(hidden=True)] = None,
     batch_size: Annotated[int, typer.Option(hidden=True)] = 128,
+    compare_determinism: Annotated[bool | None, typer.Option(
+        "--compare-determinism/--no-compare-determinism",
+        help="Also measure sln_fast with run.deterministic=false (default: on CUDA, where it changes the kernels).",
+    )] = None,
     json_output: JsonOption = False,
 ) -> None:
     """How fast this hardware trains: sln beside a re-creation of the official loop and the hardware ceiling.
@@ -716,7 +720,7 @@ def bench(
     from sln_cli.bench.training import BenchSettings, benchmark_training
 
     settings = BenchSettings(device=device, data_dir=data_dir, steps=steps, rounds=rounds, model=model,
-                             eval_images=eval_images, batch_size=batch_size)
+                             eval_images=eval_images, batch_size=batch_size, nondeterministic=compare_determinism)
     result = benchmark_training(settings, console=_console(stderr=True))
     if json_output:
         _print_json(result)

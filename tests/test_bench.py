@@ -78,6 +78,28 @@ def test_sln_contenders_run_the_real_training_pass(monkeypatch: pytest.MonkeyPat
     assert sorted({n for _, _, n in calls}) == [16, 32]
 
 
+def test_determinism_is_compared_on_request_and_by_default_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run.deterministic=false` beside the default: a real training pass with that config, its own row and ratio;
+    on a CPU (no cuDNN) only when asked for."""
+    from sln_cli.bench import contenders
+
+    seen: list[bool] = []
+    real = contenders.train_pass
+
+    def recording(state, train, config, *args, **kwargs):
+        seen.append(config.run.deterministic)
+        return real(state, train, config, *args, **kwargs)
+
+    monkeypatch.setattr(contenders, "train_pass", recording)
+    assert "sln_fast_nondeterministic_ips" not in _bench(*TINY) and False not in seen
+    result = _bench(*TINY, "--compare-determinism")
+    assert seen.count(False) == 2  # one warm-up and one measured pass, with run.deterministic=false
+    ratio = result["nondeterministic/deterministic"]
+    assert ratio == pytest.approx(result["sln_fast_nondeterministic_ips"] / result["sln_fast_ips"], rel=0.01)
+    table = runner.invoke(app, ["bench", *[a for a in TINY if a != "--json"], "--compare-determinism"])
+    assert table.exit_code == 0 and "sln_fast_nondet" in table.stdout and "run.deterministic=false" in table.stdout
+
+
 @pytest.mark.parametrize("rounds, load, expected", [
     ({"sln_fast": [100.0, 101.0]}, [0.1, 0.1, 0.1], 0),
     ({"sln_fast": [100.0, 200.0]}, [0.1, 0.1, 0.1], 1),

@@ -9,7 +9,7 @@ from sln_cli.bench.hardware import synchronize
 from sln_cli.config import Config
 from sln_cli.data.augment import normalize
 from sln_cli.data.batches import Augmentation, DeviceImages
-from sln_cli.devices import autocast
+from sln_cli.devices import autocast, set_determinism
 from sln_cli.epoch import evaluate, train_pass
 from sln_cli.losses import add_label_noise, soft_cross_entropy
 from sln_cli.progress import TrainProgress
@@ -34,7 +34,7 @@ class SlnRun:
     def train_epoch(self, *, warmup: bool = False) -> int:
         """One `train_pass` over the split (steps × batch size images); returns the images trained on."""
         images = self.warmup_images if warmup else self.splits.train
-        _sln_cudnn(self.device)
+        _sln_cudnn(self.device, self.config.run.deterministic)
         self.epoch += 1  # a fresh shuffle and fresh noise, as a new epoch gets
         train_pass(self.state, images, self.config, self.config.sln.sigma, self.epoch, self.device, self.progress)
         synchronize(self.device)
@@ -111,7 +111,7 @@ def augment_pass(images: DeviceImages, batch_size: int, generator: torch.Generat
     return count
 
 
-def _sln_cudnn(device: torch.device) -> None:
-    # `sln train` asks for deterministic cuDNN kernels (run.deterministic, the default); the reference autotunes.
+def _sln_cudnn(device: torch.device, deterministic: bool = True) -> None:
+    # `sln train` follows run.deterministic (default on: deterministic cuDNN kernels); the reference autotunes.
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+        set_determinism(deterministic)

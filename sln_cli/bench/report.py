@@ -31,8 +31,15 @@ def render_training(result: dict[str, Any], console: Console) -> None:
         versus_ceiling = f"{ips / result[ceilings[name] + '_ips']:.2f}" if name in ceilings else ""
         table.add_row(name, _short(precision), f"{ips:,.1f}", f"{ips / reference:.2f}", versus_ceiling,
                       " ".join(f"{value:,.0f}" for value in result["per_round"][name]))
+    if "sln_fast_nondeterministic_ips" in result:  # run.deterministic=false beside the default
+        ips = result["sln_fast_nondeterministic_ips"]
+        table.add_row("sln_fast_nondet", _short(fast), f"{ips:,.1f}", f"{ips / reference:.2f}", "",
+                      " ".join(f"{value:,.0f}" for value in result["per_round"]["sln_fast_nondeterministic"]))
     console.print(table)
     console.print(_LEGEND, markup=False, highlight=False)
+    if "nondeterministic/deterministic" in result:
+        console.print(f"run.deterministic=false: {result['nondeterministic/deterministic']:.2f}x the images/s of "
+                      "the default (deterministic) sln_fast", markup=False, highlight=False)
 
     pieces = Table(title="pieces (median of rounds)")
     pieces.add_column("piece")

@@ -36,6 +36,7 @@ EMA_UPDATES = 10  # EMA updates per measurement
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 TRAINING = ("reference", "sln_fp32", "sln_fp32_nchw", "sln_fast", "ceiling_fp32", "ceiling_fast")
+NONDETERMINISTIC = "sln_fast_nondeterministic"  # sln_fast with run.deterministic=false (measured on CUDA)
 
 Work = tuple[Callable[[], int], Callable[[], int]]  # (warm-up, measured): each returns the units it processed
 
@@ -52,6 +53,9 @@ class BenchSettings:
     eval_images: int | None = None  # test images per evaluation (None: CPU_EVAL_IMAGES, or 10,000 on a GPU)
     sigma: float = 1.0  # SLN label-noise std of every contender
     seed: int = 0
+    # also measure sln_fast with run.deterministic=false (cuDNN autotuning, any-order float atomics);
+    # None: on CUDA only, where the switch changes the kernels (a CPU has no cuDNN)
+    nondeterministic: bool | None = None
 
 
 def benchmark_training(settings: BenchSettings, *, console: Any = None) -> dict[str, Any]:
@@ -171,6 +175,10 @@ def _measurements(settings: BenchSettings, dataset: Dataset, device: torch.devic
             else:
                 measured[key] = name
                 work[name] = build(runs[key])
+    if settings.nondeterministic if settings.nondeterministic is not None else device.type == "cuda":
+        config = configs[settings_of["fast"]]
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, deterministic=False))
+        work[NONDETERMINISTIC] = sln(SlnRun(trainset, warm_trainset, config, device))
     work.update({
         "augment": twice(lambda: augment_pass(fast_run.splits.train, batch, augment_generator)),
         "reference_augment": twice(lambda: _drain(augment_batches, steps)),
@@ -255,10 +263,19 @@ def _summarise(rates: dict[str, list[float]], fast: hardware.Precision, *, eval_
             "sln_fast/ceiling_fast": ratio("sln_fast", "ceiling_fast"),
             "eval/eval_forward": round(median["eval_forward"] / median["eval"], 3),  # time ratio
         },
+        **_nondeterministic(median),
         # units per second of every round: images (training, augmentation, evaluation) or EMA updates
         per_round={name: [round(value, 2) for value in values] for name, values in rates.items()},
     )
     return result
+
+
+def _nondeterministic(median: dict[str, float]) -> dict[str, Any]:
+    """What `run.deterministic=false` buys: its images/s and its ratio to sln_fast (deterministic), when measured."""
+    if NONDETERMINISTIC not in median:
+        return {}
+    return {f"{NONDETERMINISTIC}_ips": round(median[NONDETERMINISTIC], 2),
+            "nondeterministic/deterministic": round(median[NONDETERMINISTIC] / median["sln_fast"], 3)}
 
 
 def _warnings(rates: dict[str, list[float]], load_before: list[float] | None) -> list[str]:
