@@ -108,10 +108,12 @@ def test_reset_optimizer_drops_the_momentum_buffers() -> None:
     import torch
 
     from sln_cli.config import OptimConfig
+    from sln_cli.methods.base import Method
     from sln_cli.recording import new_optimizer, reset_optimizer
 
     class Holder:
         model = torch.nn.Linear(3, 2)
+        method = Method()  # plain SLN: no extra networks to optimise
 
     state = Holder()
     state.optimizer = new_optimizer(state.model, OptimConfig(lr=0.1), torch.device("cpu"))
