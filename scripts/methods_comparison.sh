@@ -11,5 +11,5 @@ for seed in 0 1 2; do for variant in $VARIANTS; do echo "$variant $seed"; done; 
     run="$OUT/${0/+/-}-s$1"
     [ -f "$run/final.pt" ] || $SLN train --preset quickstart --method "$method" $sam --seed "$1" --out "$run" \
       --overwrite --quiet > /dev/null'
-$SLN evaluate "$OUT"/*-s[0-9] --json > "$OUT/evaluate.json"
+$SLN evaluate "$OUT"/*-s[0-9] --json --out "$OUT/evaluation" --overwrite > "$OUT/evaluate.json"
 python3 "$(dirname "$0")/methods_table.py" "$OUT/evaluate.json"
