@@ -20,8 +20,13 @@ def preset_dirs() -> list[Path]:
 
 def available() -> dict[str, Path]:
     """Preset name -> file, the packaged copy winning over a checkout's."""
+    return yaml_files(preset_dirs())
+
+
+def yaml_files(directories: list[Path]) -> dict[str, Path]:
+    """Name (file stem) -> YAML file in `directories`, sorted by name; an earlier directory wins a clash."""
     found: dict[str, Path] = {}
-    for directory in reversed(preset_dirs()):
+    for directory in reversed(directories):
         found.update({p.stem: p for p in sorted(directory.glob("*.yaml"))})
     return dict(sorted(found.items()))
 

@@ -68,10 +68,8 @@ def sweep_dirs() -> list[Path]:
 
 
 def available() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for directory in reversed(sweep_dirs()):
-        found.update({p.stem: p for p in sorted(directory.glob("*.yaml"))})
-    return dict(sorted(found.items()))
+    """Sweep name -> file, the packaged copy winning over a checkout's (as presets)."""
+    return presets_lib.yaml_files(sweep_dirs())
 
 
 def describe() -> dict[str, str]:
