@@ -245,6 +245,12 @@ def json_page() -> str:
         out.append(", ".join(f"`{k}`" for k in sorted(keys)) + "\n")
     out.append("\n`sln analyze confidence`'s `clean` and `mislabelled` each hold the scores " +
                ", ".join(f"`{k}`" for k in sorted(schemas.SCORES)) + ".\n")
+    # a schema added to the tests later shows up here under its constant's name until it gets a heading above
+    shown = {id(keys) for *_, keys in commands} | {id(schemas.SCORES), id(schemas.BANNED)}
+    for name, keys in sorted(vars(schemas).items()):
+        if name.isupper() and isinstance(keys, set | frozenset) and id(keys) not in shown \
+                and all(isinstance(k, str) for k in keys):
+            out.append(f"\n## `{name}` (tests/test_json.py)\n\n" + ", ".join(f"`{k}`" for k in sorted(keys)) + "\n")
     out.append("\n## Other commands\n\n`sln presets --json` prints a mapping of name to description. The JSON of "
                "`sln analyze issues`, `sln sweep --dry-run`, `sln report`, `sln bench` and `sln doctor` is "
                "described in their guides; its keys are not yet pinned by a schema test, so they are not listed "
