@@ -28,7 +28,9 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Options several commands share: one declaration, one help text.
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (what it holds: README).")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of tables (its keys: docs/reference/json.md).")
+]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 CheckpointOption = Annotated[
     str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")

@@ -27,7 +27,7 @@ NoiseMode = Literal["none", "sym", "uniform", "asym", "asym-superclass", "transi
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: DatasetName = "cifar10"
+    dataset: DatasetName = "cifar10"  # which dataset reader (the datasets table: README, docs/guides/datasets.md)
     data_dir: str | None = None  # folder holding the dataset; default data/CIFAR10, data/CIFAR100, data/Clothing1M, ...
     download: bool = False  # fetch the official archive (with its checksum) when missing
     train_limit: int | None = None  # seeded subset of the training set, after the label file is applied
@@ -63,13 +63,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    epochs: int = 300
-    batch_size: int = 128
+    epochs: int = 300  # training epochs (the paper's CIFAR setting: 300)
+    batch_size: int = 128  # images per step, per process under torchrun
     lr: float = 0.001  # constant on CIFAR (official code)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay (L2)
     lr_milestones: tuple[int, ...] = ()  # epochs after which lr *= lr_gamma (Clothing1M: after epoch 5)
-    lr_gamma: float = 0.1
+    lr_gamma: float = 0.1  # factor applied to lr at each of lr_milestones
     reset_each_epoch: bool = False  # re-create the optimiser every epoch, momentum from zero (official IDN recipe)
 
 
@@ -124,7 +124,7 @@ class RunConfig:
     record_probs_mode: Literal["batch", "eval"] = "batch"
     checkpoint_every: int = 1  # epochs between resumable checkpoints
     keep_checkpoints: int = 0  # also keep every Nth epoch's weights (checkpoints/epoch-XXXX.pt); 0 = none
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 1024  # images per forward pass when evaluating, correcting labels or recording probs
     compile: Literal["none", "compile"] = "none"  # torch.compile the forward (one GPU: with CUDA graphs)
     sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
     cpu_threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0 = PyTorch's default

@@ -1,6 +1,6 @@
 """`sln doctor`: the machine's description, every check's pass/fail/skip, and exit code 1 on a failure.
 
-The full set of checks (ten short trainings) runs in the README's `sln doctor` example; here two real checks,
+The full set of checks (ten short trainings) runs in the `sln doctor` example of docs/results.md; here two real checks,
 a path the machine lacks, and a failing one.
 """
 

@@ -93,4 +93,4 @@ def test_presets_json_schema() -> None:
 def test_every_json_flag_is_the_one_shared_declaration(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
     assert result.exit_code == 0
-    assert "Print JSON instead of tables (what it holds: README)." in result.stdout
+    assert "Print JSON instead of tables (its keys: docs/reference/json.md)." in result.stdout
