@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from sln_cli.files import json_text
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet checked (sln_cli/paper_results.yaml)"
@@ -20,7 +21,7 @@ NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet ch
 
 def render(cells: list[dict[str, Any]], fmt: str, console: Console) -> None:
     if fmt == "json":
-        print(json.dumps(cells, indent=2))
+        print(json_text(cells), end="")  # NaN/Infinity (a diverged run's loss) as null: valid JSON
     elif fmt == "csv":
         print(to_csv(cells), end="")
     elif fmt == "markdown":
@@ -126,8 +127,13 @@ def _raw(value: Any) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
 def _tex(text: str) -> str:
-    return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+    """Text safe in a LaTeX table: each of LaTeX's special characters as its escape, in one pass."""
+    return "".join(_TEX.get(char, char) for char in text)
 
 
 def _tex_cell(cell: dict[str, Any] | None) -> str:
