@@ -156,9 +156,11 @@ def read_npy(path: Path, *, what: str, max_bytes: int = MAX_NPY_BYTES) -> np.nda
     with open_regular(path, what=what, max_bytes=max_bytes) as f:
         try:
             version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0), (3, 0)):
-                raise ValueError(f"unknown .npy version {version}")
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version, max_header_size=10_000)
+            if version not in ((1, 0), (2, 0)):  # 3.0 only differs for structured dtypes, which sln never reads
+                raise ValueError(f"unsupported .npy version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f, max_header_size=10_000)
         except (ValueError, OSError, SyntaxError, TypeError) as exc:
             raise SlnError(f"{what} {path} is not a readable .npy file ({str(exc)[:120]}); it is damaged") from None
         if dtype.hasobject or dtype.kind not in "biuf":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,10 +147,11 @@ def groups(found: list[Run], *, every: bool = False) -> list[tuple[str, str, str
 
 
 def _runs_in(path: Path) -> list[Path]:
-    if (path / runs.CONFIG).is_file():
+    """A run holds a config.yaml (whatever it is: one that is not a regular file is reported as damage)."""
+    if os.path.lexists(path / runs.CONFIG):
         return [path]
     if path.is_dir():
-        inside = sorted(p for p in path.iterdir() if (p / runs.CONFIG).is_file())
+        inside = sorted(p for p in path.iterdir() if os.path.lexists(p / runs.CONFIG))
         if inside:
             return inside
     raise SlnError(f"{path} is neither a run directory nor a sweep directory holding runs")
