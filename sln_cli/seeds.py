@@ -37,12 +37,15 @@ def parse_seeds(text: str, *, flag: str = "--seeds", limit: int = MAX_SEEDS) -> 
     range of a billion seeds costs nothing to refuse."""
     ranges: list[tuple[int, int]] = []
     for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d{1,20})\s*(?:-\s*(\d{1,20})\s*)?", part)
-        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
             raise SlnError(f"{flag} takes seeds like 0,1,2 or 0-4, got {_short(text)}")
+        if any(len(digits.lstrip("0")) > len(str(MAX_SEED)) or int(digits) > MAX_SEED
+               for digits in (match[1], match[2] or "0")):  # lengths first: int() of 5,000 digits raises
+            raise SlnError(f"{flag}: seeds go from 0 to {MAX_SEED} (2^32 - 1), got {_short(part.strip())}")
         low, high = int(match[1]), int(match[2] or match[1])
-        if high > MAX_SEED:
-            raise SlnError(f"{flag}: seeds go from 0 to {MAX_SEED} (2^32 - 1), got {high}")
+        if high < low:
+            raise SlnError(f"{flag} takes seeds like 0,1,2 or 0-4, got {_short(text)}")
         ranges.append((low, high))
     count = sum(high - low + 1 for low, high in ranges)
     if count > limit:
