@@ -95,9 +95,9 @@ def prepare_output_dir(directory: Path, patterns: Sequence[str] | str, *, overwr
                        create: bool = True) -> None:
     """A folder for plots and results named by `patterns` (globs): created and marked as sln's when new. In a
     folder sln did not mark, existing files matching `patterns` are replaced only with `overwrite`. `create=False`
-    only checks (a command checks before its work and writes nothing if that fails). A folder that was there is marked only
-    when empty (a registered kind, `patterns` a kind's name, marks only a folder it creates); one holding anything
-    is used but never marked."""
+    only checks (a command checks before its work and writes nothing if that fails). A folder that was there is
+    marked only when empty (a registered kind, `patterns` a kind's name, marks only a folder it creates); one
+    holding anything is used but never marked."""
     directory = Path(directory)
     kind, registered = "analysis", isinstance(patterns, str)
     if registered:  # a kind registered with its files (e.g. `sln report`'s "report")
