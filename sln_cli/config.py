@@ -201,8 +201,8 @@ def dump(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    tree = yamlfile.load(path)  # safe, size-capped, alias expansion bounded
+def load_yaml(path: Path, *, what: str = "preset") -> dict[str, Any]:
+    tree = yamlfile.load(path, what=what)  # safe, size-capped, alias expansion bounded
     if tree is None:
         return {}
     if not isinstance(tree, dict):

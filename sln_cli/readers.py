@@ -199,8 +199,8 @@ def read_matrix(path: Path, *, what: str, max_bytes: int = MAX_NPY_BYTES) -> np.
                 warnings.simplefilter("ignore")  # loadtxt warns on an empty file: refused below in our words
                 array = np.loadtxt(text.splitlines(), delimiter="," if "," in text else None, ndmin=2)
         except ValueError as exc:
-            raise SlnError(f"{what} {path} is not a numeric matrix ({str(exc)[:120]}); give a numeric .csv or a "
-                           ".npy") from None
+            raise SlnError(f"cannot read a matrix from {what} {path} ({str(exc)[:120]}); give a numeric .csv or "
+                           "a .npy") from None
     if array.ndim != 2 or array.size == 0:
         raise SlnError(f"{what} {path} has shape {array.shape}; a non-empty 2-D matrix is needed")
     if not np.isfinite(array).all():

@@ -241,3 +241,38 @@ def test_read_npy_checks_the_header_before_allocating(tmp_path):
     np.save(path, np.zeros((2, 2), dtype=np.complex64))
     with pytest.raises(SlnError, match="complex64"):
         readers.read_npy(path, what="matrix")
+
+
+# --------------------------------------------------------------------------------------------------
+# The sweep's own files and its runs' files, read by `sln sweep --dry-run`
+# --------------------------------------------------------------------------------------------------
+
+SWEEP_DAMAGE = {
+    "failures.json a list": ("failures.json", lambda p: p.write_text("[]"), "failures.json is a list"),
+    "failures.json attempts a string": ("failures.json", lambda p: p.write_text('{"x": {"attempts": "2"}}'),
+                                        "x.attempts"),
+    "failures.json a FIFO": ("failures.json", lambda p: os.mkfifo(p), "not a regular file"),
+    "meta.json a FIFO": ("RUN/meta.json", lambda p: (p.unlink(), os.mkfifo(p)), "not a regular file"),
+    "meta.json nested 100,000 deep": ("RUN/meta.json", lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
+                                      "deeper than"),
+    "summary.json on /dev/zero": ("RUN/summary.json", lambda p: (p.unlink(), p.symlink_to("/dev/zero")),
+                                  "character device"),
+    "metrics.jsonl sparse 3 GiB": ("RUN/metrics.jsonl", lambda p: open(p, "ab").truncate(3 << 30), "GiB"),
+}
+
+
+@pytest.mark.parametrize("case", list(SWEEP_DAMAGE))
+def test_a_damaged_sweep_file_is_one_line_for_the_dry_run(tmp_path, case):
+    from sln_cli.sweep import spec as spec_lib
+    from tests.hostile import snapshot
+
+    name, damage, mentions = SWEEP_DAMAGE[case]
+    (tmp_path / "grid.yaml").write_text("presets: [quickstart]\nseeds: [0]\nset: {optim.epochs: 2}\n")
+    sweep = spec_lib.load(str(tmp_path / "grid.yaml"), out=tmp_path / "s")
+    write_run(sweep.cells[0].run_dir, ("run.seed=0",))
+    damage(Path(str(tmp_path / "s" / name).replace("RUN", sweep.cells[0].name)))
+    before = snapshot(tmp_path / "grid.yaml")
+    with no_hang():
+        outcome = sln("sweep", tmp_path / "grid.yaml", "--out", tmp_path / "s", "--dry-run")
+    assert_one_line_error(outcome, mentions=mentions)
+    assert snapshot(tmp_path / "grid.yaml") == before

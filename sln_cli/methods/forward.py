@@ -56,8 +56,8 @@ def transition_matrix(source: str, context: MethodContext) -> np.ndarray:
 
 
 def _load(path: Path) -> np.ndarray:
-    try:
-        return readers.read_matrix(path, what=f"{KEY} file")
+    try:  # bounded, real, finite, non-empty; one line otherwise
+        return readers.read_matrix(path, what="the file")
     except SlnError as exc:
         raise SlnError(f"{KEY}: {exc}") from None
 

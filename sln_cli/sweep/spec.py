@@ -82,7 +82,7 @@ def load(name_or_path: str, *, out: Path | None = None, seeds: str | None = None
          overrides: list[str] = ()) -> Sweep:
     """The sweep `name_or_path` (a shipped name or a YAML file), with command-line seeds and --set merged."""
     path, name = _locate(name_or_path)
-    spec = _check_spec(config_lib.load_yaml(path), path)
+    spec = _check_spec(config_lib.load_yaml(path, what="sweep spec"), path)
     if seeds is not None:
         spec["seeds"] = parse_seeds(seeds)
     spec["set"] = {**spec["set"], **_parse_sets(overrides)}
