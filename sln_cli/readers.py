@@ -1,8 +1,8 @@
 """Bounded readers for the JSON, JSON-lines and `.npy` files sln reads back (run directories, sweeps, matrices).
 
 Every file is untrusted: only a regular file is read (a FIFO, a device or a link to one is refused without
-blocking), a size cap per kind of file is checked on the open file before reading, JSON nesting is bounded
-before parsing, long files are streamed, and each problem is one `SlnError` naming the file (and the line).
+blocking), a size cap per kind of file is checked on the open file before reading, JSON nesting is bounded,
+long files are streamed, and each problem is one `SlnError` naming the file (and the line).
 """
 
 from __future__ import annotations

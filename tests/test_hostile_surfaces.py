@@ -260,7 +260,9 @@ def test_report_json_has_null_where_a_value_is_not_finite(tmp_path):
     assert outcome.exit_code == 0, outcome.stderr
     assert "NaN" not in outcome.stdout
     cells = json.loads(outcome.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
-    assert {c["method"]: c["mean"] for c in cells}["SLN"] is None
+    sln_cell = {c["method"]: c for c in cells}["SLN"]
+    assert sln_cell["mean"] is None and sln_cell["values"] == [None]
+    assert sln_cell["non_finite"] == ["mean", "values"]  # the reason: not a number, rather than no value
 
 
 def test_latex_escapes_every_special_character_of_a_label_file_name(tmp_path):

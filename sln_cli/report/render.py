@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from typing import Any
 
 from rich.console import Console
@@ -21,7 +22,7 @@ NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet ch
 
 def render(cells: list[dict[str, Any]], fmt: str, console: Console) -> None:
     if fmt == "json":
-        print(json_text(cells), end="")  # NaN/Infinity (a diverged run's loss) as null: valid JSON
+        print(json_text([_with_null_reason(cell) for cell in cells]), end="")
     elif fmt == "csv":
         print(to_csv(cells), end="")
     elif fmt == "markdown":
@@ -117,6 +118,19 @@ def to_csv(cells: list[dict[str, Any]]) -> str:
                          _raw(cell["std"]), values, _raw(cell["paper"]), _raw(cell["delta"]),
                          _raw(cell["paper_checked"]), unfinished])
     return buffer.getvalue()
+
+
+def _with_null_reason(cell: dict[str, Any]) -> dict[str, Any]:
+    """NaN and ±Infinity are not JSON: they print as null (`files.json_text`), and `non_finite` names the keys
+    that were (e.g. a diverged run's loss), so a null that means "not a number" differs from one that means "none"."""
+    bad = [key for key, value in cell.items() if _non_finite(value)]
+    return {**cell, "non_finite": bad} if bad else cell
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, list) and any(_non_finite(item) for item in value)
 
 
 def _number(cell: dict[str, Any], value: float) -> str:
