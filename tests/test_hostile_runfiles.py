@@ -280,3 +280,11 @@ def test_a_damaged_sweep_file_is_one_line_for_the_dry_run(tmp_path, case):
         outcome = sln("sweep", tmp_path / "grid.yaml", "--out", tmp_path / "s", "--dry-run")
     assert_one_line_error(outcome, mentions=mentions)
     assert snapshot(tmp_path / "grid.yaml") == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_label_file_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path, kind):
+    SPECIAL[kind](tmp_path / "labels.csv")
+    with no_hang():
+        outcome = sln("corrupt", "--inspect", tmp_path / "labels.csv")
+    assert_one_line_error(outcome, mentions="not a regular file")
