@@ -185,8 +185,9 @@ def test_a_cut_off_last_metrics_line_is_still_an_unfinished_epoch_not_damage(two
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(10**500), max_value=10**500)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8) | st.just([]) | st.just({}),
+    lambda inner: st.lists(inner, min_size=1, max_size=3)
+    | st.dictionaries(st.text(max_size=6), inner, min_size=1, max_size=3),
     max_leaves=8)
 metric_keys = st.sampled_from(["epoch", "test_acc", "test_acc_ema", "test_loss", "test_loss_ema", "memorized", "x"])
 rows = st.dictionaries(metric_keys, json_values, max_size=7)
