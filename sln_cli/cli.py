@@ -74,9 +74,9 @@ def _console(stderr: bool = False):
 
 
 def _print_json(obj: Any) -> None:
-    import json
+    from sln_cli.files import json_text
 
-    print(json.dumps(obj, indent=2))
+    print(json_text(obj), end="")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -442,7 +442,10 @@ def report(
     fmt = "json" if json_output else fmt
     if fmt not in render.FORMATS:
         raise SlnError(f"--format takes {', '.join(render.FORMATS)}, got {fmt!r}")
-    found = collect.find_runs(targets)
+    damaged: list[collect.Damaged] = []
+    found = collect.find_runs(targets, damaged=damaged)
+    if not found and damaged:
+        raise SlnError(f"no readable run: {damaged[0].reason}")
     cells = collect.cells(found, metric=metric, select=select, every=all_weights)
     written: list[Path] = []
     if figures:
@@ -450,6 +453,9 @@ def report(
 
         written = write_figures(found, out or default_folder(targets, found), overwrite=overwrite)
     render.render(cells, fmt, _console())
+    for run in damaged:  # beside the table (on stderr when stdout is a machine-readable format)
+        _console(stderr=fmt != "table").print(f"damaged, left out: {run.run_dir}: {run.reason}", markup=False,
+                                              highlight=False, soft_wrap=True)
     if written:
         _console(stderr=fmt != "table").print(f"figures: {', '.join(map(str, written))}", markup=False,
                                               highlight=False)

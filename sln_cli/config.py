@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from sln_cli import yamlfile
+from sln_cli import seeds, yamlfile
 from sln_cli.errors import SlnError
 
 DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m", "animal10n", "webvision-mini"]
@@ -201,8 +201,8 @@ def dump(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    tree = yamlfile.load(path)  # safe, size-capped, alias expansion bounded
+def load_yaml(path: Path, *, what: str = "preset") -> dict[str, Any]:
+    tree = yamlfile.load(path, what=what)  # safe, size-capped, alias expansion bounded
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -247,6 +247,25 @@ def validate(config: Config) -> list[str]:
         problems.append(f"run.keep_state_at takes epoch numbers >= 1, got {list(run.keep_state_at)}")
     if config.run.checkpoint_every < 1:
         problems.append(f"run.checkpoint_every must be at least 1, got {config.run.checkpoint_every}")
+    return problems + _bound_problems(config)
+
+
+# Values that reach torch unchecked past here: bounded so that a typo is an error, not an overflow mid-run.
+MAX_LR = 100.0  # the paper's rates are 0.001-0.02; SGD overflows long before 1e308
+MAX_CPU_THREADS = 4096  # and at most the machine's cores, checked where the run starts (train.check_threads)
+
+
+def _bound_problems(config: Config) -> list[str]:
+    problems = [p for p in (seeds.seed_problem(config.run.seed, "run.seed"),
+                            seeds.seed_problem(config.noise.seed, "noise.seed")) if p]
+    for key, value, high in [("optim.lr", config.optim.lr, MAX_LR),
+                             ("optim.weight_decay", config.optim.weight_decay, 1.0),
+                             ("optim.momentum", config.optim.momentum, 1.0), ("sln.sigma", config.sln.sigma, 100.0)]:
+        if not math.isfinite(value) or value > high:
+            problems.append(f"{key} must be a finite number of at most {high:g}, got {value}")
+    if config.run.cpu_threads > MAX_CPU_THREADS:
+        problems.append(f"run.cpu_threads must be at most {MAX_CPU_THREADS} (0: torch's default), "
+                        f"got {config.run.cpu_threads}")
     return problems
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sln_cli import intcsv, torchfile
+from sln_cli import intcsv, readers, torchfile
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write
 
@@ -117,6 +117,8 @@ def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = Non
     `expected_rows` (the dataset's training samples) refuses a CSV of another length before parsing it."""
     path = Path(path)
     if not path.is_file():
+        if os.path.lexists(path):  # a FIFO, a device, a folder: never opened (a FIFO would block)
+            raise SlnError(f"label file {path} is not a regular file; give a .csv or .pt label file")
         raise SlnError(f"label file {path} does not exist; check the path")
     if path.suffix.lower() == ".pt":
         return _read_cifar_n(path, label_set)
@@ -175,12 +177,11 @@ def is_label_manifest(json_path: Path) -> bool:
 
 
 def _read_manifest(json_path: Path) -> dict:
+    """The manifest beside a label CSV: a regular JSON file of at most 1 MiB (it is a few hundred bytes)."""
     try:
-        if json_path.stat().st_size > 1 << 20:  # a manifest is a few hundred bytes
-            raise SlnError(f"the manifest {json_path} is over 1 MiB; restore it or delete it")
-        manifest = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise SlnError(f"cannot read the manifest {json_path} ({exc}); restore it or delete it") from None
+        manifest = readers.read_json(json_path, what="label manifest")
+    except SlnError as exc:
+        raise SlnError(f"{exc}; restore the manifest or delete it") from None
     if not isinstance(manifest, dict):
         raise SlnError(f"the manifest {json_path} is not a JSON object; restore it or delete it")
     return manifest

@@ -7,14 +7,13 @@ The noise generators themselves are `sln_cli.noise` (pure numpy); the file forma
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sln_cli import __version__, noise
+from sln_cli import __version__, noise, readers
 from sln_cli.errors import SlnError
 from sln_cli.labels import NoisyLabels, summarize
 
@@ -204,16 +203,8 @@ def _openset(data: Dataset, source: Dataset, rate: float, rng: np.random.Generat
 
 
 def _read_matrix(path: Path) -> np.ndarray:
-    """A matrix from `.npy` (pickles refused) or comma/whitespace-separated text (`.csv`, `.txt`)."""
-    try:
-        if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False)
-        text = path.read_text(encoding="utf-8")
-        return np.loadtxt(io.StringIO(text), delimiter="," if "," in text else None, ndmin=2)
-    except FileNotFoundError:
-        raise SlnError(f"{path} does not exist; check the path") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise SlnError(f"cannot read a matrix from {path} ({str(exc)[:200]}); pass a .npy or a numeric .csv") from None
+    """A matrix from `.npy` (pickles refused) or comma/whitespace-separated text (`.csv`, `.txt`), bounded."""
+    return readers.read_matrix(path, what="matrix file")
 
 
 def _sha256_file(path: Path) -> str:

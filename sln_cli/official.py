@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sln_cli import readers
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write
 
@@ -107,8 +108,8 @@ def label_path(value: str, *, dataset: str | None = None, mode: str | None = Non
 def fetch(name: str) -> dict:
     """Make sure `name` is in the cache with its pinned sha256; {"name", "path", "sha256", "status"}."""
     pinned, path = _known(name), cached_path(name)
-    if path.is_file():
-        found = _sha256(path.read_bytes())
+    if os.path.lexists(path):  # bounded like a download, and a regular file only (readers.read_bytes)
+        found = _sha256(readers.read_bytes(path, what=f"cached official:{name} label file", max_bytes=MAX_BYTES))
         if found != pinned.sha256:
             raise SlnError(f"the cached official:{name} at {path} has sha256 {found}, expected {pinned.sha256}: it is "
                            "damaged or was edited; replace it with the original from "

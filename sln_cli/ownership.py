@@ -94,12 +94,13 @@ def check_replaceable(path: Path, *, overwrite: bool, flag: str = "--overwrite")
 def prepare_output_dir(directory: Path, patterns: Sequence[str] | str, *, overwrite: bool = False,
                        create: bool = True) -> None:
     """A folder for plots and results named by `patterns` (globs): created and marked as sln's when new. In a
-    folder sln did not mark, existing files matching `patterns` are replaced only with `overwrite`; the folder
-    is then marked, so later runs of the command refresh their own files there. `create=False` only checks
-    (a command checks before its work and writes nothing if that fails)."""
+    folder sln did not mark, existing files matching `patterns` are replaced only with `overwrite`. `create=False`
+    only checks (a command checks before its work and writes nothing if that fails). A folder that was there is
+    marked only when empty (a registered kind, `patterns` a kind's name, marks only a folder it creates); one
+    holding anything is used but never marked."""
     directory = Path(directory)
-    kind = "analysis"
-    if isinstance(patterns, str):  # a kind registered with its files (e.g. `sln report`'s "report")
+    kind, registered = "analysis", isinstance(patterns, str)
+    if registered:  # a kind registered with its files (e.g. `sln report`'s "report")
         kind, patterns = patterns, OWNED_FILES.get(patterns, ())
     if not create:
         if os.path.lexists(directory) and not directory.is_dir():
@@ -121,9 +122,9 @@ def prepare_output_dir(directory: Path, patterns: Sequence[str] | str, *, overwr
     if clashes and not overwrite:
         raise SlnError(f"{directory / clashes[0]} already exists in a folder sln did not make; pass --overwrite to "
                        "replace it, or choose another output folder")
-    # marked only while no file of another command's names is there: the marker must not adopt a user's file
-    others = [name for name in names if _matches(name, OWNED_FILES.get(kind, ())) and not _matches(name, patterns)]
-    if create and _marker_kind(directory) is None and not others:
+    # A folder that holds anything (the user's notes, files of another command) is never marked: the marker
+    # must not adopt what the user put there, so each later write of a clashing name needs --overwrite again.
+    if create and not registered and _marker_kind(directory) is None and not names:
         _mark(directory, kind)
 
 

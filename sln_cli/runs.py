@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from sln_cli import __version__, torchfile
+from sln_cli import __version__, readers, torchfile
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.locks import lock_directory
@@ -112,10 +112,8 @@ def relocate(tree: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """A run's config tree with each relative path that is missing from here but present from the
     run's working directory (meta.json) made absolute, so a run can be used from any directory."""
     try:
-        if (run_dir / META).stat().st_size > 1 << 20:  # meta.json is ~1 KiB: anything bigger is not ours
-            return tree
-        ran_in = Path(json.loads((run_dir / META).read_text(encoding="utf-8"))["working_directory"])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        ran_in = Path(read_meta(run_dir)["working_directory"])
+    except (SlnError, KeyError, TypeError):
         return tree
     tree = {key: dict(value) if isinstance(value, dict) else value for key, value in tree.items()}
     for section, key in _PATH_KEYS:
@@ -124,6 +122,25 @@ def relocate(tree: dict[str, Any], run_dir: Path) -> dict[str, Any]:
                 and (ran_in / value).exists():
             tree[section][key] = str(ran_in / value)
     return tree
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """meta.json: a JSON object of at most 1 MiB (it is ~1 KiB), read by `readers.read_json`."""
+    return readers.mapping(readers.read_json(run_dir / META, what="run's meta.json"), f"{run_dir / META}")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """summary.json, checked: None when the run has not finished (no file); an SlnError when it is damaged."""
+    path = run_dir / SUMMARY
+    if not os.path.lexists(path):
+        return None
+    summary = readers.mapping(readers.read_json(path, what="run's summary.json"), str(path))
+    readers.integer(summary.get("epochs"), f"{path}: epochs", low=0, high=10**9)
+    if summary.get("best") is not None:
+        readers.mapping(summary["best"], f"{path}: best")
+        for key, value in summary["best"].items():
+            readers.number(value, f"{path}: best.{key}", allow_none=True)
+    return summary
 
 
 def method_section(tree: dict[str, Any]) -> dict[str, Any]:
@@ -150,22 +167,23 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl, streamed and checked (readers.read_jsonl: regular file, size and line caps);
+    a last line cut off by a kill is dropped (the epoch it logged is trained again on resume)."""
     path = run_dir / METRICS
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # a line cut off by a kill: the epoch it logged is trained again on resume
-                break
-            raise SlnError(f"{path} line {number} is not JSON: the file was edited or damaged") from None
-        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-            raise SlnError(f"{path} line {number} is not a metrics row: the file was edited or damaged")
-        rows.append(row)
-    return rows
+    return [check_metrics_row(row, f"{path} line {number}")
+            for number, row in readers.read_jsonl(path, what="metrics file")]
+
+
+def check_metrics_row(row: Any, where: str) -> dict[str, Any]:
+    """A metrics row as sln writes it: an object with an integer `epoch` >= 1 and numbers (or null) elsewhere."""
+    if not isinstance(row, dict) or isinstance(row.get("epoch"), bool) or not isinstance(row.get("epoch"), int):
+        raise SlnError(f"{where} is not a metrics row (an object with an epoch): the file was edited or damaged")
+    readers.integer(row["epoch"], f"{where}: epoch", low=1, high=10**9)
+    for key, value in row.items():
+        readers.number(value, f"{where}: {key}", allow_none=True)
+    return row
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:

@@ -2,8 +2,8 @@
 
 Every per-epoch metric of metrics.jsonl becomes a scalar at step = epoch under a tag derived from its key
 (`metric_tag`); at the end of training, the reliability diagram of the test split (raw and EMA) and, with true
-labels, the memorisation curve are added as images. A resumed run purges the steps after its checkpoint
-(SummaryWriter's `purge_step`), so the curves continue without duplicated steps. Written on rank 0 only, through
+labels, the memorisation curve are added as images. A resumed run rebuilds its event files from metrics.jsonl
+(`TensorBoardLogger`), so every tag holds each step exactly once. Written on rank 0 only, through
 `torch.utils.tensorboard` (the optional extra `sln-cli[tensorboard]`).
 """
 
@@ -49,35 +49,50 @@ def metric_tag(key: str) -> str | None:
 
 
 class TensorBoardLogger:
-    """Scalars per epoch and the final images; events flushed after every epoch, so a killed run keeps them."""
+    """Scalars per epoch and the final images; events flushed after every epoch, so a killed run keeps them.
+
+    Exactly once: before its first epoch, a process rebuilds the event files from metrics.jsonl (which `--resume`
+    has just made agree with the checkpoint): the scalars of every epoch before this one, and the images logged
+    at those epochs, are written anew and the old files removed. Whatever a kill left (an epoch logged but not
+    checkpointed, or checkpointed but not logged) is thus repaired, and the raw records never hold a (tag, step)
+    twice."""
 
     def __init__(self, run_dir: Path, *, first_epoch: int) -> None:
         require_tensorboard()
-        from torch.utils.tensorboard import SummaryWriter
-
-        log_dir = Path(run_dir) / LOG_DIR
-        backfill = first_epoch > 1 and not any(log_dir.glob("events.out.tfevents.*"))
-        # purge_step: events at steps >= first_epoch, written before an interruption (or, at epoch 1, by a run
-        # this one replaced, should its files have stayed), are hidden from then on
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=first_epoch)
-        self.run_dir, self.logged = Path(run_dir), False
-        if backfill:  # tensorboard switched on at resume: the epochs trained before it, from metrics.jsonl
-            for row in runs.read_metrics(self.run_dir):
-                if row["epoch"] < first_epoch:
-                    self._scalars(row)
-            self.writer.flush()
+        self.run_dir, self.first_epoch, self.logged = Path(run_dir), first_epoch, False
+        self.writer: Any = None  # opened at the first epoch this process logs (a finished run adds nothing)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            self._rebuild(before=row["epoch"])
         self._scalars(row)
         self.writer.flush()
         self.logged = True
 
+    def _rebuild(self, *, before: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.writer import FileWriter
+
+        log_dir = self.run_dir / LOG_DIR
+        old = sorted(p for p in log_dir.glob("events.out.tfevents.*") if p.is_file() and not p.is_symlink())
+        images = [event for path in old for event in _image_events(path, before)]
+        rows = [row for row in runs.read_metrics(self.run_dir) if row["epoch"] < before]
+        for path in old:  # a kill from here on leaves steps missing, which the next resume rebuilds
+            path.unlink()
+        if rows or images:
+            rebuilt = FileWriter(str(log_dir))
+            for event in images:
+                rebuilt.add_event(event)
+            for row in rows:
+                for tag, value in _scalar_values(row):
+                    rebuilt.add_summary(_scalar_summary(tag, value), global_step=row["epoch"])
+            rebuilt.flush()
+            rebuilt.close()
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
     def _scalars(self, row: dict[str, Any]) -> None:
-        for key, value in row.items():
-            tag = metric_tag(key)
-            if tag is not None and isinstance(value, int | float) and not isinstance(value, bool) \
-                    and math.isfinite(value):
-                self.writer.add_scalar(tag, value, global_step=row["epoch"])
+        for tag, value in _scalar_values(row):
+            self.writer.add_scalar(tag, value, global_step=row["epoch"])
 
     def finish(self, models: dict[str, nn.Module], test_images: Any, test_labels: Tensor, *, epoch: int,
                batch_size: int) -> None:
@@ -108,8 +123,40 @@ class TensorBoardLogger:
         self.writer.add_image(tag, pixels, global_step=epoch, dataformats="HWC")
 
     def close(self) -> None:
-        self.writer.flush()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def _scalar_values(row: dict[str, Any]) -> list[tuple[str, float]]:
+    """(tag, value) of every finite number of a metrics row (None, booleans and NaN are not scalars)."""
+    return [(tag, value) for key, value in row.items()
+            if (tag := metric_tag(key)) is not None and isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value)]
+
+
+def _scalar_summary(tag: str, value: float) -> Any:
+    from torch.utils.tensorboard.summary import scalar
+
+    return scalar(tag, value)
+
+
+def _image_events(path: Path, before: int) -> list[Any]:
+    """The image events of an event file at steps before `before` (the final images of an earlier end of
+    training, kept when a finished run is extended); an unreadable file gives none."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    kept = []
+    try:
+        for record in RawEventFileLoader(str(path)).Load():  # as written (EventFileLoader converts images)
+            event = Event.FromString(record)
+            if event.step < before and event.HasField("summary") \
+                    and event.summary.value and all(v.HasField("image") for v in event.summary.value):
+                kept.append(event)
+    except Exception:  # noqa: BLE001  (a file cut off by a kill: its complete records were read)
+        pass
+    return kept
 
 
 class NoLogger:

@@ -7,6 +7,7 @@ tensors, containers and the types allow-listed here, and refuses everything else
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ def load(path: Path, *, what: str, map_location: Any = "cpu", allowed: Sequence[
     if not Path(path).is_file():
         raise SlnError(f"{path} does not exist or is not a file; give a {what}")
     try:
-        if not allowed:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        with torch.serialization.safe_globals(list(allowed)):  # torch >= 2.5
-            return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" for a bare pickle: our line says why
+            warnings.simplefilter("ignore")
+            if not allowed:
+                return torch.load(path, map_location=map_location, weights_only=True)
+            with torch.serialization.safe_globals(list(allowed)):  # torch >= 2.5
+                return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:
         raise SlnError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except Exception as exc:  # torch raises several types for truncated, foreign or hostile files

@@ -9,6 +9,7 @@ process runs this loop on its shard of each epoch (see `sln_cli.distributed`); r
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from sln_cli.config import Config, dump
 from sln_cli.devices import compile_mode, set_determinism
 from sln_cli.distributed import SINGLE, World
 from sln_cli.epoch import correct_labels, epoch_generator, epoch_samples, evaluate_both, rank_key, train_pass
-from sln_cli.errors import Interrupted, NonFiniteLoss
+from sln_cli.errors import Interrupted, NonFiniteLoss, SlnError
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.labels import write_label_file
 from sln_cli.progress import TrainProgress
@@ -52,7 +53,7 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
     if config.run.tensorboard:
         require_tensorboard()  # before any file is written
     if config.run.cpu_threads > 0:
-        torch.set_num_threads(config.run.cpu_threads)
+        torch.set_num_threads(check_threads(config.run.cpu_threads))
     torch.manual_seed(config.run.seed)
     set_determinism(config.run.deterministic)
     with distributed.main_first(world) if config.data.download else contextlib.nullcontext():
@@ -143,6 +144,18 @@ def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: 
     trained = len(splits.train) if samples is None else samples.numel()
     row.update(sigma=sigma, lr=lr, epoch_seconds=seconds, images_per_second=trained / seconds)
     return row
+
+
+FORCE_THREADS = "SLN_FORCE_THREADS"  # =1: allow run.cpu_threads above this machine's cores (oversubscription)
+
+
+def check_threads(threads: int) -> int:
+    """run.cpu_threads, at most this machine's cores (those this process may use) unless $SLN_FORCE_THREADS=1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads > cores and os.environ.get(FORCE_THREADS) != "1":
+        raise SlnError(f"run.cpu_threads={threads} is more than the {cores} cores this process may use; give at "
+                       f"most {cores}, or set {FORCE_THREADS}=1 to oversubscribe on purpose")
+    return threads
 
 
 def _compiled(network: nn.Module, mode: str, device: torch.device, world: World = SINGLE) -> nn.Module | None:

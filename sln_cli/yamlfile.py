@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from sln_cli import readers
 from sln_cli.errors import SlnError
 
 MAX_BYTES = 1 << 20  # 1 MiB: a resolved config is ~2 KiB
@@ -32,6 +33,21 @@ class _BoundedLoader(yaml.SafeLoader):
         else:
             self._spend(1)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A key written twice in one mapping is an error (PyYAML keeps the last one silently); `<<` merges may
+        still be overridden, as YAML intends."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {str(key)[:80]!r}",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
     def _spend(self, nodes: int) -> None:
         self.budget -= nodes
@@ -64,6 +80,8 @@ def loads(text: str, *, what: str, max_nodes: int = MAX_NODES, invalid_as_text: 
                        "write the values out plainly") from None
     except RecursionError:
         raise SlnError(f"{what} is nested too deeply to be a config; fix the file") from None
+    except ValueError:  # int() of a number over Python's 4,300-digit limit (CVE-2020-10735)
+        raise SlnError(f"{what} holds an integer of over 4,300 digits; no setting takes one: fix the value") from None
     except yaml.YAMLError as exc:
         if invalid_as_text:
             return text
@@ -77,15 +95,8 @@ def loads(text: str, *, what: str, max_nodes: int = MAX_NODES, invalid_as_text: 
 
 
 def load(path: Path, *, what: str = "preset", max_bytes: int = MAX_BYTES) -> Any:
-    """A YAML file of at most `max_bytes`, UTF-8, parsed by `loads`."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise SlnError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    if len(data) > max_bytes:
-        raise SlnError(f"{what} {path} is over {max_bytes // 1024} KiB; a config is a few KiB: is this the right "
-                       "file?")
+    """A regular YAML file of at most `max_bytes`, UTF-8, parsed by `loads`."""
+    data = readers.read_bytes(path, what=what, max_bytes=max_bytes)  # a regular file only: a FIFO never blocks
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -111,3 +111,24 @@ def assert_untouched(before: dict[str, bytes | str], after: dict[str, bytes | st
     new = [path for path, content in after.items() if path not in before and content != "<dir>"
            and not path.endswith("/.sln-owned")]
     assert not new, f"left behind: {new}"
+
+
+def write_run(path: Path, overrides: tuple[str, ...] = (), *, acc: float = 0.8, epochs: int = 2) -> Path:
+    """A finished run directory written by hand (no training): config.yaml, metrics.jsonl, summary.json, meta.json,
+    as `sln train` writes them, for the report and the sweep to read back."""
+    import json
+
+    import yaml
+
+    from sln_cli import config as config_lib
+    from sln_cli import presets
+
+    tree = config_lib.to_dict(config_lib.resolve(presets.load("quickstart"), [f"optim.epochs={epochs}", *overrides]))
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    rows = [{"epoch": e, "test_acc": acc, "test_acc_ema": acc + 0.05, "test_loss": 1.0, "test_loss_ema": 0.9,
+             "memorized": 0.1 * e} for e in range(1, epochs + 1)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "summary.json").write_text(json.dumps({"epochs": epochs, "best": None, "last": rows[-1]}))
+    (path / "meta.json").write_text(json.dumps({"working_directory": str(path.parent), "seed": 0}))
+    return path

@@ -224,7 +224,7 @@ def test_a_billion_laughs_is_refused_fast(tmp_path, place):
 
 @pytest.mark.parametrize(("content", "mentions"), [
     (b"\xff\xfe\x00\x01" * 10, "not UTF-8"),
-    (b"optim:\n  lr: 0.1\n" + b"#" * (2 << 20), "over 1024 KiB"),
+    (b"optim:\n  lr: 0.1\n" + b"#" * (2 << 20), "over the 1 MiB"),
     (b"[" * 100_000, "preset.yaml"),
     (b"optim: !!python/object/apply:os.system ['touch PWNED']\n", "not valid YAML"),
 ])

@@ -43,7 +43,8 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
 def saved_probs(run: Path, tmp_path: Path, weights: str, checkpoint: str = "final") -> dict[str, np.ndarray]:
     path = tmp_path / f"p-{weights}-{checkpoint}.npz"
     result = runner.invoke(app, ["evaluate", str(run), "--split", "train", "--weights", weights, "--checkpoint",
-                                 checkpoint, "--save-predictions", str(path), "--out", str(tmp_path), "--json"])
+                                 checkpoint, "--save-predictions", str(path), "--out", str(tmp_path / "diagrams"),
+                                 "--json"])
     assert result.exit_code == 0, result.output
     with np.load(path, allow_pickle=False) as saved:
         return {key: saved[key] for key in ("probs", "labels", "noisy_labels", "indices")}

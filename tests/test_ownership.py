@@ -129,8 +129,10 @@ def test_a_users_folder_is_used_only_when_nothing_is_in_the_way(tmp_path):
     with pytest.raises(SlnError, match=f"{tmp_path / 'reliability-test.png'} already exists in a folder sln did"):
         prepare_output_dir(tmp_path, ["reliability-*.png"], overwrite=False)
     assert not (tmp_path / MARKER).exists()
-    prepare_output_dir(tmp_path, ["reliability-*.png"], overwrite=True)  # consent given: used, and marked
-    assert is_owned(tmp_path, "analysis") and (tmp_path / "notes.txt").read_text() == "theirs"
+    prepare_output_dir(tmp_path, ["reliability-*.png"], overwrite=True)  # consent given: used, never marked
+    assert not (tmp_path / MARKER).exists() and (tmp_path / "notes.txt").read_text() == "theirs"
+    with pytest.raises(SlnError, match="already exists"):  # the next write asks again
+        prepare_output_dir(tmp_path, ["reliability-*.png"], overwrite=False)
     with pytest.raises(SlnError, match="already exists"):
         check_replaceable(tmp_path / "notes.txt", overwrite=False)
 

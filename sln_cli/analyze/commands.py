@@ -5,7 +5,6 @@ data (`sln_cli.checkpoints`), run the analyses of `sln_cli.analyze.*`, and retur
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sln_cli import runs
+from sln_cli import readers, runs
 from sln_cli.analyze import Batch, mean_loss
 from sln_cli.analyze.confidence import confidence_report, confidence_scores
 from sln_cli.checkpoints import (
@@ -364,10 +363,10 @@ def _resumable_grid(model: torch.nn.Module, batches: list[Batch], direction_x: d
 def _saved_grid(grid_path: Path, meta_path: Path, fingerprint: dict[str, Any], shape: tuple[int, int]
                 ) -> np.ndarray | None:
     try:
-        if json.loads(meta_path.read_text(encoding="utf-8")) != fingerprint:
+        if readers.read_json(meta_path, what="landscape grid record") != fingerprint:
             return None
-        partial = np.load(grid_path, allow_pickle=False)
-    except (OSError, ValueError):  # missing, unreadable or truncated: start over
+        partial = readers.read_npy(grid_path, what="landscape grid", max_bytes=1 << 30)
+    except SlnError:  # missing, unreadable, truncated or not ours (bounded readers): start over
         return None
     return partial if partial.shape == shape else None
 

@@ -4,6 +4,8 @@ against the true labels when they are known (AUROC, precision/recall at r·N, pr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sln_cli.analyze.confidence import _as_mask, _as_probabilities, detection_metrics, per_sample_loss
@@ -35,6 +37,8 @@ def rank_order(scores: np.ndarray, score: str) -> np.ndarray:
 
 def flagged_by_threshold(scores: np.ndarray, score: str, threshold: float) -> np.ndarray:
     """Loss at least `threshold`, or probability of the given label at most `threshold`."""
+    if not math.isfinite(threshold):  # nan compares false with everything: it would flag nothing, silently
+        raise SlnError(f"--threshold must be a finite number, got {threshold}")
     if score == "probability" and not 0 <= threshold <= 1:
         raise SlnError(f"--threshold for --score probability is a probability in [0, 1], got {threshold}")
     if score == "loss" and threshold < 0:

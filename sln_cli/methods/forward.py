@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sln_cli import readers
 from sln_cli.errors import SlnError
 from sln_cli.methods.base import Configured, MethodContext, probabilities
 
@@ -55,12 +56,10 @@ def transition_matrix(source: str, context: MethodContext) -> np.ndarray:
 
 
 def _load(path: Path) -> np.ndarray:
-    try:
-        if path.suffix == ".csv":
-            return np.loadtxt(path, delimiter=",", ndmin=2)
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
-    except (OSError, ValueError) as exc:
-        raise SlnError(f"{KEY}: cannot read {path} ({exc.__class__.__name__}); give a K×K numeric matrix") from exc
+    try:  # bounded, real, finite, non-empty; one line otherwise
+        return readers.read_matrix(path, what="the file")
+    except SlnError as exc:
+        raise SlnError(f"{KEY}: {exc}") from None
 
 
 def check_transition(matrix: np.ndarray, num_classes: int, where: str) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,17 @@ class Run:
             and self.epochs_done >= self.epochs_total
 
 
-def find_runs(targets: list[str]) -> list[Run]:
-    """Run directories, sweep directories (their runs) and globs of either; each run once, in order."""
+@dataclass(frozen=True)
+class Damaged:
+    """A run whose files cannot be read as sln wrote them: listed beside the table, never averaged."""
+
+    run_dir: Path
+    reason: str  # one line naming the file and the key
+
+
+def find_runs(targets: list[str], *, damaged: list[Damaged] | None = None) -> list[Run]:
+    """Run directories, sweep directories (their runs) and globs of either; each run once, in order. A damaged
+    run is appended to `damaged` and left out; without that list it is an SlnError."""
     if not targets:
         raise SlnError("give at least one run or sweep directory")
     found: dict[Path, None] = {}
@@ -58,7 +68,15 @@ def find_runs(targets: list[str]) -> list[Run]:
             raise SlnError(f"nothing matches {target!r}; check the pattern")
         for path in map(Path, paths):
             found.update(dict.fromkeys(_runs_in(path)))
-    return [_read(run_dir) for run_dir in found]
+    readable = []
+    for run_dir in found:
+        try:
+            readable.append(_read(run_dir))
+        except SlnError as exc:
+            if damaged is None:
+                raise
+            damaged.append(Damaged(run_dir, str(exc)))
+    return readable
 
 
 def setting_of(config: dict[str, Any]) -> str:
@@ -129,25 +147,58 @@ def groups(found: list[Run], *, every: bool = False) -> list[tuple[str, str, str
 
 
 def _runs_in(path: Path) -> list[Path]:
-    if (path / runs.CONFIG).is_file():
+    """A run holds a config.yaml (whatever it is: one that is not a regular file is reported as damage)."""
+    if os.path.lexists(path / runs.CONFIG):
         return [path]
     if path.is_dir():
-        inside = sorted(p for p in path.iterdir() if (p / runs.CONFIG).is_file())
+        inside = sorted(p for p in path.iterdir() if os.path.lexists(p / runs.CONFIG))
         if inside:
             return inside
     raise SlnError(f"{path} is neither a run directory nor a sweep directory holding runs")
 
 
 def _read(run_dir: Path) -> Run:
-    config = config_lib.load_yaml(run_dir / runs.CONFIG)
+    """A run's files, each read by a bounded reader and checked; an SlnError names the file and the key."""
+    path = run_dir / runs.CONFIG
+    config = config_lib.load_yaml(path)
+    _check_config(config, path)
+    run = Run(run_dir, config, runs.read_metrics(run_dir), runs.read_summary(run_dir), int(config["optim"]["epochs"]))
+    if run.finished:  # the values the table reads must be numbers
+        _check_values(run.rows[-1], f"{run_dir / runs.METRICS} (last line)")
+        if run.summary.get("best") is not None:
+            _check_values(run.summary["best"], f"{run_dir / runs.SUMMARY}: best")
+    return run
+
+
+# the keys of config.yaml the report reads, with their types (runs of older versions lack newer keys: not these)
+_CONFIG_TYPES = {("data", "dataset"): (str,), ("noise", "mode"): (str,), ("noise", "rate"): (int, float),
+                 ("noise", "labels"): (str, type(None)), ("noise", "label_set"): (str, type(None)),
+                 ("optim", "epochs"): (int,), ("sln", "sigma"): (int, float), ("sln", "correction"): (int, type(None))}
+
+
+def _check_config(config: dict[str, Any], path: Path) -> None:
     for section in ("data", "noise", "optim", "sln"):
         if not isinstance(config.get(section), dict):
-            raise SlnError(f"{run_dir / runs.CONFIG} has no {section} section; is it a run made by `sln train`?")
-    try:
-        summary = json.loads((run_dir / runs.SUMMARY).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        summary = None
-    return Run(run_dir, config, runs.read_metrics(run_dir), summary, int(config["optim"]["epochs"]))
+            raise SlnError(f"{path} has no {section} section; is it a run made by `sln train`?")
+    for (section, key), types in _CONFIG_TYPES.items():
+        value = config[section].get(key)
+        if isinstance(value, bool) or not isinstance(value, types) or (isinstance(value, int) and abs(value) > 2**53):
+            got = "missing" if key not in config[section] else config_lib._show(value)
+            raise SlnError(f"{path}: {section}.{key} is {got}, not a {' or '.join(t.__name__ for t in types)}; "
+                           "the file was edited or damaged")
+    if config["optim"]["epochs"] < 1:
+        raise SlnError(f"{path}: optim.epochs is {config['optim']['epochs']}; the file was edited or damaged")
+    if "method" in config and not isinstance(config["method"], dict | None) \
+            or not isinstance(runs.method_section(config).get("name", "sln"), str):
+        raise SlnError(f"{path}: method is not a mapping with a name; the file was edited or damaged")
+
+
+def _check_values(row: dict[str, Any], where: str) -> None:
+    for key in [METRICS[m][0] + suffix for m in METRICS for suffix in ("", "_ema")]:
+        value = row.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            raise SlnError(f"{where}: {key} is {'missing' if value is None else repr(value)[:40]}, not a number; "
+                           "the file was edited or damaged")
 
 
 def _experiment(config: dict[str, Any]) -> dict[str, Any]:

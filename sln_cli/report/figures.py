@@ -22,7 +22,7 @@ Curves = dict[str, dict[str, tuple[list[int], list[float], list[float]]]]
 def write_figures(found: list[Run], out: Path, *, overwrite: bool = False) -> list[Path]:
     """accuracy.png (test accuracy of each method's weights) and memorisation.png (raw networks: `memorized` is
     measured on the training batches as they are trained, so the EMA has none) in `out`."""
-    ownership.prepare_output_dir(out, "report")
+    ownership.prepare_output_dir(out, "report", overwrite=overwrite)
     written = []
     for name, key, ylabel, what, raw_only in (
             ("accuracy.png", "test_acc", "test accuracy (%)", "test accuracy", False),

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from sln_cli.files import json_text
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet checked (sln_cli/paper_results.yaml)"
@@ -20,7 +22,7 @@ NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet ch
 
 def render(cells: list[dict[str, Any]], fmt: str, console: Console) -> None:
     if fmt == "json":
-        print(json.dumps(cells, indent=2))
+        print(json_text([_with_null_reason(cell) for cell in cells]), end="")
     elif fmt == "csv":
         print(to_csv(cells), end="")
     elif fmt == "markdown":
@@ -118,6 +120,19 @@ def to_csv(cells: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def _with_null_reason(cell: dict[str, Any]) -> dict[str, Any]:
+    """NaN and ±Infinity are not JSON: they print as null (`files.json_text`), and `non_finite` names the keys
+    that were (e.g. a diverged run's loss), so a null that means "not a number" differs from one that means "none"."""
+    bad = [key for key, value in cell.items() if _non_finite(value)]
+    return {**cell, "non_finite": bad} if bad else cell
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, list) and any(_non_finite(item) for item in value)
+
+
 def _number(cell: dict[str, Any], value: float) -> str:
     return f"{value * 100:.2f}" if cell["metric"] == "test_acc" else f"{value:.3f}"
 
@@ -126,8 +141,13 @@ def _raw(value: Any) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
 def _tex(text: str) -> str:
-    return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+    """Text safe in a LaTeX table: each of LaTeX's special characters as its escape, in one pass."""
+    return "".join(_TEX.get(char, char) for char in text)
 
 
 def _tex_cell(cell: dict[str, Any] | None) -> str:

@@ -53,7 +53,7 @@ def branch(cell: Cell, twin: Cell, *, runtime: dict[str, Any]) -> None:
             _copy(best_file(source, epoch), cell.run_dir / runs.BEST)
         rows = [r for r in runs.read_metrics(source) if r["epoch"] <= epoch]
         atomic_write_text(cell.run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
-        meta = json.loads((source / runs.META).read_text(encoding="utf-8"))
+        meta = runs.read_meta(source)
         atomic_write_json(cell.run_dir / runs.META, {**meta, "branched_from": str(source), "branched_at": epoch})
         config = {**cell.config, "run": {**cell.config["run"], **runtime}}
         atomic_write_text(cell.run_dir / runs.CONFIG, yaml.safe_dump(config, sort_keys=False))

@@ -80,6 +80,7 @@ def threads_per_run(options: Options) -> int:
 def run_sweep(sweep: Sweep, sweep_dir: Path, options: Options, *, console: Any = None) -> dict[str, Any]:
     """Run every unfinished cell of `sweep` in `sweep_dir` (holding the sweep's lock); return the outcome."""
     slots(options)  # bad options fail before anything is written
+    status_lib.table(sweep, sweep_dir)  # so does a run directory holding another config: nothing is written then
     if not ownership.is_owned(sweep_dir, "sweep"):
         ownership.claim_new_directory(sweep_dir, "sweep", overwrite=False)
     with lock_directory(sweep_dir, what="sweep"):

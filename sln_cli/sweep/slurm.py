@@ -32,6 +32,7 @@ def submit(sweep: Sweep, sweep_dir: Path, options: Any, *, retries: int = 1) -> 
     `options` is a `sln_cli.sweep.commands.SlurmOptions`; its `executor` (tests: submitit's LocalExecutor)
     replaces the Slurm executor."""
     executor = options.executor if options.executor is not None else _slurm_executor(sweep, sweep_dir, options)
+    status_lib.table(sweep, sweep_dir)  # a run directory holding another config: refused before anything is written
     if not ownership.is_owned(sweep_dir, "sweep"):
         ownership.claim_new_directory(sweep_dir, "sweep", overwrite=False)
     submitted = []
@@ -83,7 +84,16 @@ def _slurm_executor(sweep: Sweep, sweep_dir: Path, options: Any) -> Any:
         import submitit
     except ImportError:
         raise SlnError(INSTALL) from None
-    executor = submitit.AutoExecutor(folder=sweep_dir / "slurm" / "%j", cluster="slurm")
+    import shutil
+
+    if shutil.which("srun") is None or shutil.which("sbatch") is None:  # submitit's own check raises RuntimeError
+        raise SlnError("--launcher slurm needs Slurm's srun and sbatch on the PATH; run it on a Slurm login node, "
+                       "or use --launcher local")
+    try:
+        executor = submitit.AutoExecutor(folder=sweep_dir / "slurm" / "%j", cluster="slurm")
+    except RuntimeError as exc:
+        raise SlnError(f"--launcher slurm: submitit cannot use Slurm here ({str(exc)[:160]}); run it on a Slurm "
+                       "login node, or use --launcher local") from None
     per_job = max(1, options.runs_per_job)
     parameters: dict[str, Any] = {"timeout_min": options.time_minutes, "nodes": 1, "tasks_per_node": 1,
                                   "gpus_per_node": options.gpus_per_job, "name": f"sln-{sweep.name}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from sln_cli import config as config_lib
 from sln_cli import presets as presets_lib
 from sln_cli import runs
+from sln_cli import seeds as seeds_lib
 from sln_cli.errors import SlnError
 
 SPEC_KEYS = ("description", "presets", "methods", "grid", "seeds", "set")
@@ -80,7 +82,7 @@ def load(name_or_path: str, *, out: Path | None = None, seeds: str | None = None
          overrides: list[str] = ()) -> Sweep:
     """The sweep `name_or_path` (a shipped name or a YAML file), with command-line seeds and --set merged."""
     path, name = _locate(name_or_path)
-    spec = _check_spec(config_lib.load_yaml(path), path)
+    spec = _check_spec(config_lib.load_yaml(path, what="sweep spec"), path)
     if seeds is not None:
         spec["seeds"] = parse_seeds(seeds)
     spec["set"] = {**spec["set"], **_parse_sets(overrides)}
@@ -89,25 +91,19 @@ def load(name_or_path: str, *, out: Path | None = None, seeds: str | None = None
 
 
 def parse_seeds(text: str) -> list[int]:
-    """`0,1,2` or `0-4` (inclusive) or a mix: `0-2,7`."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
-            raise SlnError(f"--seeds takes seeds like 0,1,2 or 0-4, got {text!r}")
-        seeds += range(int(match[1]), int(match[2] or match[1]) + 1)
-    if len(seeds) != len(set(seeds)) or len(seeds) > MAX_CELLS:
-        raise SlnError(f"--seeds names a seed twice or too many seeds: {text!r}")
-    return seeds
+    """`0,1,2` or `0-4` (inclusive) or a mix: `0-2,7` (counted before it is built: `seeds.parse_seeds`)."""
+    return seeds_lib.parse_seeds(text, limit=MAX_CELLS)
 
 
 def expand(spec: dict[str, Any], sweep_dir: Path) -> tuple[Cell, ...]:
     """Every cell of the grid, each config resolved (all problems of all cells raised at once)."""
     grid_keys = list(spec["grid"])
-    combos = list(itertools.product(*(spec["grid"][k] for k in grid_keys)))
-    count = len(spec["presets"]) * len(spec["methods"]) * len(combos) * len(spec["seeds"])
+    # counted from its factors before anything is built: 20 keys of 10 values must not make 10^20 tuples
+    count = math.prod([len(spec["presets"]), len(spec["methods"]), len(spec["seeds"]),
+                       *(len(spec["grid"][k]) for k in grid_keys)])
     if count > MAX_CELLS:
-        raise SlnError(f"the sweep expands to {count} runs, more than {MAX_CELLS}; make the grid smaller")
+        raise SlnError(f"the sweep expands to {count:,} runs, more than {MAX_CELLS:,}; make the grid smaller")
+    combos = list(itertools.product(*(spec["grid"][k] for k in grid_keys)))
     problems: list[str] = []
     cells: list[Cell] = []
     for preset, (method, method_set), combo, seed in itertools.product(
@@ -187,9 +183,11 @@ def _check_spec(tree: dict[str, Any], path: Path) -> dict[str, Any]:
     for key, values in spec["grid"].items():
         spec["grid"][key] = _nonempty_list(values, f"grid.{key}", path)
     spec["seeds"] = _nonempty_list(spec["seeds"], "seeds", path)
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in spec["seeds"]) \
-            or len(set(spec["seeds"])) != len(spec["seeds"]):
-        raise SlnError(f"{path}: seeds must be distinct non-negative integers, got {spec['seeds']}")
+    for seed in spec["seeds"]:
+        if problem := seeds_lib.seed_problem(seed, "seeds"):
+            raise SlnError(f"{path}: {problem}")
+    if len(set(spec["seeds"])) != len(spec["seeds"]):
+        raise SlnError(f"{path}: seeds must be distinct, got {config_lib._show(spec['seeds'])}")
     for m, overrides in spec["methods"].items():
         if clash := set(overrides) & set(spec["grid"]):
             raise SlnError(f"{path}: method {m!r} and grid both set {sorted(clash)[0]}; keep it in one place")

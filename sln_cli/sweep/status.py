@@ -7,13 +7,13 @@ config differs from the cell's is an error, never overwritten.
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sln_cli import config as config_lib
-from sln_cli import runs
+from sln_cli import readers, runs
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write_json
 from sln_cli.sweep.spec import Cell, Sweep, comparable
@@ -44,14 +44,15 @@ def state_of(cell: Cell, sweep: Sweep, failures: dict[str, Any]) -> CellState:
     check_config(cell)
     rows = runs.read_metrics(run_dir)
     done = rows[-1]["epoch"] if rows else 0
-    summary = _summary(run_dir)
+    summary = runs.read_summary(run_dir)
     if summary is not None and summary.get("epochs", 0) >= cell.epochs and done >= cell.epochs:
         status = "done"
     else:
         status = "failed" if cell.name in failures else "partial"
-    meta = _json(run_dir / runs.META) or {}
+    meta = runs.read_meta(run_dir) if os.path.lexists(run_dir / runs.META) else {}
     if "branched_from" in meta:
-        branch_from, saved = meta["branched_from"], int(meta.get("branched_at", 0))
+        branch_from = str(meta["branched_from"])
+        saved = readers.integer(meta.get("branched_at", 0), f"{run_dir / runs.META}: branched_at", high=10**9)
     elif cell.twin is not None and done > 0:
         branch_from, saved = None, 0  # it was started from scratch
     return CellState(status, min(done, cell.epochs), cell.epochs, branch_from, saved, rows[-1] if rows else None)
@@ -93,7 +94,15 @@ def savings(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def read_failures(sweep_dir: Path) -> dict[str, Any]:
-    return _json(sweep_dir / FAILURES) or {}
+    """failures.json, checked: {run name: {"attempts": int, ...}}; an SlnError names what is damaged."""
+    path = sweep_dir / FAILURES
+    if not os.path.lexists(path):
+        return {}
+    failures = readers.mapping(readers.read_json(path, what="sweep's failures.json"), str(path))
+    for name, record in failures.items():
+        readers.mapping(record, f"{path}: {name}")
+        readers.integer(record.get("attempts"), f"{path}: {name}.attempts", high=10**6)
+    return failures
 
 
 def record_failure(sweep_dir: Path, name: str, exit_code: int, log: Path, message: str) -> None:
@@ -117,14 +126,3 @@ def _branch(cell: Cell, sweep: Sweep) -> tuple[str | None, int]:
     if cell.twin is None:
         return None, 0
     return str(sweep.cell(cell.twin).run_dir), int(cell.correction)
-
-
-def _summary(run_dir: Path) -> dict[str, Any] | None:
-    return _json(run_dir / runs.SUMMARY)
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
