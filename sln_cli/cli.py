@@ -31,7 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (what it holds: README).")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 CheckpointOption = Annotated[
-    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
+    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, best-noisy-val (the epoch of "
+                                  "best noisy-validation accuracy, data.noisy_val), last or epoch-N.")
 ]
 
 
@@ -274,6 +275,10 @@ def train(
     ] = None,
     train_limit: Annotated[int | None, typer.Option(help="Train on a seeded subset of N samples.")] = None,
     test_limit: Annotated[int | None, typer.Option(help="Test on a seeded subset of N samples.")] = None,
+    noisy_val: Annotated[
+        float | None, typer.Option(help="Hold out N noisy training samples (or a fraction < 1) to select the epoch "
+                                        "on; the paper uses 5000 on CIFAR (data.noisy_val).")
+    ] = None,
     record_probs: Annotated[
         bool | None, typer.Option("--record-probs", help="Save the epoch-averaged softmax (probs.npy).")
     ] = None,
@@ -295,7 +300,8 @@ def train(
         "noise.rate": noise_rate,
         "noise.labels": _str(labels), "data.data_dir": _str(data_dir), "run.device": device,
         "run.precision": precision, "run.out": _str(out), "data.train_limit": train_limit,
-        "data.test_limit": test_limit, "run.record_probs": record_probs, "run.tensorboard": tensorboard,
+        "data.test_limit": test_limit, "data.noisy_val": noisy_val, "run.record_probs": record_probs,
+        "run.tensorboard": tensorboard,
     }
     if resume is not None:
         preset, base = _resume_base(resume, preset)
