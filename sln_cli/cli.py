@@ -441,19 +441,21 @@ def report(
 ) -> None:
     """The paper's table from runs: one row per method, one column per setting, mean ± std over seeds, the
     paper's number beside; unfinished runs are shown, never averaged. Also the curves as PNGs."""
-    from sln_cli.report import collect, render
+    from sln_cli.report import collect, render, selection
 
     fmt = "json" if json_output else fmt
     if fmt not in render.FORMATS:
         raise SlnError(f"--format takes {', '.join(render.FORMATS)}, got {fmt!r}")
     found = collect.find_runs(targets)
-    cells = collect.cells(found, metric=metric, select=select, every=all_weights)
+    cells = selection.add_selections(collect.cells(found, metric=metric, select=select, every=all_weights), found)
     written: list[Path] = []
     if figures:
         from sln_cli.report.figures import default_folder, write_figures
 
         written = write_figures(found, out or default_folder(targets, found), overwrite=overwrite)
     render.render(cells, fmt, _console())
+    if selection.has_noisy_val(cells):  # last / noisy-val selected / best test epoch (oracle), side by side
+        selection.render(cells, fmt, _console())
     if written:
         _console(stderr=fmt != "table").print(f"figures: {', '.join(map(str, written))}", markup=False,
                                               highlight=False)
