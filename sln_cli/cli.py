@@ -461,6 +461,48 @@ def report(
                                               highlight=False)
 
 
+@app.command()
+@_reports_errors
+def tune(
+    preset: Annotated[str, typer.Argument(metavar="PRESET", help="Preset name or YAML file every trial starts from.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="section.key=a,b,c (a grid) or section.key=lo:hi[:log] (a "
+                                                       "range, sampled); repeatable.")
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="Training method to tune (method.name).")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials in all (default: the grid's size, or 20 with a range).")]
+    = None,
+    objective: Annotated[
+        str | None, typer.Option(help="ema-best (default), ema-last, raw-best or raw-last: noisy-validation accuracy.")
+    ] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's protocol: SLN alone, sigma 0.1,0.2,0.5,1.0, a "
+                                                        "tenth held out as noisy validation, raw-last.")] = False,
+    noisy_val: Annotated[float | None, typer.Option(help="Noisy validation samples (data.noisy_val).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key in every trial (repeatable).")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="Tune directory (default tunes/<preset>).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by processes or machines "
+                                                     "(default: TUNE/study.db).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name in the storage (default: the tune folder's).")] = None,
+    jobs: Annotated[int, typer.Option(help="Trials at once, one process each.")] = 1,
+    prune: Annotated[bool, typer.Option("--prune", help="Stop trials below the median early (Optuna).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler of ranges.")] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Choose hyperparameters on noisy validation accuracy (Optuna, extra sln-cli[tune]); rerun to continue."""
+    from sln_cli.tune import commands as tune_lib
+
+    spec = tune_lib.build_spec(preset, param or [], method=method, trials=trials, objective=objective, paper=paper,
+                               noisy_val=noisy_val, overrides=set_ or [], prune=prune, seed=seed)
+    log = (lambda line: None) if json_output else (lambda line: _console().print(line, markup=False, highlight=False))
+    result = tune_lib.tune(spec, out or tune_lib.default_dir(preset), storage=storage, study_name=study, jobs=jobs,
+                           log=log)
+    if json_output:
+        _print_json(tune_lib.as_json(result))
+    else:
+        tune_lib.render(result, _console())
+
+
 # --------------------------------------------------------------------------------------------------
 # Later subcommands
 # --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +34,26 @@ from sln_cli.sweep import branch
 from sln_cli.tensorboard import open_logger, require_tensorboard
 from sln_cli.trainset import TrainSet, build_trainset
 
+EpochHook = Callable[[dict[str, Any]], None]
+
 
 def train(config: Config, *, preset: str | None = None, resume: Path | None = None, quiet: bool = False,
-          overwrite: bool = False, console: Any = None) -> dict[str, Any]:
+          overwrite: bool = False, console: Any = None, on_epoch: EpochHook | None = None) -> dict[str, Any]:
     """Train as `config` says; write the run directory; return the summary (also in summary.json).
 
     Under torchrun every process calls this and gets the same summary; only rank 0 writes and shows progress.
+    `on_epoch(row)` runs after each epoch's files are written (`sln tune` reports to its pruner there; an exception
+    it raises stops the run, which stays resumable).
     """
     world = distributed.detect()
     device = distributed.device_for(world, config.run.device, sync_batchnorm=config.run.sync_batchnorm)
     with distributed.process_group(world, device):
         return _train(config, world, device, preset=preset, resume=resume, quiet=quiet, overwrite=overwrite,
-                      console=console)
+                      console=console, on_epoch=on_epoch)
 
 
 def _train(config: Config, world: World, device: torch.device, *, preset: str | None, resume: Path | None,
-           quiet: bool, overwrite: bool, console: Any) -> dict[str, Any]:
+           quiet: bool, overwrite: bool, console: Any, on_epoch: EpochHook | None = None) -> dict[str, Any]:
     if config.run.tensorboard:
         require_tensorboard()  # before any file is written
     if config.run.cpu_threads > 0:
@@ -73,11 +78,13 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
             held = None if trainset.noisy_val is None else trainset.noisy_val.indices
             noisy_val.check_recorded(run_dir, held)  # a resumed or branched run holds out the same samples
             restore(state, run_dir, device, world)  # every rank loads the checkpoint
-        return _train_epochs(state, splits, trainset, config, world, device, run_dir, quiet=quiet, console=console)
+        return _train_epochs(state, splits, trainset, config, world, device, run_dir, quiet=quiet, console=console,
+                             on_epoch=on_epoch)
 
 
 def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Config, world: World,
-                  device: torch.device, run_dir: Path, *, quiet: bool, console: Any) -> dict[str, Any]:
+                  device: torch.device, run_dir: Path, *, quiet: bool, console: Any,
+                  on_epoch: EpochHook | None = None) -> dict[str, Any]:
     state.ddp = distributed.wrap(state.model, world, device, sync_batchnorm=config.run.sync_batchnorm)
     state.compiled = _compiled(state.model if state.ddp is None else state.ddp, config.run.compile, device, world)
 
@@ -96,6 +103,8 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
                     _save_epoch(state, run_dir, row, config)
                     board.log_epoch(row)
                 progress.end_epoch(row)
+                if on_epoch is not None:
+                    on_epoch(row)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted during epoch {state.epoch + 1}; `sln train --resume {run_dir}` "
                               "continues from the last checkpoint") from None
