@@ -651,6 +651,25 @@ def issues(
 
 @analyze_app.command()
 @_reports_errors
+def noise(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory trained with --record-probs.")],
+    out: OutOption = None,
+    json_output: JsonOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """The noise rate and transition matrix of a run's labels, estimated from its probs.npy without the truth:
+    anchor points (as forward correction) and cleanlab's confident joint; errors and heat maps beside the truth."""
+    from sln_cli.analyze import noise_rate
+
+    result = noise_rate.analyze_noise(run, out=out, overwrite=overwrite)
+    if json_output:
+        _print_json(result)
+    else:
+        noise_rate.render(result, _console())
+
+
+@analyze_app.command()
+@_reports_errors
 def landscape(
     targets: Annotated[
         list[str], typer.Argument(metavar="RUN_OR_CHECKPOINT", help="Runs cut along the same directions.")
