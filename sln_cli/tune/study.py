@@ -5,7 +5,6 @@ process died is failed and its slot enqueued again, to resume the same run direc
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -15,6 +14,11 @@ from typing import Any
 from sln_cli import locks
 from sln_cli.errors import Interrupted, SlnError
 from sln_cli.tune.spec import TuneSpec
+
+try:
+    import fcntl
+except ImportError:  # Windows: processes must not start one tune's study at the same moment there
+    fcntl = None  # type: ignore[assignment]
 
 SPEC_ATTR = "sln_tune_spec"  # the study's spec, so that two tunes with different specs never share one
 STUDY_FILE, SETUP_LOCK = "study.db", ".tune-setup.lock"
@@ -58,7 +62,8 @@ def _setup_lock(tune_dir: Path) -> Iterator[None]:
     """Processes that start one tune together create and fill its study one at a time."""
     fd = os.open(tune_dir / SETUP_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
