@@ -148,3 +148,39 @@ def test_without_optuna_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     result = runner.invoke(app, ["tune", "quickstart", *TINY, *GRID, "--out", str(tmp_path / "t")])
     assert result.exit_code == 1 and "pip install 'sln-cli[tune]'" in result.output
     assert not (tmp_path / "t").exists()
+
+
+class _FakeTrial:
+    """Stands in for an Optuna trial: records reports; the pruner says stop once epoch `prune_at` is reported."""
+
+    def __init__(self, slot, prune_at):
+        self.user_attrs, self.reports, self.prune_at = {"slot": slot}, [], prune_at
+
+    def suggest_categorical(self, key, values):
+        return values[0]
+
+    def set_user_attr(self, key, value):
+        self.user_attrs[key] = value
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return self.reports[-1][0] >= self.prune_at
+
+
+def test_a_pruned_trial_stops_after_the_epoch_the_pruner_names_and_resumes_from_there(tmp_path):
+    spec = _spec(("sln.sigma=0.5",))
+    trial = _FakeTrial(0, prune_at=2)
+    with pytest.raises(optuna.TrialPruned):
+        trial_lib.run(trial, spec, tmp_path)
+    run_dir = trial_lib.run_dir_of(tmp_path, 0)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and trial.user_attrs["epochs_trained"] == 2
+    assert [step for step, _ in trial.reports] == [1, 2]
+    assert trial.reports[-1][1] == max(r["noisy_val_acc_ema"] for r in rows)  # ema-best: the best so far
+    resumed = _FakeTrial(0, prune_at=99)
+    value = trial_lib.run(resumed, spec, tmp_path)
+    assert resumed.user_attrs["epochs_trained"] == 1 and [s for s, _ in resumed.reports] == [1, 2, 3]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert value == max(r["noisy_val_acc_ema"] for r in rows)
