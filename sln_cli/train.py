@@ -171,14 +171,14 @@ def _compiled(network: nn.Module, mode: str, device: torch.device, world: World 
 
 def _start_run_dir(run_dir: Path, config: Config, trainset: TrainSet, device: torch.device, world: World) -> None:
     """The files a new run starts with, in the directory `runs.holding_run` claimed."""
+    if trainset.noisy_val is not None:  # before config.yaml, which makes the directory a run a resume accepts
+        noisy_val.write(run_dir, trainset.noisy_val.indices)
     atomic_write_text(run_dir / runs.CONFIG, dump(config))
     runs.write_meta(run_dir, device=str(device), seed=config.run.seed,
                     extra={"num_train": len(trainset.noisy), "num_test": len(trainset.dataset.test.labels),
                            "world_size": world.size,
                            "num_noisy_val": 0 if trainset.noisy_val is None else len(trainset.noisy_val.noisy)})
     write_label_file(run_dir / "labels.csv", trainset.labels)
-    if trainset.noisy_val is not None:
-        noisy_val.write(run_dir, trainset.noisy_val.indices)
 
 
 def _describe(trainset: TrainSet, config: Config, device: torch.device, world: World) -> str:
