@@ -489,7 +489,7 @@ def tune(
     seed: Annotated[int, typer.Option(help="Seed of the sampler of ranges.")] = 0,
     json_output: JsonOption = False,
 ) -> None:
-    """Choose hyperparameters on noisy validation accuracy (Optuna, extra sln-cli[tune]); rerun to continue."""
+    """Choose hyperparameters on noisy validation accuracy with Optuna (the `tune` extra); rerun to continue."""
     from sln_cli.tune import commands as tune_lib
 
     spec = tune_lib.build_spec(preset, param or [], method=method, trials=trials, objective=objective, paper=paper,
