@@ -82,6 +82,8 @@ def _expand(paths: Sequence[str | Path]) -> list[Path]:
 def checkpoint_path(run_dir: Path, choice: str) -> Path:
     """The file behind `--checkpoint final|best|last|epoch-N` in a run directory, or an SlnError saying why not."""
     named = {"final": runs.FINAL, "best": runs.BEST, "last": runs.CHECKPOINT}
+    if choice == "best-noisy-val":
+        return _best_noisy_val(run_dir)
     if match := re.fullmatch(r"epoch-(\d+)", choice):
         path = run_dir / "checkpoints" / f"epoch-{int(match[1]):04d}.pt"
         if not path.is_file():
@@ -89,14 +91,27 @@ def checkpoint_path(run_dir: Path, choice: str) -> Path:
             raise SlnError(f"{run_dir} has no checkpoint for {choice}; kept epochs: {kept}")
         return path
     if choice not in named:
-        raise SlnError(f"unknown --checkpoint {choice!r}; use best, final, last or epoch-N")
+        raise SlnError(f"unknown --checkpoint {choice!r}; use best, best-noisy-val, final, last or epoch-N")
     path = run_dir / named[choice]
     if not path.is_file():
         hints = {"final": "training has not finished: use --checkpoint last",
-                 "best": "its dataset has no validation split: use --checkpoint final",
+                 "best": "its dataset has no validation split and it held out no noisy one (data.noisy_val): "
+                         "use --checkpoint final",
                  "last": "the run never completed an epoch"}
         raise SlnError(f"{run_dir} has no {named[choice]} ({hints[choice]})")
     return path
+
+
+def _best_noisy_val(run_dir: Path) -> Path:
+    """best.pt of a run that held out a noisy validation split (its selection, see `train.selection_key`)."""
+    from sln_cli import noisy_val
+
+    if not (run_dir / noisy_val.FILE).is_file():
+        raise SlnError(f"{run_dir} held out no noisy validation split; train with --set data.noisy_val=N (a count or "
+                       "a fraction) to select on one, or use --checkpoint final")
+    if not (run_dir / runs.BEST).is_file():
+        raise SlnError(f"{run_dir} has no {runs.BEST} yet (no epoch has finished): use --checkpoint last")
+    return run_dir / runs.BEST
 
 
 def epoch_checkpoints(run_dir: Path) -> list[Path]:

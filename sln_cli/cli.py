@@ -33,7 +33,8 @@ JsonOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 CheckpointOption = Annotated[
-    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, last or epoch-N.")
+    str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, best-noisy-val (the epoch of "
+                                  "best noisy-validation accuracy, data.noisy_val), last or epoch-N.")
 ]
 
 
@@ -276,6 +277,10 @@ def train(
     ] = None,
     train_limit: Annotated[int | None, typer.Option(help="Train on a seeded subset of N samples.")] = None,
     test_limit: Annotated[int | None, typer.Option(help="Test on a seeded subset of N samples.")] = None,
+    noisy_val: Annotated[
+        float | None, typer.Option(help="Hold out N noisy training samples (or a fraction < 1) to select the epoch "
+                                        "on; the paper uses 5000 on CIFAR (data.noisy_val).")
+    ] = None,
     record_probs: Annotated[
         bool | None, typer.Option("--record-probs", help="Save the epoch-averaged softmax (probs.npy).")
     ] = None,
@@ -297,7 +302,8 @@ def train(
         "noise.rate": noise_rate,
         "noise.labels": _str(labels), "data.data_dir": _str(data_dir), "run.device": device,
         "run.precision": precision, "run.out": _str(out), "data.train_limit": train_limit,
-        "data.test_limit": test_limit, "run.record_probs": record_probs, "run.tensorboard": tensorboard,
+        "data.test_limit": test_limit, "data.noisy_val": noisy_val, "run.record_probs": record_probs,
+        "run.tensorboard": tensorboard,
     }
     if resume is not None:
         preset, base = _resume_base(resume, preset)
@@ -437,7 +443,7 @@ def report(
 ) -> None:
     """The paper's table from runs: one row per method, one column per setting, mean ± std over seeds, the
     paper's number beside; unfinished runs are shown, never averaged. Also the curves as PNGs."""
-    from sln_cli.report import collect, render
+    from sln_cli.report import collect, render, selection
 
     fmt = "json" if json_output else fmt
     if fmt not in render.FORMATS:
@@ -446,7 +452,7 @@ def report(
     found = collect.find_runs(targets, damaged=damaged)
     if not found and damaged:
         raise SlnError(f"no readable run: {damaged[0].reason}")
-    cells = collect.cells(found, metric=metric, select=select, every=all_weights)
+    cells = selection.add_selections(collect.cells(found, metric=metric, select=select, every=all_weights), found)
     written: list[Path] = []
     if figures:
         from sln_cli.report.figures import default_folder, write_figures
@@ -456,9 +462,53 @@ def report(
     for run in damaged:  # beside the table (on stderr when stdout is a machine-readable format)
         _console(stderr=fmt != "table").print(f"damaged, left out: {run.run_dir}: {run.reason}", markup=False,
                                               highlight=False, soft_wrap=True)
+    if selection.has_noisy_val(cells):  # last / noisy-val selected / best test epoch (oracle), side by side
+        selection.render(cells, fmt, _console())
     if written:
         _console(stderr=fmt != "table").print(f"figures: {', '.join(map(str, written))}", markup=False,
                                               highlight=False)
+
+
+@app.command()
+@_reports_errors
+def tune(
+    preset: Annotated[str, typer.Argument(metavar="PRESET", help="Preset name or YAML file every trial starts from.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="section.key=a,b,c (a grid) or section.key=lo:hi[:log] (a "
+                                                       "range, sampled); repeatable.")
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="Training method to tune (method.name).")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials in all (default: the grid's size, or 20 with a range).")]
+    = None,
+    objective: Annotated[
+        str | None, typer.Option(help="ema-best (default), ema-last, raw-best or raw-last: noisy-validation accuracy.")
+    ] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's protocol: SLN alone, sigma 0.1,0.2,0.5,1.0, a "
+                                                        "tenth held out as noisy validation, raw-last.")] = False,
+    noisy_val: Annotated[float | None, typer.Option(help="Noisy validation samples (data.noisy_val).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key in every trial (repeatable).")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="Tune directory (default tunes/<preset>).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by processes or machines "
+                                                     "(default: TUNE/study.db).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name in the storage (default: the tune folder's).")] = None,
+    jobs: Annotated[int, typer.Option(help="Trials at once, one process each.")] = 1,
+    prune: Annotated[bool, typer.Option("--prune", help="Stop trials below the median early (Optuna).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler of ranges.")] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Choose hyperparameters on noisy validation accuracy with Optuna (the `tune` extra); rerun to continue."""
+    from sln_cli.tune import commands as tune_lib
+
+    spec = tune_lib.build_spec(preset, param or [], method=method, trials=trials, objective=objective, paper=paper,
+                               noisy_val=noisy_val, overrides=set_ or [], prune=prune, seed=seed)
+    log = (lambda line: None) if json_output else (lambda line: _console().print(line, markup=False, highlight=False))
+    result = tune_lib.tune(spec, out or tune_lib.default_dir(preset), storage=storage, study_name=study, jobs=jobs,
+                           log=log)
+    if json_output:
+        _print_json(tune_lib.as_json(result))
+    else:
+        tune_lib.render(result, _console())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -605,6 +655,25 @@ def issues(
         from sln_cli.analyze.issues_view import render_issues
 
         render_issues(result, _console())
+
+
+@analyze_app.command()
+@_reports_errors
+def noise(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory trained with --record-probs.")],
+    out: OutOption = None,
+    json_output: JsonOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """The noise rate and transition matrix of a run's labels, estimated from its probs.npy without the truth:
+    anchor points (as forward correction) and cleanlab's confident joint; errors and heat maps beside the truth."""
+    from sln_cli.analyze import noise_rate
+
+    result = noise_rate.analyze_noise(run, out=out, overwrite=overwrite)
+    if json_output:
+        _print_json(result)
+    else:
+        noise_rate.render(result, _console())
 
 
 @analyze_app.command()

@@ -39,6 +39,9 @@ class DataConfig:
     balanced_per_class: int | None = None  # fresh class-balanced draw each epoch (Clothing1M: 18,976)
     workers: int = 4  # DataLoader workers for file-backed datasets
     gpu_decode: bool = False  # file-backed datasets: decode JPEGs on the GPU with nvJPEG (on CUDA; else workers)
+    noisy_val: float | None = None  # hold out this many noisy training samples (a count, or a fraction < 1)
+    noisy_val_seed: int = 0  # seed of that split, apart from run.seed: every method and seed holds out the same
+    noisy_val_select: Literal["ema", "raw"] = "ema"  # which network's noisy-validation accuracy picks best.pt
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,8 @@ def validate(config: Config) -> list[str]:
                        ("sln.logit_grad_noise_sigma", sln.logit_grad_noise_sigma)]:
         if value < 0:
             problems.append(f"{key} must not be negative, got {value}")
+    if data.noisy_val is not None and (data.noisy_val <= 0 or (data.noisy_val > 1 and data.noisy_val % 1)):
+        problems.append(f"data.noisy_val must be a count >= 1 or a fraction in (0, 1), got {data.noisy_val:g}")
     if data.crop > data.resize:
         problems.append(f"data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
     if any(epoch < 1 for epoch in run.keep_state_at):

@@ -189,6 +189,35 @@ def evaluate_both(state: State, splits: Splits, config: Config, world: World) ->
         (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.val, splits.val_labels,
                                                     batch_size=batch_size, forward=forward, world=world)
         row.update(val_loss=loss, val_acc=acc, val_loss_ema=loss_ema, val_acc_ema=acc_ema)
+    if splits.noisy_val is not None:
+        row.update(evaluate_noisy_val(models, splits, batch_size=batch_size, forward=forward, world=world))
+    return row
+
+
+@torch.inference_mode()
+def evaluate_noisy_val(models: list[nn.Module], splits: Splits, *, batch_size: int, forward: Any,
+                       world: World = SINGLE) -> dict[str, float | None]:
+    """The raw and EMA networks on the noisy validation split, batched like the test pass: loss and accuracy
+    against the noisy labels (what selection may use) and, when known, accuracy against the true ones."""
+    images, noisy, clean = splits.noisy_val, splits.noisy_val_labels, splits.noisy_val_clean
+    for model in models:
+        model.eval()
+    sums = torch.zeros(len(models), 3, dtype=torch.float64, device=noisy.device)  # loss, noisy hits, clean hits
+    order = distributed.shard(torch.arange(len(images), device=noisy.device), world)
+    for batch, index in images.batches(order, batch_size):
+        for i, model in enumerate(models):
+            with forward():
+                logits = model(batch).float()
+            predicted = logits.argmax(dim=1)
+            sums[i, 0] += F.cross_entropy(logits, noisy[index], reduction="sum")
+            sums[i, 1] += (predicted == noisy[index]).sum()
+            if clean is not None:
+                sums[i, 2] += (predicted == clean[index]).sum()
+    distributed.all_reduce_sum(sums, world)
+    row: dict[str, float | None] = {}
+    for suffix, (loss, hits, clean_hits) in zip(("", "_ema"), sums.tolist(), strict=True):
+        row |= {f"noisy_val_loss{suffix}": loss / len(images), f"noisy_val_acc{suffix}": hits / len(images),
+                f"noisy_val_clean_acc{suffix}": None if clean is None else clean_hits / len(images)}
     return row
 
 

@@ -92,6 +92,16 @@ def holder(directory: Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
+def process_record() -> dict[str, Any]:
+    """This process as a lock names its holder (pid, host, start time): also how `sln tune` marks its trials."""
+    return _holder_record()
+
+
+def is_gone(record: dict[str, Any]) -> bool:
+    """Whether the process a `process_record` names has ended (a process on another host never counts as gone)."""
+    return _is_stale(record)
+
+
 def _acquire(fd: int, directory: Path, what: str) -> None:
     if fcntl is not None:
         try:

@@ -28,8 +28,8 @@ _MAX_MARKER_BYTES = 4096
 
 # The files sln writes in a directory of each kind, as glob patterns relative to it (one folder level at most).
 _RUN_FILES = ("config.yaml", "meta.json", "labels.csv", "labels.json", "metrics.jsonl", "checkpoint.pt", "final.pt",
-              "best.pt", "summary.json", "probs.npy")
-_ANALYSIS_FILES = ("reliability-*.png", "confidence-*.png", "memorisation-*.png", "landscape-*")
+              "best.pt", "summary.json", "probs.npy", "noisy_val.csv")
+_ANALYSIS_FILES = ("reliability-*.png", "confidence-*.png", "memorisation-*.png", "landscape-*", "noise-*.png")
 
 
 def _with_temporaries(patterns: Sequence[str]) -> tuple[str, ...]:

@@ -83,6 +83,8 @@ def format_row(row: dict[str, Any]) -> str:
     parts = [f"loss {row['train_loss']:.3f}", f"test {row['test_acc']:.2%}", f"ema {row['test_acc_ema']:.2%}"]
     if row.get("val_acc_ema") is not None:
         parts.append(f"val-ema {row['val_acc_ema']:.2%}")
+    if row.get("noisy_val_acc_ema") is not None:
+        parts.append(f"noisy-val-ema {row['noisy_val_acc_ema']:.2%}")
     if row.get("memorized") is not None:
         parts.append(f"memorized {row['memorized']:.2%}")
     parts.append(f"{row['images_per_second']:,.0f} img/s")

@@ -7,7 +7,8 @@ Layout of `runs/<preset>-<timestamp>/` (marked `.sln-owned`; `.sln.lock` while a
     metrics.jsonl    one JSON object per epoch
     checkpoint.pt    latest resumable state (written atomically)
     final.pt         final weights of the network and of the EMA network
-    best.pt          weights of the best validation epoch (datasets with a validation split)
+    best.pt          weights of the best validation epoch (a validation split, or data.noisy_val's noisy one)
+    noisy_val.csv    data.noisy_val: positions of the held-out samples in the training split
     checkpoints/     every Nth epoch's weights (run.keep_checkpoints)
     probs.npy        per-sample softmax averaged over epochs (run.record_probs)
     summary.json     last and best epochs

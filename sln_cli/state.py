@@ -41,6 +41,9 @@ class Splits:
     test_labels: Tensor
     val: Images | None = None
     val_labels: Tensor | None = None
+    noisy_val: Images | None = None  # data.noisy_val: held out of `train`, scored on its noisy labels
+    noisy_val_labels: Tensor | None = None
+    noisy_val_clean: Tensor | None = None  # their true labels when known: a diagnostic, never a selection
 
 
 @dataclass
@@ -89,11 +92,17 @@ def place_splits(trainset: TrainSet, config: Config, device: torch.device) -> Sp
     def labels(split) -> Tensor:
         return torch.as_tensor(np.asarray(split.labels), dtype=torch.int64, device=device)
 
-    val = dataset.val
+    def tensor(values: np.ndarray | None) -> Tensor | None:
+        return None if values is None else torch.as_tensor(values, dtype=torch.int64, device=device)
+
+    val, held = dataset.val, trainset.noisy_val
     return Splits(
         train=place(dataset.train, cache=False), test=place(dataset.test, cache=True),
         test_labels=labels(dataset.test),
         val=None if val is None else place(val, cache=True), val_labels=None if val is None else labels(val),
+        noisy_val=None if held is None else place(held.split, cache=True),
+        noisy_val_labels=None if held is None else tensor(held.noisy),
+        noisy_val_clean=None if held is None else tensor(held.clean),
     )
 
 

@@ -22,7 +22,7 @@ from sln_cli.errors import SlnError
 
 LOG_DIR = "tensorboard"
 INSTALL = "pip install 'sln-cli[tensorboard]'"
-GROUPS = (("train_", "train"), ("test_", "test"), ("val_", "val"))
+GROUPS = (("train_", "train"), ("test_", "test"), ("val_", "val"), ("noisy_val_", "noisy_val"))
 TAGS = {"lr": "schedule/lr", "sigma": "schedule/sigma", "memorized": "noise/memorized",
         "corrected_acc": "noise/corrected_acc", "epoch_seconds": "speed/epoch_seconds",
         "images_per_second": "speed/images_per_second"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sln_cli import distributed, methods, runs
+from sln_cli import distributed, methods, noisy_val, runs
 from sln_cli.config import Config, dump
 from sln_cli.devices import compile_mode, set_determinism
 from sln_cli.distributed import SINGLE, World
@@ -34,22 +35,26 @@ from sln_cli.sweep import branch
 from sln_cli.tensorboard import open_logger, require_tensorboard
 from sln_cli.trainset import TrainSet, build_trainset
 
+EpochHook = Callable[[dict[str, Any]], None]
+
 
 def train(config: Config, *, preset: str | None = None, resume: Path | None = None, quiet: bool = False,
-          overwrite: bool = False, console: Any = None) -> dict[str, Any]:
+          overwrite: bool = False, console: Any = None, on_epoch: EpochHook | None = None) -> dict[str, Any]:
     """Train as `config` says; write the run directory; return the summary (also in summary.json).
 
     Under torchrun every process calls this and gets the same summary; only rank 0 writes and shows progress.
+    `on_epoch(row)` runs after each epoch's files are written (`sln tune` reports to its pruner there; an exception
+    it raises stops the run, which stays resumable).
     """
     world = distributed.detect()
     device = distributed.device_for(world, config.run.device, sync_batchnorm=config.run.sync_batchnorm)
     with distributed.process_group(world, device):
         return _train(config, world, device, preset=preset, resume=resume, quiet=quiet, overwrite=overwrite,
-                      console=console)
+                      console=console, on_epoch=on_epoch)
 
 
 def _train(config: Config, world: World, device: torch.device, *, preset: str | None, resume: Path | None,
-           quiet: bool, overwrite: bool, console: Any) -> dict[str, Any]:
+           quiet: bool, overwrite: bool, console: Any, on_epoch: EpochHook | None = None) -> dict[str, Any]:
     if config.run.tensorboard:
         require_tensorboard()  # before any file is written
     if config.run.cpu_threads > 0:
@@ -71,12 +76,16 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
 
         run_dir = Path(distributed.from_main(world, take_run_dir))
         if resume is not None:
+            held = None if trainset.noisy_val is None else trainset.noisy_val.indices
+            noisy_val.check_recorded(run_dir, held)  # a resumed or branched run holds out the same samples
             restore(state, run_dir, device, world)  # every rank loads the checkpoint
-        return _train_epochs(state, splits, trainset, config, world, device, run_dir, quiet=quiet, console=console)
+        return _train_epochs(state, splits, trainset, config, world, device, run_dir, quiet=quiet, console=console,
+                             on_epoch=on_epoch)
 
 
 def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Config, world: World,
-                  device: torch.device, run_dir: Path, *, quiet: bool, console: Any) -> dict[str, Any]:
+                  device: torch.device, run_dir: Path, *, quiet: bool, console: Any,
+                  on_epoch: EpochHook | None = None) -> dict[str, Any]:
     state.ddp = distributed.wrap(state.model, world, device, sync_batchnorm=config.run.sync_batchnorm)
     state.compiled = _compiled(state.model if state.ddp is None else state.ddp, config.run.compile, device, world)
 
@@ -89,12 +98,14 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
         try:
             for epoch in range(state.epoch + 1, config.optim.epochs + 1):
                 row = run_epoch(state, splits, config, epoch, device, progress, world)
-                _remember_best(state, row, has_val=splits.val is not None)
+                _remember_best(state, row, selection_key(config, has_val=splits.val is not None))
                 state.epoch = epoch
                 if world.is_main:
                     _save_epoch(state, run_dir, row, config)
                     board.log_epoch(row)
                 progress.end_epoch(row)
+                if on_epoch is not None:
+                    on_epoch(row)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted during epoch {state.epoch + 1}; `sln train --resume {run_dir}` "
                               "continues from the last checkpoint") from None
@@ -104,7 +115,8 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
             raise NonFiniteLoss(f"{exc}; {kept}") from None
     board.finish({"raw": state.model, "ema": state.ema.module}, splits.test, splits.test_labels, epoch=state.epoch,
                  batch_size=config.run.eval_batch_size)
-    return distributed.from_main(world, lambda: _finish(state, run_dir, config, time.perf_counter() - started))
+    return distributed.from_main(world, lambda: _finish(state, run_dir, config, time.perf_counter() - started,
+                                                     len(splits.noisy_val) if splits.noisy_val is not None else 0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,10 +184,13 @@ def _compiled(network: nn.Module, mode: str, device: torch.device, world: World 
 
 def _start_run_dir(run_dir: Path, config: Config, trainset: TrainSet, device: torch.device, world: World) -> None:
     """The files a new run starts with, in the directory `runs.holding_run` claimed."""
+    if trainset.noisy_val is not None:  # before config.yaml, which makes the directory a run a resume accepts
+        noisy_val.write(run_dir, trainset.noisy_val.indices)
     atomic_write_text(run_dir / runs.CONFIG, dump(config))
     runs.write_meta(run_dir, device=str(device), seed=config.run.seed,
                     extra={"num_train": len(trainset.noisy), "num_test": len(trainset.dataset.test.labels),
-                           "world_size": world.size})
+                           "world_size": world.size,
+                           "num_noisy_val": 0 if trainset.noisy_val is None else len(trainset.noisy_val.noisy)})
     write_label_file(run_dir / "labels.csv", trainset.labels)
 
 
@@ -183,7 +198,8 @@ def _describe(trainset: TrainSet, config: Config, device: torch.device, world: W
     rate = None if trainset.clean is None else float((trainset.noisy != trainset.clean).mean())
     noise = "unknown noise" if rate is None else f"realised noise {rate:.1%}"
     where = str(device) if world.size == 1 else f"{world.size} processes on {device.type}"
-    return (f"{config.data.dataset}: {len(trainset.noisy)} train / {len(trainset.dataset.test.labels)} test, "
+    held = "" if trainset.noisy_val is None else f" + {len(trainset.noisy_val.noisy)} noisy val held out"
+    return (f"{config.data.dataset}: {len(trainset.noisy)} train{held} / {len(trainset.dataset.test.labels)} test, "
             f"{noise}, {config.model.name}, {_method(config)}, {where}, {config.run.precision}")
 
 
@@ -216,9 +232,19 @@ def _save_epoch(state: State, run_dir: Path, row: dict[str, Any], config: Config
     runs.append_metrics(run_dir, row)
 
 
-def _remember_best(state: State, row: dict[str, Any], *, has_val: bool) -> None:
-    """Model selection on the EMA network's validation accuracy, never on the test set."""
-    if has_val and (state.best is None or row["val_acc_ema"] > state.best["val_acc_ema"]):
+def selection_key(config: Config, *, has_val: bool) -> str | None:
+    """The metric best.pt is selected on, never the test set: the dataset's own validation split (EMA network),
+    else the noisy validation split held out of training (`data.noisy_val`, EMA network unless asked)."""
+    if has_val:
+        return "val_acc_ema"
+    if config.data.noisy_val is not None:
+        return "noisy_val_acc_ema" if config.data.noisy_val_select == "ema" else "noisy_val_acc"
+    return None
+
+
+def _remember_best(state: State, row: dict[str, Any], key: str | None) -> None:
+    """The first epoch of the highest `key` so far becomes `best` (its weights go to best.pt)."""
+    if key is not None and (state.best is None or row[key] > state.best[key]):
         state.best, state.best_is_new = dict(row), True
 
 
@@ -231,7 +257,7 @@ def _keep_epoch_weights(state: State, run_dir: Path, every: int) -> None:
         runs.save_torch(run_dir / "checkpoints" / f"epoch-{state.epoch:04d}.pt", weights)
 
 
-def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict[str, Any]:
+def _finish(state: State, run_dir: Path, config: Config, seconds: float, held_out: int) -> dict[str, Any]:
     runs.save_torch(run_dir / runs.FINAL, {"model": state.model.state_dict(), "ema": state.ema.state_dict(),
                                            "epoch": state.epoch})
     if state.probs_sum is not None:
@@ -245,7 +271,10 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict
         "epochs": state.epoch,
         "last": rows[-1] if rows else None,
         "best": state.best,
-        "selection": "val_acc_ema" if state.best is not None else None,
+        "selection": selection_key(config, has_val=state.best is not None and "val_acc_ema" in state.best)
+        if state.best is not None else None,
+        "noisy_val": None if config.data.noisy_val is None else
+        {"samples": held_out, "seed": config.data.noisy_val_seed},
         "sigma": config.sln.sigma,
         "method": config.method.name,
         "method_names": {weights: methods.display_name(config, weights) for weights in ("raw", "ema")},

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sln_cli import noisy_val as noisy_val_lib
 from sln_cli import official
 from sln_cli.config import DataConfig, NoiseConfig
 from sln_cli.data import DEFAULT_DATA_DIRS, Dataset, Split, load_dataset
+from sln_cli.errors import SlnError
 from sln_cli.labels import NoisyLabels, check_against, read_label_file
 
 # Datasets whose given training labels are themselves noisy: with no generated noise, the truth is unknown.
@@ -25,6 +27,18 @@ class TrainSet:
     labels: NoisyLabels  # the whole label set with its manifest, before limits: written into the run directory
     train_indices: np.ndarray  # positions of the kept training samples in the full training split
     test_indices: np.ndarray  # positions of the kept test samples in the full test split
+    noisy_val: HeldOut | None = None  # data.noisy_val: the samples held out of training, to select on
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The noisy validation split: absent from `TrainSet.dataset.train`, so no training step, label correction
+    or per-sample state of any method ever sees it."""
+
+    split: Split  # its images, with their given (true) labels
+    noisy: np.ndarray  # (M,) the noisy labels it is scored on
+    clean: np.ndarray | None  # (M,) true labels when known (a diagnostic only)
+    indices: np.ndarray  # positions in the full training split (noisy_val.csv)
 
 
 def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
@@ -35,11 +49,22 @@ def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
     rng = np.random.default_rng(noise.seed)
     train_indices = _subset(len(dataset.train.labels), data.train_limit, rng)
     test_indices = _subset(len(dataset.test.labels), data.test_limit, rng)
+    held = None
+    if data.noisy_val is not None:
+        if dataset.val is not None:
+            raise SlnError(f"{dataset.name} has its own validation split, which selects the run's best epoch; "
+                           "data.noisy_val is for datasets without one: drop it")
+        count = noisy_val_lib.holdout_count(data.noisy_val, len(train_indices))
+        positions = noisy_val_lib.split(labels.noisy[train_indices], count, data.noisy_val_seed)
+        held_indices = train_indices[positions]
+        train_indices = np.delete(train_indices, positions)
+        held = HeldOut(_take(dataset.train, held_indices), labels.noisy[held_indices],
+                       None if labels.clean is None else labels.clean[held_indices], held_indices)
     dataset = dataclasses.replace(
         dataset, train=_take(dataset.train, train_indices), test=_take(dataset.test, test_indices)
     )
     clean = None if labels.clean is None else labels.clean[train_indices]
-    return TrainSet(dataset, labels.noisy[train_indices], clean, labels, train_indices, test_indices)
+    return TrainSet(dataset, labels.noisy[train_indices], clean, labels, train_indices, test_indices, held)
 
 
 def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tuple[NoisyLabels, Dataset | None]:

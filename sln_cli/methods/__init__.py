@@ -45,7 +45,8 @@ def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None) -> Confi
         return config
     if clean is None:
         raise SlnError("method.forget_rate defaults to the noise rate, and these labels have no true labels to "
-                       "measure it; set it, e.g. --set method.forget_rate=0.4")
+                       "measure it; set it, e.g. --set method.forget_rate=0.4 (`sln analyze noise RUN` estimates "
+                       "it from a run trained with --record-probs)")
     rate = float((noisy != clean).mean())
     return dataclasses.replace(config, method=dataclasses.replace(method, forget_rate=rate))
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sln_cli import ownership, runs
+from sln_cli import noisy_val, ownership, runs
 from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.locks import lock_directory
 from sln_cli.sweep.spec import Cell
@@ -48,6 +48,8 @@ def branch(cell: Cell, twin: Cell, *, runtime: dict[str, Any]) -> None:
     with lock_directory(cell.run_dir):
         for name in ("labels.csv", "labels.json"):
             _copy(source / name, cell.run_dir / name)
+        if (source / noisy_val.FILE).is_file():  # the resume that follows checks it against the LC run's config
+            _copy(source / noisy_val.FILE, cell.run_dir / noisy_val.FILE)
         _copy(state_file(source, epoch), cell.run_dir / runs.CHECKPOINT)
         if best_file(source, epoch).is_file():
             _copy(best_file(source, epoch), cell.run_dir / runs.BEST)
