@@ -57,7 +57,8 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
     set_determinism(config.run.deterministic)
     with distributed.main_first(world) if config.data.download else contextlib.nullcontext():
         trainset = build_trainset(config.data, config.noise)  # a download happens once, on rank 0
-    config = methods.settle(config, trainset.noisy, trainset.clean)
+    config = methods.settle(config, trainset.noisy, trainset.clean, manifest=trainset.labels.manifest,
+                            replaced=trainset.labels.source_index)
     splits = place_splits(trainset, config, device)
     state = initial_state(trainset, config, device, world)
     with contextlib.ExitStack() as held:  # rank 0 holds the run's lock until this run ends, however it ends
