@@ -338,7 +338,9 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic", "run.tensorboard"}
     now = config_lib.to_dict(config)
     # keys newer than the saved run (its config.yaml lacks them) count as their defaults
-    before = config_lib.to_dict(config_lib.resolve(saved))
+    # at the epochs asked for now (allowed to change): a saved correction past its old last epoch may now run
+    sections = {"optim": {**(saved.get("optim") or {}), "epochs": config.optim.epochs}}
+    before = config_lib.to_dict(config_lib.resolve({**saved, **sections}))
     changed = [
         f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
         for key, value in values.items()
@@ -447,7 +449,9 @@ def report(
         from sln_cli.report.figures import default_folder, write_figures
 
         written = write_figures(found, out or default_folder(targets, found), overwrite=overwrite)
-    render.render(cells, fmt, _console())
+    from sln_cli.report.cost import grid_total
+
+    render.render(cells, fmt, _console(), total=grid_total(found))
     if written:
         _console(stderr=fmt != "table").print(f"figures: {', '.join(map(str, written))}", markup=False,
                                               highlight=False)

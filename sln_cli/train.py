@@ -88,7 +88,10 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
         progress.start(state.epoch + 1)
         try:
             for epoch in range(state.epoch + 1, config.optim.epochs + 1):
+                epoch_started = time.perf_counter()
                 row = run_epoch(state, splits, config, epoch, device, progress, world)
+                # the epoch's whole wall time (correction, training, recording, evaluation): `sln report`'s cost
+                row.update(wall_seconds=time.perf_counter() - epoch_started, devices=world.size)
                 _remember_best(state, row, has_val=splits.val is not None)
                 state.epoch = epoch
                 if world.is_main:
@@ -104,7 +107,8 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
             raise NonFiniteLoss(f"{exc}; {kept}") from None
     board.finish({"raw": state.model, "ema": state.ema.module}, splits.test, splits.test_labels, epoch=state.epoch,
                  batch_size=config.run.eval_batch_size)
-    return distributed.from_main(world, lambda: _finish(state, run_dir, config, time.perf_counter() - started))
+    return distributed.from_main(world, lambda: _finish(state, run_dir, config, time.perf_counter() - started,
+                                                        devices=world.size))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,7 +223,14 @@ def _keep_epoch_weights(state: State, run_dir: Path, every: int) -> None:
         runs.save_torch(run_dir / "checkpoints" / f"epoch-{state.epoch:04d}.pt", weights)
 
 
-def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict[str, Any]:
+def _wall_seconds(rows: list[dict[str, Any]]) -> float | None:
+    """The sum of the epochs' wall times, or None when an epoch predates their recording."""
+    if not rows or any(not isinstance(row.get("wall_seconds"), int | float) for row in rows):
+        return None
+    return float(sum(row["wall_seconds"] for row in rows))
+
+
+def _finish(state: State, run_dir: Path, config: Config, seconds: float, *, devices: int = 1) -> dict[str, Any]:
     runs.save_torch(run_dir / runs.FINAL, {"model": state.model.state_dict(), "ema": state.ema.state_dict(),
                                            "epoch": state.epoch})
     if state.probs_sum is not None:
@@ -228,6 +239,7 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict
             seen = state.probs_sum.sum(dim=1, keepdim=True).clamp_min(1e-12)
             np.save(f, (state.probs_sum / seen).cpu().numpy())
     rows = runs.read_metrics(run_dir)
+    wall = _wall_seconds(rows)
     summary = {
         "run_dir": str(run_dir),
         "epochs": state.epoch,
@@ -238,6 +250,10 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float) -> dict
         "method": config.method.name,
         "method_names": {weights: methods.display_name(config, weights) for weights in ("raw", "ema")},
         "seconds": seconds,
+        # what the run cost over all its sessions (resumes included): the epochs' wall time, times the processes
+        "wall_seconds": wall,
+        "devices": devices,
+        "device_hours": None if wall is None else wall * devices / 3600,
     }
     atomic_write_json(run_dir / runs.SUMMARY, summary)
     return summary

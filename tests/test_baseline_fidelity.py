@@ -112,7 +112,8 @@ def test_the_step_clips_the_global_gradient_norm():
                     noise=torch.Generator().manual_seed(0), grad_clip=clip)
         images = torch.randn(8, 4) * 100  # a large gradient
         sgd_step(step, network, images, F.one_hot(torch.arange(8) % 3, 3).float(), torch.arange(8))
-        return math.sqrt(sum(((p.detach() - b) ** 2).sum().item() for p, b in zip(network.parameters(), before)))
+        after = list(network.parameters())
+        return math.sqrt(sum(((p.detach() - b) ** 2).sum().item() for p, b in zip(after, before, strict=True)))
 
     assert run(None) > 5.0  # lr 1: the update is the gradient
     assert run(0.5) == pytest.approx(0.5, rel=1e-4)

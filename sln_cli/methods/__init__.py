@@ -61,5 +61,7 @@ def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None, *,
 
 def display_name(config: Config, weights: str) -> str:
     """The run's method as reports name it (CE, SLN, SLN-MO, SLN-MO-LC, GCE, GCE-MO, ..., +SAM); weights raw/ema."""
-    return _display_name(config.method.name, config.sln.sigma, ema=weights == "ema",
-                         correction=config.sln.correction is not None, sam=config.method.sam)
+    # a correction at or past the last epoch never ran (refused by `sln train` now): no -LC
+    correcting = config.sln.correction is not None and config.sln.correction < config.optim.epochs
+    return _display_name(config.method.name, config.sln.sigma, ema=weights == "ema", correction=correcting,
+                         sam=config.method.sam)
