@@ -82,6 +82,7 @@ def table(sweep: Sweep, sweep_dir: Path) -> list[dict[str, Any]]:
             "epochs_done": state.epochs_done, "epochs_total": state.epochs_total, "branch_from": state.branch_from,
             "preset": cell.preset, "method": cell.method, "grid": dict(cell.grid), "seed": cell.seed,
             "epochs_saved": state.epochs_saved, "keep_state_at": cell.config["run"]["keep_state_at"],
+            "changes": dict(cell.changes),  # the resolved keys that differ from the preset alone
         })
     return rows
 
