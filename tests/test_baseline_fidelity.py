@@ -154,3 +154,14 @@ def test_plain_lq_is_gce_k_zero():
     logits = torch.tensor([[3.0, 0, 0], [0, 0, 3.0]])
     p_y = torch.softmax(logits, 1)[torch.arange(2), torch.tensor([0, 1])]
     assert gce(logits, None, torch.arange(2)).item() == pytest.approx(((1 - p_y ** 0.7) / 0.7).mean().item())
+
+
+def test_the_training_pass_rescores_truncated_gce_at_its_epochs_only():
+    from tests.test_step import _epochs, _loop
+
+    loop = _loop("method.name=gce", "sln.sigma=0", "method.gce_prune_from=10", "method.gce_k=0.9")
+    method = loop.state.method
+    _epochs(loop, range(9, 10), loss=None)  # epoch 9: no scoring pass, every weight still 1
+    assert method.weights.eq(1).all()
+    _epochs(loop, range(10, 11), loss=None)  # epoch 10: scored before its steps (k = 0.9 drops the unsure ones)
+    assert method.weights.eq(0).any() and ((method.weights == 0) | (method.weights == 1)).all()
