@@ -243,6 +243,10 @@ def methods(
     console.print(table)
     for key, source in sources.items():
         console.print(f"  {key}: {source}", highlight=False)
+    for row in rows:  # the official code each method's defaults and formulas were checked against
+        if (ref := row.get("reference")) is not None:
+            console.print(f"  {row['name']}: checked against {ref['repository']} {ref['file']} @ {ref['commit'][:7]}",
+                          highlight=False)
 
 
 @app.command()

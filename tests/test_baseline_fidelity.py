@@ -165,3 +165,21 @@ def test_the_training_pass_rescores_truncated_gce_at_its_epochs_only():
     assert method.weights.eq(1).all()
     _epochs(loop, range(10, 11), loss=None)  # epoch 10: scored before its steps (k = 0.9 drops the unsure ones)
     assert method.weights.eq(0).any() and ((method.weights == 0) | (method.weights == 1)).all()
+
+
+def test_every_method_names_the_official_code_its_defaults_were_checked_against():
+    import json
+    import re
+
+    from typer.testing import CliRunner
+
+    from sln_cli.cli import app
+    from sln_cli.methods.catalog import METHODS
+
+    listed = json.loads(CliRunner().invoke(app, ["methods", "--json"]).output)
+    for row in listed:
+        if row["name"] in METHODS:
+            ref = row["reference"]
+            assert set(ref) == {"repository", "file", "commit"}, row["name"]
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+", ref["repository"]) and re.fullmatch(r"[0-9a-f]{40}", ref["commit"])
+    assert {row["name"] for row in listed} >= set(METHODS)

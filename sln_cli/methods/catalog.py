@@ -52,7 +52,7 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
     MethodInfo("sln", "Chen et al., ICLR 2021", "Gaussian noise (sln.sigma) on the one-hot targets every step",
                True, reference=_SLN_REF),
     MethodInfo("ce", "(baseline)", "plain cross-entropy: sln with sigma 0", True, reference=_SLN_REF),
-    MethodInfo("gce", "Zhang & Sabuncu, NeurIPS 2018",
+    MethodInfo("gce", "Zhang & Sabuncu, NeurIPS 2018 (truncated Lq; gce_k=0: plain Lq)",
                "truncated Lq: w_i·((1 - p_y^q)/q - (1 - k^q)/q), w_i = [Lq(p_y) < Lq(k)] re-scored every 10 epochs "
                "from epoch gce_prune_from; method.gce_k=0 is plain Lq (1 - p_y^q)/q",
                False, (_same("gce_q", 0.7, "Zhang & Sabuncu 2018, Sec. 4 (q = 0.7 on CIFAR); TruncatedLoss.py"),
