@@ -178,3 +178,19 @@ def test_parse_seeds():
     assert spec_lib.parse_seeds("0-2,7") == [0, 1, 2, 7]
     with pytest.raises(SlnError):
         spec_lib.parse_seeds("0-100000")
+
+
+def test_a_run_made_before_a_new_config_key_still_belongs_to_its_cell(tmp_path):
+    import yaml
+
+    sweep = spec_lib.load("quickstart-sweep", seeds="0", out=tmp_path)
+    cell = sweep.cells[0]
+    saved = {section: dict(values) if isinstance(values, dict) else values for section, values in cell.config.items()}
+    del saved["optim"]["grad_clip"]  # written before optim.grad_clip existed; the cell leaves it null
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    status_lib.check_config(cell)
+    saved["optim"]["lr"] = 0.5
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(SlnError, match="optim.lr differ"):
+        status_lib.check_config(cell)
