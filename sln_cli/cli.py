@@ -331,7 +331,10 @@ def _resume_base(run_dir: Path, preset: str | None) -> tuple[str, dict[str, Any]
     if preset is not None:
         raise SlnError("--resume continues a run with its own config; drop --preset")
     runs.check_run_dir(run_dir)
-    return str(run_dir / runs.CONFIG), runs.relocate(config_lib.load_yaml(run_dir / runs.CONFIG), run_dir)
+    from sln_cli.experiments import with_past_defaults
+
+    tree = runs.relocate(config_lib.load_yaml(run_dir / runs.CONFIG), run_dir)
+    return str(run_dir / runs.CONFIG), with_past_defaults(tree)
 
 
 def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:

@@ -18,12 +18,21 @@ SEED_KEYS = frozenset({
 
 
 def as_it_ran(tree: dict[str, Any]) -> dict[str, Any]:
-    """A run's config tree with a label correction that never started (at or past its last epoch: refused by
-    `sln train` now, possible in runs made before) dropped: what the run really computed."""
+    """A saved run's config tree as what the run really computed: a label correction that never started (at or
+    past its last epoch: refused by `sln train` now, possible in runs made before) dropped; `with_past_defaults`."""
     sln, optim = tree.get("sln"), tree.get("optim")
     if isinstance(sln, dict) and isinstance(optim, dict) and isinstance(sln.get("correction"), int) \
             and isinstance(optim.get("epochs"), int) and sln["correction"] >= optim["epochs"]:
-        return {**tree, "sln": {**sln, "correction": None}}
+        tree = {**tree, "sln": {**sln, "correction": None}}
+    return with_past_defaults(tree)
+
+
+def with_past_defaults(tree: dict[str, Any]) -> dict[str, Any]:
+    """A saved config tree with the defaults of its time where a default changed since: a `gce` run made before
+    truncated GCE (no `gce_k` key) is plain Lq (`gce_k: 0`), so that a resume or a report keeps it so."""
+    method = tree.get("method")
+    if isinstance(method, dict) and method.get("name") == "gce" and "gce_k" not in method:
+        tree = {**tree, "method": {**method, "gce_k": 0.0}}
     return tree
 
 

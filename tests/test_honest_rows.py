@@ -104,3 +104,17 @@ def test_runs_made_before_times_were_recorded_show_n_a(tmp_path):
     assert cell["wall_seconds"] is None and cell["device_hours"] is None and cell["images_per_second"] == 150
     assert cost.cost_text(cell) == "cost n/a, n/a device-h, 150 img/s"
     assert cost.grid_total(found)["runs_without_times"] == 1
+
+
+def test_a_gce_run_made_before_truncation_stays_plain_lq(tmp_path):
+    def old_gce(tree):
+        tree["method"] = {"name": "gce", "gce_q": 0.7, "sam": False}  # no gce_k: made before truncated GCE
+        tree["sln"]["sigma"] = 0.0
+
+    _run(tmp_path / "old", ["run.seed=0"], edit=old_gce)
+    tree = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())
+    assert config_lib.resolve(experiments.as_it_ran(tree)).method.gce_k == 0.0  # evaluate, resume: plain Lq
+    _run(tmp_path / "new", ["run.seed=1", "sln.sigma=0"],
+         edit=lambda t: t.update(method={"name": "gce", "gce_q": 0.7, "gce_k": 0.5, "sam": False}))
+    labels = {c["method"] for c in collect.cells(collect.find_runs([str(tmp_path / "*")]))}
+    assert labels == {"GCE (gce_k=0.0)", "GCE (gce_k=0.5)", "GCE-MO (gce_k=0.0)", "GCE-MO (gce_k=0.5)"}
