@@ -91,8 +91,11 @@ def load(name_or_path: str, *, out: Path | None = None, seeds: str | None = None
     sweep_dir = out if out is not None else Path("sweeps") / name
     cells = expand(spec, sweep_dir)
     if command_line and _identical_methods(cells):  # ... and were they different before the --set?
-        before = {(c.method, c.preset, c.grid, c.seed) for pair in _identical_methods(expand(spec_alone, sweep_dir))
-                  for c in pair}
+        try:
+            alone = expand(spec_alone, sweep_dir)
+        except SlnError:  # the spec needs the --set to resolve at all (a file path it names, say)
+            alone = ()
+        before = {(c.method, c.preset, c.grid, c.seed) for pair in _identical_methods(alone) for c in pair}
         for first, second in _identical_methods(cells):
             if (first.method, first.preset, first.grid, first.seed) not in before:
                 sets = ", ".join(f"{k}={v}" for k, v in command_line.items())
