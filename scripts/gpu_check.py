@@ -201,11 +201,17 @@ def _last_row(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+BENCH_FIGURES = ("reference_ips", "sln_fp32_ips", "sln_fast_ips", "ceiling_fast_ips", "fast_precision")
+
+
 def _short(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the console shows: the summary without the bench's and doctor's full details."""
+    """What the console shows: the summary without the bench's and doctor's full details (the bench's images/s of
+    the official loop, sln fp32, sln's fastest and the ceiling are kept)."""
     steps = {}
     for name, step in summary["steps"].items():
         steps[name] = {k: v for k, v in step.items() if k not in ("result", "machine", "checks")}
+        if isinstance(step.get("result"), dict):
+            steps[name]["images_per_second"] = {k: step["result"].get(k) for k in BENCH_FIGURES}
     return {**summary, "steps": steps}
 
 
