@@ -22,6 +22,7 @@ from sln_cli import runs
 from sln_cli.config import Config, load_yaml, resolve
 from sln_cli.data.batches import DeviceImages, FileImages
 from sln_cli.errors import SlnError
+from sln_cli.experiments import as_it_ran
 from sln_cli.state import image_shape, place_split
 from sln_cli.trainset import TrainSet, build_trainset
 
@@ -177,7 +178,7 @@ class LoadedRun:
 
 def read_config(run_dir: Path) -> Config:
     """The run's config, with relative paths found from where it ran (`runs.relocate`)."""
-    return resolve(runs.relocate(load_yaml(run_dir / runs.CONFIG), run_dir))
+    return resolve(as_it_ran(runs.relocate(load_yaml(run_dir / runs.CONFIG), run_dir)))
 
 
 def load_states(path: Path, device: torch.device) -> tuple[dict[str, dict[str, torch.Tensor]], int | None]:

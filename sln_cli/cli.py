@@ -246,6 +246,10 @@ def methods(
     console.print(table)
     for key, source in sources.items():
         console.print(f"  {key}: {source}", highlight=False)
+    for row in rows:  # the official code each method's defaults and formulas were checked against
+        if (ref := row.get("reference")) is not None:
+            console.print(f"  {row['name']}: checked against {ref['repository']} {ref['file']} @ {ref['commit'][:7]}",
+                          highlight=False)
 
 
 @app.command()
@@ -335,7 +339,10 @@ def _resume_base(run_dir: Path, preset: str | None) -> tuple[str, dict[str, Any]
     if preset is not None:
         raise SlnError("--resume continues a run with its own config; drop --preset")
     runs.check_run_dir(run_dir)
-    return str(run_dir / runs.CONFIG), runs.relocate(config_lib.load_yaml(run_dir / runs.CONFIG), run_dir)
+    from sln_cli.experiments import with_past_defaults
+
+    tree = runs.relocate(config_lib.load_yaml(run_dir / runs.CONFIG), run_dir)
+    return str(run_dir / runs.CONFIG), with_past_defaults(tree)
 
 
 def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
@@ -346,7 +353,9 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic", "run.tensorboard"}
     now = config_lib.to_dict(config)
     # keys newer than the saved run (its config.yaml lacks them) count as their defaults
-    before = config_lib.to_dict(config_lib.resolve(saved))
+    # at the epochs asked for now (allowed to change): a saved correction past its old last epoch may now run
+    sections = {"optim": {**(saved.get("optim") or {}), "epochs": config.optim.epochs}}
+    before = config_lib.to_dict(config_lib.resolve({**saved, **sections}))
     changed = [
         f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
         for key, value in values.items()
@@ -458,7 +467,9 @@ def report(
         from sln_cli.report.figures import default_folder, write_figures
 
         written = write_figures(found, out or default_folder(targets, found), overwrite=overwrite)
-    render.render(cells, fmt, _console())
+    from sln_cli.report.cost import grid_total
+
+    render.render(cells, fmt, _console(), total=grid_total(found))
     for run in damaged:  # beside the table (on stderr when stdout is a machine-readable format)
         _console(stderr=fmt != "table").print(f"damaged, left out: {run.run_dir}: {run.reason}", markup=False,
                                               highlight=False, soft_wrap=True)

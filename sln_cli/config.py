@@ -74,6 +74,7 @@ class OptimConfig:
     lr_milestones: tuple[int, ...] = ()  # epochs after which lr *= lr_gamma (Clothing1M: after epoch 5)
     lr_gamma: float = 0.1  # factor applied to lr at each of lr_milestones
     reset_each_epoch: bool = False  # re-create the optimiser every epoch, momentum from zero (official IDN recipe)
+    grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step; null = never
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class MethodConfig:
 
     name: MethodName = "sln"  # sln (the sln section), ce (sigma 0) or a baseline of sln_cli/methods
     gce_q: float | None = None  # GCE exponent q in (0, 1]
+    gce_k: float | None = None  # truncated GCE threshold k in [0, 1); 0 = plain Lq (no truncation)
+    gce_prune_from: int | None = None  # truncated GCE: first epoch whose start re-scores the weights (then every 10)
     sce_alpha: float | None = None  # SCE weight of the CE term
     sce_beta: float | None = None  # SCE weight of the reverse-CE term
     apl_alpha: float | None = None  # NCE+RCE weight of the NCE term
@@ -106,6 +109,7 @@ class MethodConfig:
     smoothing: float | None = None  # label smoothing epsilon in [0, 1]
     bootstrap_beta: float | None = None  # bootstrapping: weight of the given label in [0, 1]
     forward_matrix: str | None = None  # forward correction: labels (the labels' own T), a K×K .npy/.csv, or a run dir
+    forward_anchor: str | None = None  # T from a run's probs.npy: percentile (97th, filter_outlier) or argmax
     elr_lambda: float | None = None  # ELR regulariser weight
     elr_beta: float | None = None  # ELR target momentum in [0, 1)
     forget_rate: float | None = None  # co-teaching: final fraction of large-loss samples dropped (the noise rate)
@@ -230,6 +234,12 @@ def validate(config: Config) -> list[str]:
     if sln.correction is not None and sln.correction < 1:  # the official code, too, treats 0 as "never"
         problems.append(f"sln.correction must be an epoch number >= 1 (null turns correction off), "
                         f"got {sln.correction}")
+    elif sln.correction is not None and sln.correction >= optim.epochs:
+        # correction starts after epoch `correction`: at or past the last epoch the run would never correct
+        problems.append(f"sln.correction ({sln.correction}) must be below optim.epochs ({optim.epochs}): label "
+                        "correction starts after that epoch, so this run would never correct; lower it or drop it")
+    if optim.grad_clip is not None and not optim.grad_clip > 0:
+        problems.append(f"optim.grad_clip must be a positive gradient norm (null: no clipping), got {optim.grad_clip}")
     for key, value in [("data.train_limit", data.train_limit), ("data.test_limit", data.test_limit)]:
         if value is not None and value < 1:
             problems.append(f"{key} must be at least 1, got {value}")

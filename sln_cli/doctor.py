@@ -34,7 +34,7 @@ BASE = {
     "sln": {"sigma": 0.5, "ema_decay": 0.9},
     "run": {"eval_batch_size": 256, "channels_last": False},
 }
-TIMING_KEYS = ("epoch_seconds", "images_per_second")
+TIMING_KEYS = ("epoch_seconds", "images_per_second", "wall_seconds")
 
 
 @dataclass(frozen=True)

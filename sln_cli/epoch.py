@@ -51,6 +51,9 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
     # in-batch recording (run.record_probs_mode=batch): state.probs_sum itself with one process
     probs = _epoch_probs(state, world) if records_batches(config) else None
 
+    if step.method.rescores(epoch):
+        rescore_pass(state.model, train, config, step.method, device,
+                     epoch_generator(device, config.run.seed, epoch, "rescore"))
     eager.train()
     step.method.start_epoch(epoch)
     progress.start_epoch(epoch, math.ceil(order.numel() / batch_size))
@@ -79,6 +82,7 @@ def _step(state: State, config: Config, sigma: float, epoch: int, device: torch.
         optimizer=state.optimizer, scaler=state.scaler, ema=state.ema,
         autocast=autocast(device, config.run.precision), sigma=sigma, noise=noise, sam=state.sam,
         method=state.method if loss is None else loss if isinstance(loss, Method) else FunctionLoss(loss),
+        grad_clip=config.optim.grad_clip,
         grad_noise_sigma=config.sln.grad_noise_sigma, logit_grad_noise_sigma=config.sln.logit_grad_noise_sigma,
         gradient_noise=shared, parameters=[p for p in state.model.parameters() if p.requires_grad],
     )
@@ -118,6 +122,22 @@ def _reduce_over_ranks(state: State, probs: Tensor | None, world: World, *, sync
         state.probs_sum += distributed.all_reduce_sum(probs, world)  # each sample's softmax from its one rank
     if not sync_batchnorm:
         distributed.average_buffers([state.model, state.ema.module], world)
+
+
+@torch.inference_mode()
+def rescore_pass(model: nn.Module, train: Images, config: Config, method: Method, device: torch.device,
+                 generator: torch.Generator) -> None:
+    """A method's scoring pass before the epoch's steps (truncated GCE's weights): the network in eval mode over
+    the whole training set with the training augmentation, as the reference code's `trainloader` pass."""
+    model.eval()
+    forward = autocast(device, config.run.precision)
+    augmentation = Augmentation(config.data.padding, config.data.flip)
+    order = torch.arange(len(train), device=device)
+    for images, index in train.batches(order, config.run.eval_batch_size, augmentation=augmentation,
+                                       generator=generator):
+        with forward():
+            logits = model(images)  # (B, K)
+        method.rescore(logits, index)
 
 
 @torch.inference_mode()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from sln_cli import experiments
 from sln_cli.calibration import BINS, calibration_report
 from sln_cli.checkpoints import (
     SPLITS,
@@ -38,7 +38,7 @@ from sln_cli.methods import display_name
 from sln_cli.ownership import check_replaceable, prepare_output_dir
 
 WEIGHTS = ("raw", "ema")  # the network trained (SLN) and its weight EMA (SLN-MO)
-SEED_KEYS = (("run", "seed"), ("run", "out"))  # runs whose configs differ only here are repeats over seeds
+SEED_KEYS = experiments.SEED_KEYS  # runs whose configs differ only here are repeats over seeds (as `sln report`)
 METRICS = ("accuracy", "top5", "nll", "brier", "ece", "ece_adaptive", "mce", "accuracy_noisy", "memorized")
 TOP5_MIN_CLASSES = 20
 
@@ -182,15 +182,14 @@ def _save_predictions(path: Path, probs: np.ndarray, data: SplitData, row: dict[
 
 
 def seed_aggregates(rows: list[dict[str, Any]], configs: dict[str, Config]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation (ddof=1) of each metric over runs whose configs differ only in
-    run.seed / run.out, per checkpoint choice and weights; groups of one run give nothing."""
+    """Mean and sample standard deviation (ddof=1) of each metric over runs of the same experiment
+    (`sln_cli.experiments`, as `sln report` pools them), per checkpoint choice and weights; groups of one run
+    give nothing."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        tree = to_dict(configs[row["name"]])
-        for section, key in SEED_KEYS:
-            tree[section].pop(key)
         choice = Path(row["checkpoint"]).stem
-        groups.setdefault((json.dumps(tree, sort_keys=True) + choice, row["weights"]), []).append(row)
+        key = experiments.experiment_key(to_dict(configs[row["name"]])) + choice
+        groups.setdefault((key, row["weights"]), []).append(row)
     aggregates = []
     for members in groups.values():
         if len({row["run"] for row in members}) < 2:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import clip_grad_norm_
 
 from sln_cli import distributed
 from sln_cli.distributed import World
@@ -46,6 +47,7 @@ class Step:
     logit_grad_noise_sigma: float = 0.0  # ablation (paper Eq. 2): noise on dLoss/dlogits
     gradient_noise: torch.Generator | None = None  # parameter-gradient noise (shared by all ranks under DDP)
     parameters: list[Tensor] = field(default_factory=list)  # those the parameter-gradient noise lands on
+    grad_clip: float | None = None  # optim.grad_clip: the global L2 norm of every trained gradient, clipped
 
 
 def sgd_step(step: Step, network: nn.Module, images: Tensor, targets: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
@@ -60,9 +62,12 @@ def sgd_step(step: Step, network: nn.Module, images: Tensor, targets: Tensor, in
     if step.sam is not None:  # SAM: the gradient again, on the same batch, at w + rho * g / |g|
         step.sam.second_gradient(
             lambda: step.scaler.scale(step.method(_forward(step, network, images), targets, index)).backward())
-    if step.grad_noise_sigma > 0:  # ablation: isotropic noise on the parameter gradients (unscaled first)
+    if step.grad_noise_sigma > 0 or step.grad_clip is not None:  # both act on the true (unscaled) gradients
         step.scaler.unscale_(step.optimizer)
+    if step.grad_noise_sigma > 0:  # ablation: isotropic noise on the parameter gradients
         add_parameter_gradient_noise(step.parameters, step.grad_noise_sigma, step.gradient_noise)
+    if step.grad_clip is not None:  # NCE+RCE's official trainer: clip_grad_norm_(model.parameters(), 5.0)
+        clip_grad_norm_([p for group in step.optimizer.param_groups for p in group["params"]], step.grad_clip)
     step.scaler.step(step.optimizer)
     step.scaler.update()
     step.ema.update()  # SLN-MO: the momentum model follows every step

@@ -25,7 +25,8 @@ INSTALL = "pip install 'sln-cli[tensorboard]'"
 GROUPS = (("train_", "train"), ("test_", "test"), ("val_", "val"), ("noisy_val_", "noisy_val"))
 TAGS = {"lr": "schedule/lr", "sigma": "schedule/sigma", "memorized": "noise/memorized",
         "corrected_acc": "noise/corrected_acc", "epoch_seconds": "speed/epoch_seconds",
-        "images_per_second": "speed/images_per_second"}
+        "images_per_second": "speed/images_per_second", "wall_seconds": "speed/wall_seconds",
+        "devices": "speed/devices"}
 RELIABILITY_TAG, MEMORISATION_TAG = "final/reliability_test", "final/memorisation"
 
 

@@ -63,7 +63,8 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
     set_determinism(config.run.deterministic)
     with distributed.main_first(world) if config.data.download else contextlib.nullcontext():
         trainset = build_trainset(config.data, config.noise)  # a download happens once, on rank 0
-    config = methods.settle(config, trainset.noisy, trainset.clean)
+    config = methods.settle(config, trainset.noisy, trainset.clean, manifest=trainset.labels.manifest,
+                            replaced=trainset.labels.source_index)
     splits = place_splits(trainset, config, device)
     state = initial_state(trainset, config, device, world)
     with contextlib.ExitStack() as held:  # rank 0 holds the run's lock until this run ends, however it ends
@@ -97,7 +98,10 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
         progress.start(state.epoch + 1)
         try:
             for epoch in range(state.epoch + 1, config.optim.epochs + 1):
+                epoch_started = time.perf_counter()
                 row = run_epoch(state, splits, config, epoch, device, progress, world)
+                # the epoch's whole wall time (correction, training, recording, evaluation): `sln report`'s cost
+                row.update(wall_seconds=time.perf_counter() - epoch_started, devices=world.size)
                 _remember_best(state, row, selection_key(config, has_val=splits.val is not None))
                 state.epoch = epoch
                 if world.is_main:
@@ -116,7 +120,8 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
     board.finish({"raw": state.model, "ema": state.ema.module}, splits.test, splits.test_labels, epoch=state.epoch,
                  batch_size=config.run.eval_batch_size)
     return distributed.from_main(world, lambda: _finish(state, run_dir, config, time.perf_counter() - started,
-                                                     len(splits.noisy_val) if splits.noisy_val is not None else 0))
+                                                        len(splits.noisy_val) if splits.noisy_val is not None else 0,
+                                                        devices=world.size))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,7 +262,15 @@ def _keep_epoch_weights(state: State, run_dir: Path, every: int) -> None:
         runs.save_torch(run_dir / "checkpoints" / f"epoch-{state.epoch:04d}.pt", weights)
 
 
-def _finish(state: State, run_dir: Path, config: Config, seconds: float, held_out: int) -> dict[str, Any]:
+def _wall_seconds(rows: list[dict[str, Any]]) -> float | None:
+    """The sum of the epochs' wall times, or None when an epoch predates their recording."""
+    if not rows or any(not isinstance(row.get("wall_seconds"), int | float) for row in rows):
+        return None
+    return float(sum(row["wall_seconds"] for row in rows))
+
+
+def _finish(state: State, run_dir: Path, config: Config, seconds: float, held_out: int, *,
+            devices: int = 1) -> dict[str, Any]:
     runs.save_torch(run_dir / runs.FINAL, {"model": state.model.state_dict(), "ema": state.ema.state_dict(),
                                            "epoch": state.epoch})
     if state.probs_sum is not None:
@@ -266,6 +279,7 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float, held_ou
             seen = state.probs_sum.sum(dim=1, keepdim=True).clamp_min(1e-12)
             np.save(f, (state.probs_sum / seen).cpu().numpy())
     rows = runs.read_metrics(run_dir)
+    wall = _wall_seconds(rows)
     summary = {
         "run_dir": str(run_dir),
         "epochs": state.epoch,
@@ -279,6 +293,10 @@ def _finish(state: State, run_dir: Path, config: Config, seconds: float, held_ou
         "method": config.method.name,
         "method_names": {weights: methods.display_name(config, weights) for weights in ("raw", "ema")},
         "seconds": seconds,
+        # what the run cost over all its sessions (resumes included): the epochs' wall time, times the processes
+        "wall_seconds": wall,
+        "devices": devices,
+        "device_hours": None if wall is None else wall * devices / 3600,
     }
     atomic_write_json(run_dir / runs.SUMMARY, summary)
     return summary

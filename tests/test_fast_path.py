@@ -14,7 +14,7 @@ runner = CliRunner()
 # step is exercised every epoch.
 BASE = ["train", "--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--epochs", "2",
         "--set", "optim.batch_size=64", "--quiet", "--precision", "fp32", "--device", "cpu"]
-TIMINGS = ("epoch_seconds", "images_per_second")
+TIMINGS = ("epoch_seconds", "images_per_second", "wall_seconds")
 
 
 def _metrics(tmp_path, name, *args):

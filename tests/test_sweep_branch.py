@@ -22,7 +22,7 @@ cli = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ("set: {optim.epochs: EPOCHS, data.train_limit: 200, data.test_limit: 100, model.name: mlp, "
         "optim.batch_size: 50, run.cpu_threads: 1}\n")
-TIMING = ("epoch_seconds", "images_per_second")
+TIMING = ("epoch_seconds", "images_per_second", "wall_seconds")
 
 
 def _sweep(tmp_path, *, epochs=4, correction=2, seeds="[0]"):

@@ -56,10 +56,52 @@ def test_names_are_stable_and_readable(tmp_path):
 
 
 def test_command_line_seeds_and_sets_override_the_spec(tmp_path):
-    sweep = spec_lib.load("quickstart-sweep", seeds="4-5,9", overrides=["optim.epochs=3"])
+    sweep = spec_lib.load("quickstart-sweep", seeds="4-5,9", overrides=["optim.epochs=45"])
     assert sorted({c.seed for c in sweep.cells}) == [4, 5, 9]
-    assert {c.epochs for c in sweep.cells} == {3}
-    assert all(c.twin is None for c in sweep.cells)  # correction 40 >= 3 epochs: no LC epoch to branch at
+    assert {c.epochs for c in sweep.cells} == {45}
+
+
+def test_an_lc_cell_that_would_never_correct_is_refused_naming_it():
+    # correction after epoch 40 of 10: the LC cells would be SLN runs reported as SLN-MO-LC
+    with pytest.raises(SlnError, match=r"quickstart × SLN-MO-LC: sln.correction \(40\) must be below optim.epochs "
+                                       r"\(10\)") as error:
+        spec_lib.load("quickstart-sweep", overrides=["optim.epochs=10"])
+    assert "\n" not in str(error.value) and "× CE" not in str(error.value)
+    result = runner.invoke(app, ["sweep", "quickstart-sweep", "--dry-run", "--set", "optim.epochs=10"])
+    assert result.exit_code == 1 and "SLN-MO-LC: sln.correction (40) must be below" in result.output
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("sln.correction=7", "--set sln.correction=7 would turn the cells of CE, SLN into label-correction runs"),
+    ("sln.correction=null", "--set sln.correction=None would change the key that defines method SLN-MO-LC"),
+    ("sln.sigma=0", "--set sln.sigma=0 would change the key that defines method CE"),
+])
+def test_a_sweep_wide_set_never_changes_which_cells_are_lc_or_a_methods_own_key(override, message):
+    with pytest.raises(SlnError) as error:
+        spec_lib.load("quickstart-sweep", overrides=[override])
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_set_that_makes_two_methods_identical_names_the_cells(tmp_path):
+    # forward_anchor's default is argmax on CIFAR-100: B's own setting becomes what A gets anyway
+    text = ("presets: [quickstart]\nmethods: {A: {method.name: forward}, "
+            "B: {method.name: forward, method.forward_anchor: argmax}}\n")
+    assert len(spec_lib.load(_spec(tmp_path, text)).cells) == 2  # digits: percentile vs argmax, two runs
+    with pytest.raises(SlnError, match="--set data.dataset=cifar100 makes the cells quickstart-A-seed0 and "
+                                       "quickstart-B-seed0 \\(methods A and B\\) identical"):
+        spec_lib.load(_spec(tmp_path, text), overrides=["data.dataset=cifar100"])
+    same = "presets: [quickstart]\nmethods: {A: {optim.lr: 0.05}, B: {optim.batch_size: 64}}\n"
+    assert len(spec_lib.load(_spec(tmp_path, same), overrides=["optim.epochs=3"]).cells) == 2  # already alike
+
+
+def test_the_dry_run_shows_each_cells_differences_from_its_preset():
+    rows = status_lib.table(spec_lib.load("quickstart-sweep", seeds="0", overrides=["optim.epochs=50"]),
+                            spec_lib.Path("/nonexistent-sweep"))
+    changes = {row["method"]: row["changes"] for row in rows}
+    assert changes == {"CE": {"optim.epochs": 50, "sln.sigma": 0.0}, "SLN": {"optim.epochs": 50},
+                       "SLN-MO-LC": {"optim.epochs": 50, "sln.correction": 40}}
+    result = runner.invoke(app, ["sweep", "quickstart-sweep", "--dry-run", "--seeds", "0", "--out", "/nonexistent"])
+    assert result.exit_code == 0 and "sln.correction=40" in result.output and "sln.sigma=0.0" in result.output
 
 
 @pytest.mark.parametrize(
@@ -136,3 +178,19 @@ def test_parse_seeds():
     assert spec_lib.parse_seeds("0-2,7") == [0, 1, 2, 7]
     with pytest.raises(SlnError):
         spec_lib.parse_seeds("0-100000")
+
+
+def test_a_run_made_before_a_new_config_key_still_belongs_to_its_cell(tmp_path):
+    import yaml
+
+    sweep = spec_lib.load("quickstart-sweep", seeds="0", out=tmp_path)
+    cell = sweep.cells[0]
+    saved = {section: dict(values) if isinstance(values, dict) else values for section, values in cell.config.items()}
+    del saved["optim"]["grad_clip"]  # written before optim.grad_clip existed; the cell leaves it null
+    cell.run_dir.mkdir(parents=True)
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    status_lib.check_config(cell)
+    saved["optim"]["lr"] = 0.5
+    (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(SlnError, match="optim.lr differ"):
+        status_lib.check_config(cell)

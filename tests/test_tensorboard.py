@@ -131,7 +131,8 @@ def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: P
         if key != "epoch" and isinstance(rows[0][key], float):
             steps = accumulator.Scalars(metric_tag(key))
             assert [s.step for s in steps] == [1, 2, 3], key
-            if key not in ("epoch_seconds", "images_per_second"):  # timings differ between the two epoch-3 runs
+            # timings differ between the two epoch-3 runs
+            if key not in ("epoch_seconds", "images_per_second", "wall_seconds"):
                 assert [s.value for s in steps] == pytest.approx([row[key] for row in rows], rel=1e-6), key
     assert {"schedule/lr", "schedule/sigma", "noise/memorized", "test/acc_ema"} <= set(tags["scalars"])
     for tag in (RELIABILITY_TAG, MEMORISATION_TAG):  # at the end of the first run, and of epoch 3 (once: rebuilt)

@@ -53,7 +53,8 @@ def _quickstart(device: torch.device, variants: tuple[str, ...]) -> dict[str, Sl
     for variant in variants:
         config = resolve(presets.load("quickstart"), [f"run.device={device.type}"], _flags(variant))
         trainset = build_trainset(config.data, config.noise)
-        config = methods.settle(config, trainset.noisy, trainset.clean)  # co-teaching's forget rate
+        config = methods.settle(config, trainset.noisy, trainset.clean, manifest=trainset.labels.manifest,
+                                    replaced=trainset.labels.source_index)  # co-teaching's forget rate
         runs[variant] = SlnRun(trainset, trainset, config, device)  # warm-up: one whole epoch
     return runs
 

@@ -37,12 +37,21 @@ def build_method(settings: MethodConfig, context: MethodContext) -> Method:
     return getattr(importlib.import_module(f"sln_cli.methods.{module}"), name)(settings, context)
 
 
-def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None) -> Config:
+def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None, *,
+           manifest: dict | None = None, replaced: np.ndarray | None = None) -> Config:
     """The config with what only the training labels can tell: co-teaching's default forget rate is their
-    realised noise rate (Han et al. take the noise rate as known). Recorded in the run's config.yaml."""
+    realised noise rate (Han et al. take the noise rate as known). Open-set labels keep every label (images
+    are replaced instead; `replaced` is the label set's source_index, -1 = own image), so their noise rate is the
+    label set's stated fraction (the manifest's `requested_noise_rate`, else the fraction replaced), as the
+    official code takes `--noise_rate`. Recorded in the run's config.yaml."""
     method = config.method
     if method.name != "coteaching" or method.forget_rate is not None:
         return config
+    if replaced is not None:
+        stated = (manifest or {}).get("requested_noise_rate")
+        if not isinstance(stated, int | float) or isinstance(stated, bool) or not 0 <= stated < 1:
+            stated = float((replaced >= 0).mean()) if len(replaced) else 0.0
+        return dataclasses.replace(config, method=dataclasses.replace(method, forget_rate=float(stated)))
     if clean is None:
         raise SlnError("method.forget_rate defaults to the noise rate, and these labels have no true labels to "
                        "measure it; set it, e.g. --set method.forget_rate=0.4 (`sln analyze noise RUN` estimates "
@@ -53,5 +62,7 @@ def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None) -> Confi
 
 def display_name(config: Config, weights: str) -> str:
     """The run's method as reports name it (CE, SLN, SLN-MO, SLN-MO-LC, GCE, GCE-MO, ..., +SAM); weights raw/ema."""
-    return _display_name(config.method.name, config.sln.sigma, ema=weights == "ema",
-                         correction=config.sln.correction is not None, sam=config.method.sam)
+    # a correction at or past the last epoch never ran (refused by `sln train` now): no -LC
+    correcting = config.sln.correction is not None and config.sln.correction < config.optim.epochs
+    return _display_name(config.method.name, config.sln.sigma, ema=weights == "ema", correction=correcting,
+                         sam=config.method.sam)

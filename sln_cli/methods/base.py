@@ -55,6 +55,13 @@ class Method:
     def start_epoch(self, epoch: int) -> None:
         """Host-side schedules, once per epoch (co-teaching's forget rate)."""
 
+    def rescores(self, epoch: int) -> bool:
+        """Whether `epoch` starts with a scoring pass over the training set (truncated GCE's weights)."""
+        return False
+
+    def rescore(self, logits: Tensor, index: Tensor) -> None:
+        """One batch of that pass: the network's logits (B, K) in eval mode on the augmented images."""
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold for an exact resume."""
         return {}

@@ -6,6 +6,7 @@ that make no sense. Torch-free: the config and the CLI read it without importing
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,49 +23,88 @@ class Hyperparameter:
 
 
 @dataclass(frozen=True)
+class Reference:
+    repository: str  # official code, "owner/name"
+    file: str  # the file the defaults and formulas were checked against
+    commit: str  # the commit read
+
+
+@dataclass(frozen=True)
 class MethodInfo:
     name: str
     paper: str
     changes: str  # what the method changes in the training step, in a few words
     soft_targets: bool  # its loss reads soft targets, so SLN's target noise (and label correction) can apply
     hyperparameters: tuple[Hyperparameter, ...] = ()
+    reference: Reference | None = None
 
 
 def _same(key: str, value: Any, source: str) -> Hyperparameter:
     return Hyperparameter(key, value, value, source)
 
 
+_SLN_REF = Reference("chenpf1025/SLN", "noise_cifar_train.py", "621c6c87138db09fdca66a7610b126ee4b265b74")
+_APL_REF = Reference("HanxunH/Active-Passive-Losses", "configs/cifar10/sym/nce+rce.yaml",
+                     "2d18de6ba7665e2a4b83ed8bb88b32a05f70620d")  # cifar100/sym/nce+rce.yaml and trainer.py alike
+_D2L_REF = Reference("xingjunm/dimensionality-driven-learning", "loss.py", "0935aab3f4281086d5d636dad881dfc60edcbd04")
+
 METHODS: dict[str, MethodInfo] = {m.name: m for m in [
     MethodInfo("sln", "Chen et al., ICLR 2021", "Gaussian noise (sln.sigma) on the one-hot targets every step",
-               True),
-    MethodInfo("ce", "(baseline)", "plain cross-entropy: sln with sigma 0", True),
-    MethodInfo("gce", "Zhang & Sabuncu, NeurIPS 2018", "loss (1 - p_y^q) / q: between CE (q→0) and MAE (q=1)",
-               False, (_same("gce_q", 0.7, "Zhang & Sabuncu 2018, Sec. 4 (q = 0.7 on CIFAR)"),)),
+               True, reference=_SLN_REF),
+    MethodInfo("ce", "(baseline)", "plain cross-entropy: sln with sigma 0", True, reference=_SLN_REF),
+    MethodInfo("gce", "Zhang & Sabuncu, NeurIPS 2018 (truncated Lq; gce_k=0: plain Lq)",
+               "truncated Lq: w_i·((1 - p_y^q)/q - (1 - k^q)/q), w_i = [Lq(p_y) < Lq(k)] re-scored every 10 epochs "
+               "from epoch gce_prune_from; method.gce_k=0 is plain Lq (1 - p_y^q)/q",
+               False, (_same("gce_q", 0.7, "Zhang & Sabuncu 2018, Sec. 4 (q = 0.7 on CIFAR); TruncatedLoss.py"),
+                       _same("gce_k", 0.5, "Zhang & Sabuncu 2018 (k = 0.5); TruncatedLoss.py; 0 = plain Lq"),
+                       _same("gce_prune_from", 40, "main.py --start_prune 40 (weights re-scored every 10 epochs)")),
+               Reference("AlanChou/Truncated-Loss", "TruncatedLoss.py", "93a24641b8d0c3216d8df53683eb1f3fdcbd80f8")),
     MethodInfo("sce", "Wang et al., ICCV 2019", "loss alpha·CE + beta·reverse CE (log 0 clipped to log 1e-4)",
-               True, (Hyperparameter("sce_alpha", 0.1, 6.0, "Wang et al. 2019, Sec. 4.1"),
-                      Hyperparameter("sce_beta", 1.0, 0.1, "Wang et al. 2019, Sec. 4.1"))),
-    MethodInfo("nce-rce", "Ma et al., ICML 2020 (APL)", "loss alpha·normalised CE + beta·reverse CE", False,
+               True, (Hyperparameter("sce_alpha", 0.1, 6.0, "Wang et al. 2019, Sec. 4.1; train_models.py"),
+                      Hyperparameter("sce_beta", 1.0, 0.1, "Wang et al. 2019, Sec. 4.1; train_models.py")),
+               Reference("YisenWang/symmetric_cross_entropy_for_noisy_labels", "train_models.py",
+                         "235d93b25fdaab0e106d6f8c782a03ec175f9bc1")),
+    MethodInfo("nce-rce", "Ma et al., ICML 2020 (APL)",
+               "loss alpha·normalised CE + beta·reverse CE; gradient norm clipped (optim.grad_clip, 5.0)", False,
                (Hyperparameter("apl_alpha", 1.0, 10.0, "Ma et al. 2020, official code (Active-Passive-Losses)"),
-                Hyperparameter("apl_beta", 1.0, 0.1, "Ma et al. 2020, official code (Active-Passive-Losses)"))),
+                Hyperparameter("apl_beta", 1.0, 0.1, "Ma et al. 2020, official code (Active-Passive-Losses)")),
+               _APL_REF),
     MethodInfo("ls", "Szegedy et al., CVPR 2016; Lukasik et al., ICML 2020",
-               "target (1 - eps)·t + eps/K", True, (_same("smoothing", 0.1, "Szegedy et al. 2016 (eps = 0.1)"),)),
+               "target (1 - eps)·t + eps/K", True, (_same("smoothing", 0.1, "Szegedy et al. 2016 (eps = 0.1)"),),
+               Reference("YisenWang/symmetric_cross_entropy_for_noisy_labels", "loss.py",
+                         "235d93b25fdaab0e106d6f8c782a03ec175f9bc1")),
     MethodInfo("bootstrap-soft", "Reed et al., ICLR 2015 workshop", "target beta·t + (1 - beta)·p (p not detached)",
-               True, (_same("bootstrap_beta", 0.95, "Reed et al. 2015, Sec. 3 (soft: beta = 0.95)"),)),
+               True, (_same("bootstrap_beta", 0.95, "Reed et al. 2015, Sec. 3 (soft: beta = 0.95)"),), _D2L_REF),
     MethodInfo("bootstrap-hard", "Reed et al., ICLR 2015 workshop", "target beta·t + (1 - beta)·onehot(argmax p)",
-               True, (_same("bootstrap_beta", 0.8, "Reed et al. 2015, Sec. 3 (hard: beta = 0.8)"),)),
+               True, (_same("bootstrap_beta", 0.8, "Reed et al. 2015, Sec. 3 (hard: beta = 0.8)"),), _D2L_REF),
     MethodInfo("forward", "Patrini et al., CVPR 2017", "CE on softmax(z) @ T, T the label-noise transition matrix",
                True, (_same("forward_matrix", "labels",
                             "labels: the training labels' own T (true vs given); or a .npy/.csv; or a run "
-                            "directory whose probs.npy estimates T (Patrini et al. 2017, 97th percentile)"),)),
+                            "directory whose probs.npy estimates T (Patrini et al. 2017)"),
+                      Hyperparameter("forward_anchor", "percentile", "argmax",
+                                     "main_experiment.py: filter_outlier (97th-percentile anchor) except on "
+                                     "CIFAR-100 (plain argmax)")),
+               Reference("giorgiop/loss-correction", "main_experiment.py", "acfb9ab04696563ac2f5a64a1b1fd1824596344d")),
     MethodInfo("elr", "Liu et al., NeurIPS 2020", "CE + lambda·log(1 - <t_i, p>), t_i a per-sample EMA of p", True,
-               (Hyperparameter("elr_lambda", 3.0, 7.0, "Liu et al. 2020, official code configs"),
-                Hyperparameter("elr_beta", 0.7, 0.9, "Liu et al. 2020, official code configs"))),
+               (Hyperparameter("elr_lambda", 3.0, 7.0, "Liu et al. 2020, official configs (CIFAR-10 asym: 1)"),
+                Hyperparameter("elr_beta", 0.7, 0.9, "Liu et al. 2020, official configs (CIFAR-10 asym: 0.9)")),
+               Reference("shengliu66/ELR", "ELR/config_cifar10_asym.json", "12d0b6cbacb1ceb1fdf45574b8e1b6962dd4582b")),
     MethodInfo("coteaching", "Han et al., NeurIPS 2018",
                "two networks; each trains on the small-loss samples the other picks", False,
                (_same("forget_rate", None, "Han et al. 2018: the noise rate (default: the training labels' "
-                                           "realised rate)"),
-                _same("forget_epochs", 10, "Han et al. 2018 (T_k = 10)"))),
+                                           "realised rate; open-set: the label set's stated fraction)"),
+                _same("forget_epochs", 10, "Han et al. 2018 (T_k = 10)")),
+               Reference("bhanML/Co-teaching", "main.py", "07a0f57e58da28b9bd38f8bb3c01f6f7cfc3526e")),
 ]}
+# Published defaults for one noise type, over the per-dataset ones: (method, key, dataset, noise mode) -> value.
+# ELR: shengliu66/ELR ELR/config_cifar10_asym.json (commit 12d0b6c) has beta 0.9, lambda 1 for asymmetric noise;
+# its config_cifar10.json (commit 2f4cd32) beta 0.7, lambda 3 for the others.
+NOISE_DEFAULTS: dict[tuple[str, str, str, str], Any] = {
+    ("elr", "elr_lambda", "cifar10", "asym"): 1.0, ("elr", "elr_beta", "cifar10", "asym"): 0.9,
+}
+# NCE+RCE's official trainer clips the gradient norm at `grad_bound` = 5.0 in every config (trainer.py, configs/)
+METHOD_GRAD_CLIP = {"nce-rce": 5.0}
+CHOICES = {"forward_anchor": ("percentile", "argmax")}
 SAM_RHO = _same("sam_rho", 0.05, "Foret et al., ICLR 2021 (rho = 0.05 on CIFAR)")
 # SLN's own switches: (key, value that turns it off, whether it acts on the soft targets)
 SLN_KEYS = (("sigma", 0.0, True), ("correction", None, True), ("grad_noise_sigma", 0.0, False),
@@ -74,11 +114,29 @@ RANGES = {  # key -> (low, high, low inclusive, high inclusive); None: unbounded
     "elr_beta": (0.0, 1.0, True, False), "forget_rate": (0.0, 1.0, True, False), "sam_rho": (0.0, None, False, True),
     "sce_alpha": (0.0, None, True, True), "sce_beta": (0.0, None, True, True), "apl_alpha": (0.0, None, True, True),
     "apl_beta": (0.0, None, True, True), "elr_lambda": (0.0, None, True, True), "forget_epochs": (1, None, True, True),
+    "gce_k": (0.0, 1.0, True, False), "gce_prune_from": (1, None, True, True),
 }
 
 
-def default(hyperparameter: Hyperparameter, dataset: str) -> Any:
+def default(hyperparameter: Hyperparameter, dataset: str, noise_mode: str | None = None, method: str = "") -> Any:
+    """The published default on `dataset`, for `noise_mode` where the method's authors set one per noise type."""
+    by_noise = NOISE_DEFAULTS.get((method, hyperparameter.key, dataset, noise_mode or ""), _NONE)
+    if by_noise is not _NONE:
+        return by_noise
     return hyperparameter.cifar100 if dataset == "cifar100" else hyperparameter.cifar10
+
+
+_NONE = object()
+_OFFICIAL_MODE = re.compile(r"(?:^|[/_:-])(sym|asym|dependent|openset)\d")
+
+
+def noise_mode(noise: Any) -> str:
+    """The kind of noise a run trains on: `noise.mode`, or for a label file the kind its name says
+    (the official files: official:cifar10/asym0.4, .../asym0.4.csv); '' when unknown."""
+    if noise.labels:
+        match = _OFFICIAL_MODE.search(str(noise.labels))
+        return match[1] if match else ""
+    return noise.mode
 
 
 def display_name(method: str, sigma: float, *, ema: bool, correction: bool = False, sam: bool = False) -> str:
@@ -105,11 +163,12 @@ def apply_method(config: Config, levels: dict[str, int], problems: list[str]) ->
         return levels.get(key, 0) >= chosen
 
     own = {h.key: h for h in info.hyperparameters} | ({"sam_rho": SAM_RHO} if method.sam else {})
+    mode = noise_mode(config.noise)
     values: dict[str, Any] = {}
     for key in _all_keys():
         value = getattr(method, key)
         if key in own:
-            values[key] = default(own[key], config.data.dataset) if value is None else value
+            values[key] = default(own[key], config.data.dataset, mode, name) if value is None else value
         elif value is not None:
             if requested(f"method.{key}"):
                 problems.append(f"method.{key} is a setting of {_owners(key)}; method {name} does not use it")
@@ -129,8 +188,11 @@ def apply_method(config: Config, levels: dict[str, int], problems: list[str]) ->
                             f"drop it or use a method that takes soft targets")
     if method.sam and config.run.precision == "fp16":
         problems.append("method.sam does not work with fp16's gradient scaler; use --precision bf16 or fp32")
+    optim = config.optim
+    if name in METHOD_GRAD_CLIP and optim.grad_clip is None:
+        optim = dataclasses.replace(optim, grad_clip=METHOD_GRAD_CLIP[name])
     return dataclasses.replace(config, method=dataclasses.replace(method, **values),
-                               sln=dataclasses.replace(config.sln, **sln))
+                               sln=dataclasses.replace(config.sln, **sln), optim=optim)
 
 
 def _all_keys() -> list[str]:
@@ -147,6 +209,8 @@ def _owners(key: str) -> str:
 def _range_problems(values: dict[str, Any]) -> list[str]:
     problems = []
     for key, value in values.items():
+        if value is not None and key in CHOICES and value not in CHOICES[key]:
+            problems.append(f"method.{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
         if value is None or key not in RANGES:
             continue
         low, high, low_in, high_in = RANGES[key]
@@ -171,11 +235,13 @@ def describe(dataset: str) -> list[dict[str, Any]]:
         rows.append({"name": info.name, "paper": info.paper, "changes": info.changes,
                      "sln_noise": info.soft_targets and info.name != "ce",
                      "hyperparameters": {h.key: {"value": _shown(default(h, dataset)), "source": _source(h, dataset)}
-                                         for h in info.hyperparameters}})
+                                         for h in info.hyperparameters},
+                     "reference": dataclasses.asdict(info.reference) if info.reference else None})
     rows.append({"name": "sam (method.sam=true)", "paper": "Foret et al., ICLR 2021",
                  "changes": "optimiser: gradient taken at w + rho·g/|g| (two passes per step); with any method",
                  "sln_noise": True, "hyperparameters": {"sam_rho": {"value": SAM_RHO.cifar10,
-                                                                    "source": SAM_RHO.source}}})
+                                                                    "source": SAM_RHO.source}},
+                 "reference": None})
     return rows
 
 

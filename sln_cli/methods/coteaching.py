@@ -1,6 +1,8 @@
 """Co-teaching (Han et al., NeurIPS 2018): two networks; each trains on the samples with the smallest loss
-under the other, keeping a fraction 1 - R(e) of each batch, R ramping linearly from 0 at epoch 1 to the
-forget rate at epoch T_k (their `rate_schedule`). The step's model is the first network; the EMA tracks it.
+under the other, keeping a fraction 1 - R(e) of each batch. R follows the official `rate_schedule`
+(bhanML/Co-teaching main.py, commit 07a0f57): `linspace(0, tau, T_k)` indexed by the epoch, and the training
+epochs count from 1 there (epoch 0 only evaluates), so R(1) = tau/(T_k - 1) and R reaches tau at epoch T_k - 1.
+The step's model is the first network; the EMA tracks it.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ class CoTeaching(Configured):
 
 
 def forget_rate(epoch: int, final: float, ramp_epochs: int) -> float:
-    """R(e) = final · min(e - 1, T_k - 1) / (T_k - 1): np.linspace(0, final, T_k) over epochs 1..T_k, then final."""
+    """R(e) = final · min(e, T_k - 1) / (T_k - 1) for epochs e = 1, 2, ...: the official
+    `rate_schedule[epoch]` with `rate_schedule[:T_k] = np.linspace(0, final, T_k)` and `for epoch in range(1, n)`."""
     if ramp_epochs <= 1:
         return final
-    return final * min(epoch - 1, ramp_epochs - 1) / (ramp_epochs - 1)
+    return final * min(epoch, ramp_epochs - 1) / (ramp_epochs - 1)
 
 
 def small_loss(losses: Tensor, keep: int) -> Tensor:

@@ -23,7 +23,7 @@ KEY = "method.forward_matrix"
 class ForwardCorrection(Configured):
     def __init__(self, settings, context: MethodContext) -> None:
         super().__init__(settings, context)
-        matrix = transition_matrix(settings.forward_matrix, context)
+        matrix = transition_matrix(settings.forward_matrix, context, anchor=settings.forward_anchor or "percentile")
         self.transition = torch.as_tensor(matrix, dtype=torch.float32, device=context.device)  # (K, K)
 
     def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
@@ -31,7 +31,7 @@ class ForwardCorrection(Configured):
         return -(targets * noisy_probs.clamp_min(1e-12).log()).sum(dim=1).mean()
 
 
-def transition_matrix(source: str, context: MethodContext) -> np.ndarray:
+def transition_matrix(source: str, context: MethodContext, *, anchor: str = "percentile") -> np.ndarray:
     """T from `source` (see the module docstring), checked to be K×K, finite and row-stochastic."""
     k = context.num_classes
     if source == "labels":
@@ -49,7 +49,9 @@ def transition_matrix(source: str, context: MethodContext) -> np.ndarray:
         probs = _load(path / "probs.npy")
         if probs.ndim != 2 or probs.shape[1] != k:
             raise SlnError(f"{KEY}: {path}/probs.npy has shape {probs.shape}, expected (N, {k})")
-        return check_transition(estimate_transition(probs), k, str(path))
+        # Patrini et al.'s main_experiment.py (commit acfb9ab): filter_outlier except on CIFAR-100 (forward_anchor)
+        percentile = 97.0 if anchor == "percentile" else None
+        return check_transition(estimate_transition(probs, percentile), k, str(path))
     if path.suffix not in (".npy", ".csv") or not path.is_file():
         raise SlnError(f"{KEY} must be 'labels', a .npy/.csv file or a run directory; {source!r} is none of them")
     return check_transition(_load(path), k, source)
@@ -74,13 +76,17 @@ def check_transition(matrix: np.ndarray, num_classes: int, where: str) -> np.nda
     return matrix / sums[:, None]
 
 
-def estimate_transition(probs: np.ndarray, percentile: float = 97.0) -> np.ndarray:
-    """Patrini et al.'s estimator: row i of T is the prediction on the sample most confidently of class i,
-    taken at the 97th percentile of p(i|x) to skip outliers (their `filter_outlier`; unlike the official
-    code, which zeroes its input in place, every row here reads the unmodified probabilities)."""
+def estimate_transition(probs: np.ndarray, percentile: float | None = 97.0) -> np.ndarray:
+    """Patrini et al.'s estimator: row i of T is the prediction on the sample most confidently of class i:
+    the plain argmax of p(i|x) (`percentile` None, their `filter_outlier=False`, used on CIFAR-100), or the
+    largest value below the 97th percentile to skip outliers (`filter_outlier=True`; unlike the official code,
+    which zeroes its input in place, every row here reads the unmodified probabilities)."""
     rows = []
     for i in range(probs.shape[1]):
         column = probs[:, i]
+        if percentile is None:
+            rows.append(probs[np.argmax(column)])
+            continue
         threshold = np.percentile(column, percentile, method="higher")
         rows.append(probs[np.argmax(np.where(column >= threshold, -np.inf, column))])
     return np.stack(rows)

@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from sln_cli import config as config_lib
-from sln_cli import runs
+from sln_cli import experiments, runs
 from sln_cli.errors import SlnError
+from sln_cli.report import compare, cost
 from sln_cli.report import paper as paper_lib
 
 METRICS = {"acc": ("test_acc", "test accuracy"), "nll": ("test_loss", "test NLL")}
 SELECTIONS = ("last", "best-val")
-# keys that do not make another experiment: the seed, and where and how fast a run went
-SEED_KEYS = {("run", "seed"), ("run", "out"), ("run", "device"), ("run", "cpu_threads"), ("run", "keep_state_at"),
-             ("run", "eval_batch_size"), ("data", "workers"), ("data", "data_dir"), ("description", None)}
+SEED_KEYS = experiments.SEED_KEYS  # keys that do not make another experiment (shared with `sln evaluate`)
 ORDER = ("CE", "CE-MO", "SLN", "SLN-LC", "SLN-MO", "SLN-MO-LC")
 
 
@@ -94,7 +93,7 @@ def setting_of(config: dict[str, Any]) -> str:
 def methods_of(config: dict[str, Any], *, every: bool = False) -> list[tuple[str, str]]:
     """(row label, weights) of a run: the paper's rows, or with `every` both weights of every run."""
     name = runs.method_section(config).get("name", "sln")
-    correcting = config["sln"].get("correction") is not None
+    correcting = corrects(config)
     if name in ("sln", "ce"):  # issue 9's `ce` is sln with sigma 0
         base = "SLN" if name == "sln" and config["sln"]["sigma"] > 0 else "CE"
         raw, ema = (base + "-LC", base + "-MO-LC") if correcting else (base, base + "-MO")
@@ -103,6 +102,13 @@ def methods_of(config: dict[str, Any], *, every: bool = False) -> list[tuple[str
         raw, ema = name.upper(), name.upper() + "-MO" + ("-LC" if correcting else "")
         paper = [(raw, "raw"), (ema, "ema")]
     return [(raw, "raw"), (ema, "ema")] if every else paper
+
+
+def corrects(config: dict[str, Any]) -> bool:
+    """Whether the run's label correction ever ran: it starts after epoch `correction`, so a `correction` at or past
+    the last epoch (refused by `sln train` now, possible in runs made before) never corrected and is no -LC run."""
+    correction = config["sln"].get("correction")
+    return correction is not None and int(correction) < int(config["optim"]["epochs"])
 
 
 def cells(found: list[Run], *, metric: str = "acc", select: str = "last", every: bool = False) -> list[dict[str, Any]]:
@@ -201,23 +207,17 @@ def _check_values(row: dict[str, Any], where: str) -> None:
                            "the file was edited or damaged")
 
 
-def _experiment(config: dict[str, Any]) -> dict[str, Any]:
-    config = {**config, "method": runs.method_section(config)}
-    return {f"{s}.{k}": v for s, vals in config.items() if isinstance(vals, dict)
-            for k, v in vals.items() if (s, k) not in SEED_KEYS}
-
-
 def _split_by_config(group: list[Run]) -> list[tuple[str, list[Run]]]:
     """Runs of one bucket that are repeats over seeds of one experiment; a suffix names what differs."""
-    experiments: dict[str, list[Run]] = {}
+    same: dict[str, list[Run]] = {}
     for run in group:
-        experiments.setdefault(json.dumps(_experiment(run.config), sort_keys=True, default=str), []).append(run)
-    if len(experiments) == 1:
+        same.setdefault(experiments.experiment_key(run.config), []).append(run)
+    if len(same) == 1:
         return [("", group)]
-    flat = [json.loads(key) for key in experiments]
+    flat = [json.loads(key) for key in same]
     differing = sorted({k for f in flat for k in f if any(g.get(k) != f.get(k) for g in flat)})
     return [(" (" + ", ".join(f"{k.split('.')[-1]}={f.get(k)}" for k in differing) + ")", members)
-            for f, members in zip(flat, experiments.values(), strict=True)]
+            for f, members in zip(flat, same.values(), strict=True)]
 
 
 def _value(run: Run, weights: str, metric: str, select: str) -> float:
@@ -235,13 +235,14 @@ def _cell(setting: str, label: str, weights: str, members: list[Run], metric: st
     values = [_value(r, weights, metric, select) for r in finished]
     mean = sum(values) / len(values) if values else None
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-    paper = paper_lib.lookup(members[0].config, label) if metric == "acc" else None
+    paper = paper_lib.published(members[0].config, label) if metric == "acc" else None
     return {
         "setting": setting, "method": label, "weights": weights, "n_runs": len(values), "mean": mean, "std": std,
-        "values": values, "paper": paper, "delta": None if paper is None or mean is None else mean - paper,
-        "paper_checked": paper_lib.checked(members[0].config) if paper is not None else None,
+        "num_runs": len(values), "std_ddof": 1,  # the key names `sln evaluate` uses for the same count and spread
+        "values": values, **compare.against_paper(mean, std, len(values), paper),
         "metric": METRICS[metric][0], "select": select, "dataset": members[0].config["data"]["dataset"],
         "runs": [str(r.run_dir) for r in finished],
         "unfinished": [{"run_dir": str(r.run_dir), "epochs_done": r.epochs_done, "epochs_total": r.epochs_total}
                        for r in members if not r.finished],
+        **cost.of_runs(finished),
     }

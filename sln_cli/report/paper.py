@@ -1,9 +1,11 @@
-"""The paper's published numbers (`sln_cli/paper_results.yaml`), looked up by report column and method row."""
+"""The paper's published numbers (`sln_cli/paper_results.yaml`: mean ± std over its runs, with provenance), looked
+up by report column and method row."""
 
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,29 @@ def setting_key(config: dict[str, Any]) -> str | None:
     return f"{data['dataset']} {noise['mode']} {noise['rate']:.0%}"
 
 
+@dataclass(frozen=True)
+class Published:
+    mean: float  # a fraction, as sln's accuracies
+    std: float | None  # a fraction; None where the source gives none
+    runs: int  # the paper's runs per cell
+    checked: bool  # checked against a copy of the publication (the file's header)
+
+
+def published(config: dict[str, Any], method: str) -> Published | None:
+    """The paper's mean ± std for this run's setting and method row, or None."""
+    setting = table().get(setting_key(config) or "", {})
+    value = setting.get(method)
+    if value is None:
+        return None
+    mean, std = (value.get("mean"), value.get("std")) if isinstance(value, dict) else (value, None)
+    return Published(float(mean) / 100, None if std is None else float(std) / 100, int(setting.get("runs", 5)),
+                     bool(setting.get("checked", False)))
+
+
 def lookup(config: dict[str, Any], method: str) -> float | None:
     """The paper's accuracy (a fraction) for this run's setting and method row, or None."""
-    value = table().get(setting_key(config) or "", {}).get(method)
-    return None if value is None else float(value) / 100
+    value = published(config, method)
+    return None if value is None else value.mean
 
 
 def checked(config: dict[str, Any]) -> bool:

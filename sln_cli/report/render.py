@@ -1,7 +1,8 @@
 """The report's table in five formats: a rich table, markdown, CSV (one line per cell), LaTeX, JSON.
 
 Rows are methods, columns settings; a cell is mean ± std over the finished runs (sample std, n − 1) with their
-count, the paper's number and our difference to it beside, and any unfinished runs named, never averaged in.
+count, the paper's mean ± std and our difference to it beside (within 1 point? inside the combined spread?),
+what the cell's runs cost, and any unfinished runs named, never averaged in.
 """
 
 from __future__ import annotations
@@ -15,23 +16,29 @@ from rich.console import Console
 from rich.table import Table
 
 from sln_cli.files import json_text
+from sln_cli.report.compare import verdict_text
+from sln_cli.report.cost import cost_text, total_text
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet checked (sln_cli/paper_results.yaml)"
+NOTE_SPREAD = ("reproduced: |Δ| ≤ spread = 2·√(s²/n + s_paper²/5), two standard errors of the difference of the "
+               "means (ours over n seeds, the paper's over 5 runs); 1 pt: |Δ| ≤ 1 point")
 
 
-def render(cells: list[dict[str, Any]], fmt: str, console: Console) -> None:
+def render(cells: list[dict[str, Any]], fmt: str, console: Console, *, total: dict[str, Any] | None = None) -> None:
     if fmt == "json":
         print(json_text([_with_null_reason(cell) for cell in cells]), end="")
     elif fmt == "csv":
         print(to_csv(cells), end="")
     elif fmt == "markdown":
-        print(to_markdown(cells))
+        print(to_markdown(cells, total=total))
     elif fmt == "latex":
         print(to_latex(cells))
     else:
         console.print(to_rich(cells))
-        for note in notes(cells):
+        if any(c["n_runs"] for c in cells):
+            console.print(to_rich_cost(cells))
+        for note in notes(cells, total=total):
             console.print(note, markup=False, highlight=False)
 
 
@@ -61,16 +68,26 @@ def cell_text(cell: dict[str, Any] | None, *, plus_minus: str = "±", paper: boo
         epochs = ", ".join(f"{u['epochs_done']}/{u['epochs_total']}" for u in cell["unfinished"])
         parts.append(f"unfinished: {epochs}")
     if paper and cell["paper"] is not None:
-        mark = "" if cell["paper_checked"] else "?"
-        delta = "" if cell["delta"] is None else f", Δ {cell['delta'] * 100:+.2f}"
-        parts.append(f"paper {cell['paper'] * 100:.2f}{mark}{delta}")
+        parts += paper_texts(cell)
     return "; ".join(parts)
 
 
-def notes(cells: list[dict[str, Any]]) -> list[str]:
+def paper_texts(cell: dict[str, Any]) -> list[str]:
+    """`paper 53.16 ± 1.64` and the verdict `Δ +0.42: within 1 pt, within spread ±1.50` of a cell."""
+    mark = "" if cell["paper_checked"] else "?"
+    std = "" if cell.get("paper_std") is None else f" ± {cell['paper_std'] * 100:.2f}"
+    verdict = verdict_text(cell)
+    return [f"paper {cell['paper'] * 100:.2f}{std}{mark}", *([verdict] if verdict else [])]
+
+
+def notes(cells: list[dict[str, Any]], *, total: dict[str, Any] | None = None) -> list[str]:
     out = []
     if any(c["paper"] is not None and not c["paper_checked"] for c in cells):
         out.append(NOTE_UNCHECKED)
+    if any(c.get("delta") is not None for c in cells):
+        out.append(NOTE_SPREAD)
+    if total is not None and total["runs"]:
+        out.append(total_text(total))
     if any(c["unfinished"] for c in cells):
         out.append("unfinished runs (epochs done/total) are listed, not averaged; finish them with `sln sweep`")
     return out
@@ -87,11 +104,39 @@ def to_rich(cells: list[dict[str, Any]]) -> Table:
     return table
 
 
-def to_markdown(cells: list[dict[str, Any]]) -> str:
+def to_markdown(cells: list[dict[str, Any]], *, total: dict[str, Any] | None = None) -> str:
     rows, columns, by = grid(cells)
     lines = [f"| method | {' | '.join(columns)} |", "| --- |" + " ---: |" * len(columns)]
     lines += [f"| {row} | " + " | ".join(cell_text(by.get((row, c))) for c in columns) + " |" for row in rows]
-    return "\n".join([f"{title(cells)}", "", *lines, *(["", *notes(cells)] if notes(cells) else [])])
+    below = notes(cells, total=total)
+    return "\n".join([f"{title(cells)}", "", *lines, *cost_markdown(cells), *(["", *below] if below else [])])
+
+
+COST_TITLE = "cost of each cell's finished runs: wall time (h:mm:ss), device-hours, training images/s"
+
+
+def cost_markdown(cells: list[dict[str, Any]]) -> list[str]:
+    """The cost table below the accuracy table: the same rows and columns (empty without finished runs)."""
+    rows, columns, by = grid(cells)
+    if not any(c["n_runs"] for c in cells):
+        return []
+    lines = ["", COST_TITLE, "", f"| method | {' | '.join(columns)} |", "| --- |" + " ---: |" * len(columns)]
+    return lines + [f"| {row} | " + " | ".join(_cost(by.get((row, c))) for c in columns) + " |" for row in rows]
+
+
+def to_rich_cost(cells: list[dict[str, Any]]) -> Table:
+    rows, columns, by = grid(cells)
+    table = Table(title=COST_TITLE)
+    table.add_column("method")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(row, *[_cost(by.get((row, c))).replace(", ", "\n") for c in columns])
+    return table
+
+
+def _cost(cell: dict[str, Any] | None) -> str:
+    return "" if cell is None else cost_text(cell).removeprefix("cost ")
 
 
 def to_latex(cells: list[dict[str, Any]]) -> str:
@@ -109,14 +154,14 @@ def to_csv(cells: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     keys = ["setting", "method", "weights", "n_runs", "mean", "std", "values", "paper", "delta", "paper_checked",
-            "unfinished"]
+            "unfinished", *EXTRA_CSV]
     writer.writerow(keys)
     for cell in cells:
         unfinished = ";".join(f"{u['run_dir']}:{u['epochs_done']}/{u['epochs_total']}" for u in cell["unfinished"])
         values = ";".join(repr(v) for v in cell["values"])
         writer.writerow([cell["setting"], cell["method"], cell["weights"], cell["n_runs"], _raw(cell["mean"]),
                          _raw(cell["std"]), values, _raw(cell["paper"]), _raw(cell["delta"]),
-                         _raw(cell["paper_checked"]), unfinished])
+                         _raw(cell["paper_checked"]), unfinished, *(_raw(cell.get(key)) for key in EXTRA_CSV)])
     return buffer.getvalue()
 
 
@@ -131,6 +176,11 @@ def _non_finite(value: Any) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
     return isinstance(value, list) and any(_non_finite(item) for item in value)
+
+
+# columns added after the first ones (appended: a reader by position keeps working)
+EXTRA_CSV = ("paper_std", "paper_runs", "within_1_point", "spread", "within_spread", "wall_seconds", "device_hours",
+             "images_per_second")
 
 
 def _number(cell: dict[str, Any], value: float) -> str:

@@ -45,11 +45,12 @@ def parse_devices(text: str) -> tuple[str, ...]:
 
 def render_dry_run(plan: dict[str, Any], console: Console) -> None:
     table = Table(title="sweep plan")
-    for column in ("run", "status", "epochs", "starts from"):
+    for column in ("run", "status", "epochs", "starts from", "differs from its preset"):
         table.add_column(column, justify="right" if column == "epochs" else "left")
     for row in plan["rows"]:
         start = f"{Path(row['branch_from']).name} @ {row['epochs_saved']}" if row["branch_from"] else ""
-        table.add_row(row["name"], row["status"], f"{row['epochs_done']}/{row['epochs_total']}", start)
+        changes = ", ".join(f"{key}={value}" for key, value in row.get("changes", {}).items()) or "-"
+        table.add_row(row["name"], row["status"], f"{row['epochs_done']}/{row['epochs_total']}", start, changes)
     console.print(table)
     console.print(savings_line(plan), markup=False, highlight=False)
 

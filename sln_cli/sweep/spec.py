@@ -44,6 +44,7 @@ class Cell:
     config: dict[str, Any] = field(compare=False, hash=False, repr=False)  # resolved, as config.yaml holds it
     run_dir: Path = Path()
     twin: str | None = None  # LC runs: the name of the cell that is identical up to epoch `correction`
+    changes: tuple[tuple[str, Any], ...] = ()  # the resolved keys that differ from its preset alone (--dry-run)
 
     @property
     def epochs(self) -> int:
@@ -85,9 +86,25 @@ def load(name_or_path: str, *, out: Path | None = None, seeds: str | None = None
     spec = _check_spec(config_lib.load_yaml(path, what="sweep spec"), path)
     if seeds is not None:
         spec["seeds"] = parse_seeds(seeds)
-    spec["set"] = {**spec["set"], **_parse_sets(overrides)}
+    command_line = _parse_sets(overrides)
+    _check_defining_keys(command_line, spec)
+    spec_alone = dict(spec)
+    spec["set"] = {**spec["set"], **command_line}
     sweep_dir = out if out is not None else Path("sweeps") / name
-    return Sweep(name=name, spec=spec, cells=expand(spec, sweep_dir))
+    cells = expand(spec, sweep_dir)
+    if command_line and _identical_methods(cells):  # ... and were they different before the --set?
+        try:
+            alone = expand(spec_alone, sweep_dir)
+        except SlnError:  # the spec needs the --set to resolve at all (a file path it names, say)
+            alone = ()
+        before = {(c.method, c.preset, c.grid, c.seed) for pair in _identical_methods(alone) for c in pair}
+        for first, second in _identical_methods(cells):
+            if (first.method, first.preset, first.grid, first.seed) not in before:
+                sets = ", ".join(f"{k}={v}" for k, v in command_line.items())
+                raise SlnError(f"--set {sets} makes the cells {first.name} and {second.name} (methods "
+                               f"{first.method} and {second.method}) identical; drop that --set or change the "
+                               "methods in the sweep file")
+    return Sweep(name=name, spec=spec, cells=cells)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -106,6 +123,7 @@ def expand(spec: dict[str, Any], sweep_dir: Path) -> tuple[Cell, ...]:
     combos = list(itertools.product(*(spec["grid"][k] for k in grid_keys)))
     problems: list[str] = []
     cells: list[Cell] = []
+    bases: dict[str, dict[str, Any]] = {}  # preset -> its config resolved alone
     for preset, (method, method_set), combo, seed in itertools.product(
             spec["presets"], spec["methods"].items(), combos, spec["seeds"]):
         grid = tuple(zip(grid_keys, combo, strict=True))
@@ -119,7 +137,7 @@ def expand(spec: dict[str, Any], sweep_dir: Path) -> tuple[Cell, ...]:
             problems.append(f"{preset} × {method}{''.join(f' × {k}={v}' for k, v in grid)}: {exc}")
             continue
         cells.append(Cell(name=name, preset=preset, method=method, grid=grid, seed=seed, overrides=args,
-                          config=resolved, run_dir=sweep_dir / name))
+                          config=resolved, run_dir=sweep_dir / name, changes=_changes(resolved, preset, bases)))
     if problems:
         raise SlnError("the sweep spec does not resolve: " + "; ".join(dict.fromkeys(problems)))
     _check_unique(cells)
@@ -148,6 +166,52 @@ def comparable(tree: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Internals
 # --------------------------------------------------------------------------------------------------
+
+# keys --dry-run leaves out of a cell's differences: the sweep sets them for every cell (seed, directory, twins)
+_NOT_CHANGES = {"run.seed", "run.out", "run.keep_state_at"}
+
+
+def _changes(resolved: dict[str, Any], preset: str, bases: dict[str, dict[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """The cell's effective differences from its preset resolved alone, as (dotted key, value) in schema order."""
+    if preset not in bases:
+        try:
+            bases[preset] = config_lib.to_dict(config_lib.resolve(presets_lib.load(preset)))
+        except SlnError:  # a preset that only resolves with the sweep's overrides: compare with the defaults
+            bases[preset] = config_lib.to_dict(config_lib.Config())
+    base = bases[preset]
+    return tuple((f"{section}.{key}", value) for section, values in resolved.items() if isinstance(values, dict)
+                 for key, value in values.items()
+                 if f"{section}.{key}" not in _NOT_CHANGES and base.get(section, {}).get(key) != value)
+
+
+def _check_defining_keys(command_line: dict[str, Any], spec: dict[str, Any]) -> None:
+    """A sweep-wide --set must not touch what tells the methods apart: a key a method sets itself (which the method
+    would silently keep), or `sln.correction` (which decides which cells are label-correction runs)."""
+    for key, value in command_line.items():
+        owners = [m for m, overrides in spec["methods"].items() if key in overrides]
+        plain = [m for m, overrides in spec["methods"].items() if "sln.correction" not in overrides]
+        if key == "sln.correction" and value is not None and plain:
+            raise SlnError(f"--set sln.correction={value} would turn the cells of {', '.join(plain)} into "
+                           "label-correction runs; a sweep-wide --set never changes which cells are LC runs: "
+                           "give the LC method its own sln.correction in the sweep file")
+        if owners:
+            raise SlnError(f"--set {key}={value} would change the key that defines method "
+                           f"{', '.join(owners)} of this sweep (methods set it themselves, so their cells would keep "
+                           "their own value); edit the sweep file's methods instead")
+
+
+def _identical_methods(cells: tuple[Cell, ...]) -> list[tuple[Cell, Cell]]:
+    """Pairs of cells of different methods (same preset, grid values and seed) whose runs would be the same."""
+    seen: dict[str, Cell] = {}
+    pairs = []
+    for cell in cells:
+        tree = comparable(cell.config)
+        tree["run"] = {k: v for k, v in tree["run"].items() if k != "keep_state_at"}
+        other = seen.setdefault(json.dumps(tree, sort_keys=True, default=str), cell)
+        if other is not cell and other.method != cell.method:
+            pairs.append((other, cell))
+    return pairs
+
 
 
 def _locate(name_or_path: str) -> tuple[Path, str]:

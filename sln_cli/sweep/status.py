@@ -64,9 +64,10 @@ def check_config(cell: Cell) -> None:
     want, have = comparable(cell.config), comparable(saved)
     if have.get("optim", {}).get("epochs", 0) <= want["optim"]["epochs"]:
         have = {**have, "optim": {**have["optim"], "epochs": want["optim"]["epochs"]}}
-    if want != have:
-        keys = [f"{s}.{k}" for s, vals in want.items() if isinstance(vals, dict) for k, v in vals.items()
-                if have.get(s, {}).get(k) != v]
+    # a key newer than the saved run (absent from its config.yaml) matches when the cell leaves it unset (null)
+    keys = [f"{s}.{k}" for s, vals in want.items() if isinstance(vals, dict) for k, v in vals.items()
+            if (have.get(s) or {}).get(k) != v]
+    if keys or any(not isinstance(have.get(s), dict) for s, vals in want.items() if isinstance(vals, dict)):
         raise SlnError(f"{cell.run_dir} holds a run with another config ({', '.join(keys) or 'sections'} differ "
                        "from the sweep); change the spec back, or give the sweep another --out")
 
@@ -83,6 +84,7 @@ def table(sweep: Sweep, sweep_dir: Path) -> list[dict[str, Any]]:
             "epochs_done": state.epochs_done, "epochs_total": state.epochs_total, "branch_from": state.branch_from,
             "preset": cell.preset, "method": cell.method, "grid": dict(cell.grid), "seed": cell.seed,
             "epochs_saved": state.epochs_saved, "keep_state_at": cell.config["run"]["keep_state_at"],
+            "changes": dict(cell.changes),  # the resolved keys that differ from the preset alone
         })
     return rows
 
