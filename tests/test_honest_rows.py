@@ -22,7 +22,8 @@ def _run(path, overrides=(), *, acc=0.8, epochs=2, timed=True, devices=1, meta=N
         edit(tree)
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
-    rows = [{"epoch": e, "test_acc": acc, "test_acc_ema": acc + 0.05, "images_per_second": 100.0 * e,
+    rows = [{"epoch": e, "test_acc": acc, "test_acc_ema": acc + 0.05, "test_loss": 1.0, "test_loss_ema": 0.9,
+             "images_per_second": 100.0 * e,
              **({"wall_seconds": 10.0, "devices": devices} if timed else {})} for e in range(1, epochs + 1)]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (path / "summary.json").write_text(json.dumps({"epochs": epochs, "best": None}))

@@ -248,5 +248,5 @@ def test_a_metrics_line_cut_off_by_a_kill_is_dropped_but_damage_elsewhere_is_an_
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
     assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epo\n{"epoch": 3}\n')
-    with pytest.raises(SlnError, match="line 2 is not JSON"):
+    with pytest.raises(SlnError, match="line 2 is not valid JSON"):
         runs.read_metrics(tmp_path)
