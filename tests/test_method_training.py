@@ -42,7 +42,7 @@ def test_every_method_learns_and_records_itself(tmp_path, variant):
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["method"]["name"] == variant[1] and config["method"]["sam"] == ("--sam" in variant)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["method"] == variant[1] and summary["method_names"]["ema"].endswith(("-MO", "-MO+SAM"))
+    assert summary["method"] == variant[1] and summary["method_names"]["ema"].endswith(("-MO", "-MO+SAM", "-MO+SLN"))
 
 
 @pytest.mark.parametrize("variant", [["--method", "elr"], ["--method", "coteaching"], ["--method", "sln", "--sam"],

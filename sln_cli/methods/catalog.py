@@ -113,12 +113,13 @@ def default(hyperparameter: Hyperparameter, dataset: str) -> Any:
 
 
 def display_name(method: str, sigma: float, *, ema: bool, correction: bool = False, sam: bool = False) -> str:
-    """CE, SLN, SLN-MO, SLN-MO-LC as in the paper; any other method upper-cased, `-MO` for its EMA, `+SAM`."""
+    """CE, SLN, SLN-MO, SLN-MO-LC as in the paper; any other method upper-cased, `-MO` for its EMA, `+SLN` with
+    SLN's target noise (sigma > 0: `SOP+SLN` is not `SOP`), `+SAM`."""
     if method in ("sln", "ce"):
         base = "CE" if sigma == 0 else "SLN"
         name = ("SLN-MO-LC" if correction else "SLN-MO") if ema and base == "SLN" else base + ("-MO" if ema else "")
     else:
-        name = method.upper() + ("-MO" if ema else "")
+        name = method.upper() + ("-MO" if ema else "") + ("+SLN" if sigma > 0 else "")
     return name + ("+SAM" if sam else "")
 
 
