@@ -118,3 +118,4 @@ def test_sln_methods_lists_every_method_with_its_defaults():
     assert rows["sop-plus"]["hyperparameters"]["ratio_consistency"]["value"] == 0.9
     assert rows["sop-plus"]["reference"] == {"repository": "shengliu66/SOP", "file": "model/loss.py",
                                              "commit": "4d991cedf1fafec98f858a213ccc31e52318a77f"}
+    assert "sln.correction: refused" in rows["sop"]["combinations"] and rows["elr"]["combinations"] is None

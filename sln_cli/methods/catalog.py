@@ -94,6 +94,13 @@ METHODS |= {m.name: m for m in [
 # themselves, so label correction (which rewrites the targets) does not combine with it; SLN's sigma does.
 REFUSED_SLN_KEYS = {"sop": ("correction",), "sop-plus": ("correction",)}
 NO_SAM = ("sop", "sop-plus")  # SAM's second backward would add a second gradient to u and v
+_SOP_RULES = ("sln.sigma: SLN's noise on the targets SOP reads (the CE term's weights and the MSE term's target; "
+              "u, v stay on the given label's one-hot mask); sln.correction: refused; --sam: refused; torchrun: "
+              "refused")
+COMBINATIONS = {  # how SLN (and SAM) combine with a method, where it is more than the `soft_targets` rule
+    "sop": _SOP_RULES,
+    "sop-plus": _SOP_RULES + "; file-backed datasets: refused (strong views need the images in memory)",
+}
 SAM_RHO = _same("sam_rho", 0.05, "Foret et al., ICLR 2021 (rho = 0.05 on CIFAR)")
 # SLN's own switches: (key, value that turns it off, whether it acts on the soft targets)
 SLN_KEYS = (("sigma", 0.0, True), ("correction", None, True), ("grad_noise_sigma", 0.0, False),
@@ -209,6 +216,7 @@ def describe(dataset: str) -> list[dict[str, Any]]:
         rows.append({"name": info.name, "paper": info.paper, "changes": info.changes,
                      "sln_noise": info.soft_targets and info.name != "ce",
                      "reference": None if info.reference is None else dataclasses.asdict(info.reference),
+                     "combinations": COMBINATIONS.get(info.name),
                      "hyperparameters": {h.key: {"value": _shown(default(h, dataset)), "source": _source(h, dataset)}
                                          for h in info.hyperparameters}})
     rows.append({"name": "sam (method.sam=true)", "paper": "Foret et al., ICLR 2021",
