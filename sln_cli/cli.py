@@ -240,6 +240,11 @@ def methods(
     for row in rows:
         settings = row["hyperparameters"]
         sources |= {f"{row['name']}: {key}": entry["source"] for key, entry in settings.items()}
+        if reference := row.get("reference"):
+            sources[f"{row['name']}: checked against"] = (f"{reference['repository']} {reference['file']} "
+                                                          f"@ {reference['commit'][:12]}")
+        if row.get("combinations"):
+            sources[f"{row['name']}: combinations"] = row["combinations"]
         table.add_row(row["name"], row["paper"], "yes" if row["sln_noise"] else "no",
                       ", ".join(f"{key}={entry['value']}" for key, entry in settings.items()))
     console = _console()

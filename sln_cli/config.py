@@ -75,6 +75,8 @@ class OptimConfig:
     lr_gamma: float = 0.1  # factor applied to lr at each of lr_milestones
     reset_each_epoch: bool = False  # re-create the optimiser every epoch, momentum from zero (official IDN recipe)
     grad_clip: float | None = None  # clip the gradient's global L2 norm to this before each step; null = never
+    lr_schedule: Literal["step", "cosine"] = "step"  # cosine: lr_min + (lr - lr_min)(1 + cos(pi (e-1)/epochs))/2
+    lr_min: float = 0.0  # cosine's floor (torch CosineAnnealingLR's eta_min, T_max = epochs)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class SlnConfig:
 
 
 MethodName = Literal["sln", "ce", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward",
-                     "elr", "coteaching"]
+                     "elr", "coteaching", "sop", "sop-plus"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,10 @@ class MethodConfig:
     elr_beta: float | None = None  # ELR target momentum in [0, 1)
     forget_rate: float | None = None  # co-teaching: final fraction of large-loss samples dropped (the noise rate)
     forget_epochs: int | None = None  # co-teaching: T_k, epochs over which the forget rate ramps up
+    lr_u: float | None = None  # SOP: SGD learning rate of the per-sample u (no momentum, no decay, constant)
+    lr_v: float | None = None  # SOP: SGD learning rate of the per-sample v
+    ratio_consistency: float | None = None  # SOP+: weight of KL(weak view's prediction ‖ strong view's)
+    ratio_balance: float | None = None  # SOP+: weight of KL(uniform ‖ the batch's mean prediction)
     sam: bool = False  # sharpness-aware minimisation (two passes per step) on top of the method
     sam_rho: float | None = None  # SAM neighbourhood radius (L2)
 
@@ -226,7 +232,8 @@ def validate(config: Config) -> list[str]:
     for key, value in [("optim.epochs", optim.epochs), ("optim.batch_size", optim.batch_size)]:
         if value < 1:
             problems.append(f"{key} must be at least 1, got {value}")
-    for key, value in [("optim.lr", optim.lr), ("sln.sigma", sln.sigma), ("optim.weight_decay", optim.weight_decay)]:
+    for key, value in [("optim.lr", optim.lr), ("sln.sigma", sln.sigma), ("optim.weight_decay", optim.weight_decay),
+                       ("optim.lr_min", optim.lr_min)]:
         if value < 0:
             problems.append(f"{key} must not be negative, got {value}")
     if not 0.0 <= sln.ema_decay < 1.0:

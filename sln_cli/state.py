@@ -139,9 +139,12 @@ def _method(trainset: TrainSet, config: Config, device: torch.device, world: Wor
             torch.manual_seed(config.run.seed + PEER_SEED_OFFSET)
             return _network(trainset, config, device)
 
-    context = MethodContext(num_classes=trainset.dataset.num_classes, num_samples=len(trainset.noisy), device=device,
+    dataset = trainset.dataset
+    context = MethodContext(num_classes=dataset.num_classes, num_samples=len(trainset.noisy), device=device,
                             noisy=trainset.noisy, clean=trainset.clean, make_network=make_network,
-                            forward=autocast(device, config.run.precision), world_size=world.size)
+                            forward=autocast(device, config.run.precision), world_size=world.size,
+                            seed=config.run.seed, images=dataset.train.images, mean=dataset.mean, std=dataset.std,
+                            padding=config.data.padding, flip=config.data.flip)
     return build_method(config.method, context)
 
 
@@ -162,7 +165,8 @@ def to_checkpoint(state: State) -> dict[str, Any]:
         "scaler": state.scaler.state_dict(),
         "targets": state.targets,
         "probs_sum": state.probs_sum,
-        "method": state.method.state_dict(),  # ELR's targets, co-teaching's peer (its momentum is in "optimizer")
+        # ELR's targets, co-teaching's peer (its momentum is in "optimizer"), SOP's u, v and their optimiser
+        "method": state.method.state_dict(),
         "best": state.best,
         "torch_rng": torch.get_rng_state(),
         "metrics": state.history,  # the metrics.jsonl this checkpoint agrees with: resume rewrites it from here

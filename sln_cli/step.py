@@ -54,10 +54,13 @@ def sgd_step(step: Step, network: nn.Module, images: Tensor, targets: Tensor, in
     """One step on a batch; returns (logits (B, K), loss). `targets` are the batch's current targets:
     the one-hot noisy labels, or the corrected ones once label correction has started."""
     targets = add_label_noise(targets, step.sigma, step.noise)  # SLN: + sigma * N(0, I), fresh every step (B, K)
+    step.method.start_step(index)  # what the method draws for this batch (SOP+'s strong views)
     logits = _forward(step, network, images)  # (B, K)
     step.method.observe(logits, index)  # per-sample state of the method (ELR's targets), once per step
     loss = step.method(logits, targets, index)
-    step.optimizer.zero_grad(set_to_none=True)
+    own = step.method.optimizers()  # the method's own parameters (SOP's u, v): their own optimiser
+    for optimizer in (step.optimizer, *own):
+        optimizer.zero_grad(set_to_none=True)
     step.scaler.scale(loss).backward()
     if step.sam is not None:  # SAM: the gradient again, on the same batch, at w + rho * g / |g|
         step.sam.second_gradient(
@@ -68,6 +71,8 @@ def sgd_step(step: Step, network: nn.Module, images: Tensor, targets: Tensor, in
         add_parameter_gradient_noise(step.parameters, step.grad_noise_sigma, step.gradient_noise)
     if step.grad_clip is not None:  # NCE+RCE's official trainer: clip_grad_norm_(model.parameters(), 5.0)
         clip_grad_norm_([p for group in step.optimizer.param_groups for p in group["params"]], step.grad_clip)
+    for optimizer in own:  # SOP's official order: u, v first, then the network (independent parameters)
+        step.scaler.step(optimizer)
     step.scaler.step(step.optimizer)
     step.scaler.update()
     step.ema.update()  # SLN-MO: the momentum model follows every step

@@ -9,6 +9,7 @@ process runs this loop on its shard of each epoch (see `sln_cli.distributed`); r
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from sln_cli import distributed, methods, noisy_val, runs
-from sln_cli.config import Config, dump
+from sln_cli.config import Config, OptimConfig, dump
 from sln_cli.devices import compile_mode, set_determinism
 from sln_cli.distributed import SINGLE, World
 from sln_cli.epoch import correct_labels, epoch_generator, epoch_samples, evaluate_both, rank_key, train_pass
@@ -134,9 +135,10 @@ def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: 
     """One epoch of the method, in the paper's order; returns its metrics row. `loss`: a plain objective
     instead of the run's method (tests)."""
     sln, optim = config.sln, config.optim
-    # 1. learning rate: lr * gamma^(number of milestones already passed), on a fresh optimiser if the recipe says so
+    # 1. learning rate: lr * gamma^(number of milestones already passed), or the cosine schedule; on a fresh
+    # optimiser if the recipe says so
     reset_optimizer(state, optim, device)
-    lr = optim.lr * optim.lr_gamma ** sum(epoch > m for m in optim.lr_milestones)
+    lr = learning_rate(optim, epoch)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     # 2. label correction (SLN-MO-LC): after epoch `correction`, sigma is 0 and targets are re-mixed
@@ -173,6 +175,15 @@ def check_threads(threads: int) -> int:
         raise SlnError(f"run.cpu_threads={threads} is more than the {cores} cores this process may use; give at "
                        f"most {cores}, or set {FORCE_THREADS}=1 to oversubscribe on purpose")
     return threads
+
+
+def learning_rate(optim: OptimConfig, epoch: int) -> float:
+    """The network's learning rate in `epoch` (from 1): step decay at the milestones, or cosine annealing as torch's
+    CosineAnnealingLR(T_max=epochs, eta_min=lr_min) stepped once per epoch (the official SOP recipe)."""
+    lr = optim.lr * optim.lr_gamma ** sum(epoch > m for m in optim.lr_milestones)
+    if optim.lr_schedule == "cosine":
+        lr = optim.lr_min + (lr - optim.lr_min) * (1 + math.cos(math.pi * (epoch - 1) / optim.epochs)) / 2
+    return lr
 
 
 def _compiled(network: nn.Module, mode: str, device: torch.device, world: World = SINGLE) -> nn.Module | None:

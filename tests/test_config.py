@@ -135,3 +135,41 @@ def test_extends_cycle_is_refused(tmp_path):
     (tmp_path / "b.yaml").write_text(yaml.safe_dump({"extends": str(tmp_path / "a.yaml")}))
     with pytest.raises(SlnError, match="extends itself"):
         presets.load(str(tmp_path / "a.yaml"))
+
+
+@pytest.mark.parametrize(("name", "dataset", "method", "lr_u", "lr_v"), [
+    ("sop-cifar10-sym", "cifar10", "sop", 10.0, 10.0),
+    ("sop-cifar10-asym", "cifar10", "sop", 10.0, 10.0),
+    ("sop-cifar100-sym", "cifar100", "sop", 1.0, 10.0),  # shengliu66/SOP README, symmetric example
+    ("sop-cifar100-asym", "cifar100", "sop", 0.1, 100.0),  # shengliu66/SOP README, asymmetric example
+    ("sop-plus-cifar10n-aggre", "cifar10", "sop-plus", 10.0, 10.0),
+    ("sop-plus-cifar10n-worst", "cifar10", "sop-plus", 10.0, 10.0),
+    ("sop-plus-cifar100n", "cifar100", "sop-plus", 1.0, 10.0),
+])
+def test_sop_presets_carry_the_official_recipe(name, dataset, method, lr_u, lr_v):
+    c = config.resolve(presets.load(name))
+    assert (c.data.dataset, c.method.name, c.method.lr_u, c.method.lr_v, c.sln.sigma) == (dataset, method, lr_u, lr_v,
+                                                                                           0.0)
+    # config_cifar100.json: SGD lr 0.02, momentum 0.9, weight decay 1e-3, batch 128, CosineAnnealingLR(300, 2e-4)
+    optim = c.optim
+    assert (optim.lr, optim.momentum, optim.weight_decay, optim.batch_size, optim.epochs) == (0.02, 0.9, 1e-3, 128, 300)
+    assert (optim.lr_schedule, optim.lr_min, c.model.name) == ("cosine", 0.0002, "resnet34")
+    if method == "sop-plus":
+        assert (c.method.ratio_consistency, c.method.ratio_balance) == (0.9, 0.1)
+
+
+def test_the_cosine_schedule_is_torchs_cosine_annealing():
+    import torch
+
+    from sln_cli.train import learning_rate
+
+    optim = config.resolve(presets.load("sop-cifar10-sym"), ["optim.epochs=7"]).optim
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    sgd = torch.optim.SGD([parameter], lr=optim.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=7, eta_min=optim.lr_min)
+    for epoch in range(1, 8):  # the official trainer steps the scheduler after each epoch
+        assert learning_rate(optim, epoch) == pytest.approx(sgd.param_groups[0]["lr"], rel=1e-9)
+        sgd.step()
+        scheduler.step()
+    step = config.resolve(presets.load("cifar10-sym"), ["optim.lr_milestones=[2]"]).optim
+    assert [learning_rate(step, e) for e in (1, 2, 3)] == [0.001, 0.001, pytest.approx(0.0001)]

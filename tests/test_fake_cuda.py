@@ -146,3 +146,22 @@ def test_on_a_real_gpu_a_training_step_copies_nothing_either(precision: str) -> 
         row = epoch.train_pass(state, splits.train, config, config.sln.sigma, 1, device, marks)
     assert marks.per_step() == [{}] * 5
     assert row["train_samples"] == 40
+
+
+@pytest.mark.parametrize("method", ["sop"])  # SOP+: torchvision's AutoAugment draws on the host through
+def test_a_sop_step_copies_nothing_and_never_waits_for_the_device(  # torch.randint + int(), which fake mode
+        monkeypatch: pytest.MonkeyPatch, method: str) -> None:  # cannot answer: it needs a real GPU
+    """SOP's u, v and their optimiser live on the device: a step adds no copy and no wait."""
+    from sln_cli import config as config_lib
+    from sln_cli import epoch
+    from sln_cli.state import initial_state, place_splits
+    from sln_cli.trainset import build_trainset
+
+    tree = {**TINY, "sln": {"sigma": 0.0}, "method": {"name": method}}
+    config = config_lib.resolve(tree)
+    trainset = build_trainset(config.data, config.noise)
+    with fake_cuda(monkeypatch) as traffic:
+        splits, state = place_splits(trainset, config, CUDA), initial_state(trainset, config, CUDA)
+        marks = StepMarks(traffic)
+        epoch.train_pass(state, splits.train, config, config.sln.sigma, 1, CUDA, marks)
+    assert marks.per_step() == [{}] * 5, marks.per_step()

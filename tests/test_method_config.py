@@ -91,3 +91,6 @@ def test_display_names_follow_the_contract():
     assert display_name("sln", 0.5, ema=True, correction=True) == "SLN-MO-LC"
     assert display_name("gce", 0.0, ema=True) == "GCE-MO"
     assert display_name("elr", 0.0, ema=False, sam=True) == "ELR+SAM"
+    # SLN's noise inside another method names itself: runs of SOP and of SOP with --sigma are not pooled
+    assert display_name("sop", 0.5, ema=False) == "SOP+SLN" and display_name("sop", 0.0, ema=False) == "SOP"
+    assert display_name("ls", 0.5, ema=True, sam=True) == "LS-MO+SLN+SAM"

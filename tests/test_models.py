@@ -20,7 +20,7 @@ from sln_cli.models.resnet import IMAGENET_FILE
 
 
 def test_registry_names() -> None:
-    assert set(MODELS) == {"wrn-28-2", "wrn-28-10", "resnet50", "vgg19-bn", "cnn", "mlp"}
+    assert set(MODELS) == {"wrn-28-2", "wrn-28-10", "resnet34", "resnet50", "vgg19-bn", "cnn", "mlp"}
 
 
 @pytest.mark.parametrize(("typo", "hint"), [("wrn28-2", "wrn-28-2"), ("resnet-50", "resnet50"), ("cnnn", "cnn")])
@@ -30,7 +30,8 @@ def test_unknown_model_hints_the_near_name(typo: str, hint: str) -> None:
 
 
 def test_unknown_model_without_near_name_lists_choices() -> None:
-    with pytest.raises(SlnError, match="choose one of: wrn-28-2, wrn-28-10, resnet50, vgg19-bn, cnn, mlp") as info:
+    choices = "choose one of: wrn-28-2, wrn-28-10, resnet34, resnet50, vgg19-bn, cnn, mlp"
+    with pytest.raises(SlnError, match=choices) as info:
         build_model("transformer", num_classes=10, in_channels=3, image_size=32)
     assert "did you mean" not in str(info.value)
 
@@ -64,6 +65,8 @@ def test_bad_arguments_raise_sln_error(kwargs: dict, message: str) -> None:
         ("mlp", 1, 8),
         ("resnet50", 3, 32),
         ("resnet50", 1, 32),
+        ("resnet34", 3, 32),
+        ("resnet34", 1, 8),
     ],
 )
 def test_output_shape(name: str, in_channels: int, image_size: int) -> None:
@@ -71,6 +74,26 @@ def test_output_shape(name: str, in_channels: int, image_size: int) -> None:
     model = build_model(name, num_classes=7, in_channels=in_channels, image_size=image_size)
     x = torch.randn(2, in_channels, image_size, image_size)  # (N, C, H, W)
     assert model(x).shape == (2, 7)
+
+
+def test_resnet34_has_the_official_cifar_layout() -> None:
+    # shengliu66/SOP model/ResNet_Zoo.py: 3x3 stem (64), BasicBlocks [3, 4, 6, 3], 1x1-conv+BN shortcuts, linear
+    def conv(cin, cout, k):
+        return cin * cout * k * k
+
+    def bn(c):
+        return 2 * c
+
+    count, cin = conv(3, 64, 3) + bn(64), 64
+    for planes, blocks in zip((64, 128, 256, 512), (3, 4, 6, 3), strict=True):
+        for _ in range(blocks):
+            count += conv(cin, planes, 3) + bn(planes) + conv(planes, planes, 3) + bn(planes)
+            if cin != planes:
+                count += conv(cin, planes, 1) + bn(planes)
+            cin = planes
+    count += 512 * 10 + 10
+    model = build_model("resnet34", num_classes=10, in_channels=3, image_size=32)
+    assert sum(p.numel() for p in model.parameters()) == count
 
 
 # --- wrn-28-2 -----------------------------------------------------------------------------------------------------

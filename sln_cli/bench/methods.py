@@ -20,7 +20,7 @@ from sln_cli.devices import resolve_device
 from sln_cli.trainset import build_trainset
 
 VARIANTS = ("ce", "sln", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward", "elr",
-            "coteaching", "ce+sam")
+            "coteaching", "sop", "sop-plus", "ce+sam")
 
 
 def benchmark_methods(*, device: str = "auto", steps: int = 2, rounds: int = 3, variants: tuple[str, ...] = VARIANTS,

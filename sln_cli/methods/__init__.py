@@ -27,7 +27,8 @@ _CLASSES = {  # method name -> "module:Class" under sln_cli.methods, imported on
     "sce": "sce:SymmetricCrossEntropy", "nce-rce": "apl:NormalizedPlusReverse", "ls": "smoothing:LabelSmoothing",
     "bootstrap-soft": "bootstrap:SoftBootstrapping", "bootstrap-hard": "bootstrap:HardBootstrapping",
     "forward": "forward:ForwardCorrection", "elr": "elr:EarlyLearningRegularization",
-    "coteaching": "coteaching:CoTeaching",
+    "coteaching": "coteaching:CoTeaching", "sop": "sop:SparseOverParameterization",
+    "sop-plus": "sop:SparseOverParameterizationPlus",
 }
 
 

@@ -1,7 +1,8 @@
 """What the training step asks of a method (`Method`), and its default: cross-entropy against soft targets.
 
-The step calls, per batch: `forward` (under autocast), `observe` once, then the method itself as the loss
-`(logits (B, K), targets (B, K), index (B,)) -> scalar`. SAM evaluates the loss a second time on the same
+The step calls, per batch: `start_step` (the batch's indices), `forward` (under autocast), `observe` once, then
+the method itself as the loss `(logits (B, K), targets (B, K), index (B,)) -> scalar`; the method's own
+`optimizers` (SOP's u, v) are zeroed and stepped beside the network's. SAM evaluates the loss a second time on the same
 batch, so a method changes its per-sample state in `observe`, never in the loss.
 """
 
@@ -32,6 +33,12 @@ class MethodContext:
     make_network: Callable[[], nn.Module]  # a freshly (and differently) initialised network like the trained one
     forward: Callable[[], AbstractContextManager]  # the run's autocast
     world_size: int = 1  # processes under torchrun
+    seed: int = 0  # run.seed: per-method random state (SOP's u, v initialisation, SOP+'s strong views)
+    images: torch.Tensor | None = None  # (N, C, H, W) uint8 training images of in-memory datasets, as indexed
+    mean: tuple[float, ...] = ()  # the dataset's per-channel normalisation
+    std: tuple[float, ...] = ()
+    padding: int = 4  # data.padding and data.flip: the training augmentation
+    flip: bool = True
 
 
 class Method:
@@ -40,6 +47,9 @@ class Method:
 
     def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         return soft_cross_entropy(logits, targets)
+
+    def start_step(self, index: Tensor) -> None:
+        """Before the batch's forward: what the step needs from its indices (SOP+'s strong views)."""
 
     def forward(self, network: nn.Module, images: Tensor) -> Tensor:
         """The batch's logits (B, K), under the step's autocast; co-teaching also runs its peer here."""
@@ -50,6 +60,10 @@ class Method:
 
     def networks(self) -> list[nn.Module]:
         """Extra networks trained beside the model by the same optimiser (co-teaching's peer)."""
+        return []
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The method's own optimisers (SOP's u, v), zeroed and stepped (through the scaler) beside the network's."""
         return []
 
     def start_epoch(self, epoch: int) -> None:

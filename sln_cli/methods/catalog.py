@@ -105,6 +105,34 @@ NOISE_DEFAULTS: dict[tuple[str, str, str, str], Any] = {
 # NCE+RCE's official trainer clips the gradient norm at `grad_bound` = 5.0 in every config (trainer.py, configs/)
 METHOD_GRAD_CLIP = {"nce-rce": 5.0}
 CHOICES = {"forward_anchor": ("percentile", "argmax")}
+SOP_COMMIT = "4d991cedf1fafec98f858a213ccc31e52318a77f"  # shengliu66/SOP, the commit read (2022-09-14)
+_SOP_CONFIG = "shengliu66/SOP config_cifar100.json + README (lr_u 1, lr_v 10; the repo ships no CIFAR-10 config)"
+_SOP_LR_U = Hyperparameter("lr_u", 10.0, 1.0, f"{_SOP_CONFIG}; CIFAR-10: 10, the value of noisypy's SOP configs (a "
+                                              "third-party reproduction; the paper's Table A.1 was not read)")
+_SOP_LR_V = _same("lr_v", 10.0, _SOP_CONFIG)
+METHODS |= {m.name: m for m in [
+    MethodInfo("sop", "Liu, Zhu, Qu & You, ICML 2022",
+               "prediction + u_i²⊙y_i − v_i²⊙(1−y_i) against y_i, plus an MSE fit of onehot(argmax p) + that to y_i; "
+               "u, v per sample, own SGD (lr_u, lr_v)", True, (_SOP_LR_U, _SOP_LR_V),
+               Reference("shengliu66/SOP", "model/loss.py", SOP_COMMIT)),
+    MethodInfo("sop-plus", "Liu, Zhu, Qu & You, ICML 2022 (SOP+)",
+               "SOP + ratio_consistency·KL(weak ‖ AutoAugment view) + ratio_balance·KL(uniform ‖ mean prediction)",
+               True, (_SOP_LR_U, _SOP_LR_V,
+                      _same("ratio_consistency", 0.9, "shengliu66/SOP config_cifar100.json (train_loss.args)"),
+                      _same("ratio_balance", 0.1, "shengliu66/SOP config_cifar100.json (train_loss.args)")),
+               Reference("shengliu66/SOP", "model/loss.py", SOP_COMMIT)),
+]}
+# SLN's switches a method refuses although its loss reads soft targets: SOP's u, v model the given labels' noise
+# themselves, so label correction (which rewrites the targets) does not combine with it; SLN's sigma does.
+REFUSED_SLN_KEYS = {"sop": ("correction",), "sop-plus": ("correction",)}
+NO_SAM = ("sop", "sop-plus")  # SAM's second backward would add a second gradient to u and v
+_SOP_RULES = ("sln.sigma: SLN's noise on the targets SOP reads (the CE term's weights and the MSE term's target; "
+              "u, v stay on the given label's one-hot mask); sln.correction: refused; --sam: refused; torchrun: "
+              "refused")
+COMBINATIONS = {  # how SLN (and SAM) combine with a method, where it is more than the `soft_targets` rule
+    "sop": _SOP_RULES,
+    "sop-plus": _SOP_RULES + "; file-backed datasets: refused (strong views need the images in memory)",
+}
 SAM_RHO = _same("sam_rho", 0.05, "Foret et al., ICLR 2021 (rho = 0.05 on CIFAR)")
 # SLN's own switches: (key, value that turns it off, whether it acts on the soft targets)
 SLN_KEYS = (("sigma", 0.0, True), ("correction", None, True), ("grad_noise_sigma", 0.0, False),
@@ -115,6 +143,8 @@ RANGES = {  # key -> (low, high, low inclusive, high inclusive); None: unbounded
     "sce_alpha": (0.0, None, True, True), "sce_beta": (0.0, None, True, True), "apl_alpha": (0.0, None, True, True),
     "apl_beta": (0.0, None, True, True), "elr_lambda": (0.0, None, True, True), "forget_epochs": (1, None, True, True),
     "gce_k": (0.0, 1.0, True, False), "gce_prune_from": (1, None, True, True),
+    "lr_u": (0.0, None, True, True), "lr_v": (0.0, None, True, True), "ratio_consistency": (0.0, None, True, True),
+    "ratio_balance": (0.0, None, True, True),
 }
 
 
@@ -140,12 +170,13 @@ def noise_mode(noise: Any) -> str:
 
 
 def display_name(method: str, sigma: float, *, ema: bool, correction: bool = False, sam: bool = False) -> str:
-    """CE, SLN, SLN-MO, SLN-MO-LC as in the paper; any other method upper-cased, `-MO` for its EMA, `+SAM`."""
+    """CE, SLN, SLN-MO, SLN-MO-LC as in the paper; any other method upper-cased, `-MO` for its EMA, `+SLN` with
+    SLN's target noise (sigma > 0: `SOP+SLN` is not `SOP`), `+SAM`."""
     if method in ("sln", "ce"):
         base = "CE" if sigma == 0 else "SLN"
         name = ("SLN-MO-LC" if correction else "SLN-MO") if ema and base == "SLN" else base + ("-MO" if ema else "")
     else:
-        name = method.upper() + ("-MO" if ema else "")
+        name = method.upper() + ("-MO" if ema else "") + ("+SLN" if sigma > 0 else "")
     return name + ("+SAM" if sam else "")
 
 
@@ -186,6 +217,12 @@ def apply_method(config: Config, levels: dict[str, int], problems: list[str]) ->
         elif on_targets and not info.soft_targets:
             problems.append(f"sln.{key} acts on soft targets, but method {name}'s loss takes hard labels; "
                             f"drop it or use a method that takes soft targets")
+        elif key in REFUSED_SLN_KEYS.get(name, ()):
+            problems.append(f"sln.{key} does not combine with method {name}: its u, v model the given labels' noise "
+                            f"themselves; drop it (sln.sigma does combine)")
+    if method.sam and name in NO_SAM:
+        problems.append(f"method.sam does not combine with method {name} (its per-sample u, v would take two "
+                        "gradients per step); drop --sam")
     if method.sam and config.run.precision == "fp16":
         problems.append("method.sam does not work with fp16's gradient scaler; use --precision bf16 or fp32")
     optim = config.optim
@@ -234,6 +271,7 @@ def describe(dataset: str) -> list[dict[str, Any]]:
     for info in [*METHODS.values()]:
         rows.append({"name": info.name, "paper": info.paper, "changes": info.changes,
                      "sln_noise": info.soft_targets and info.name != "ce",
+                     "combinations": COMBINATIONS.get(info.name),
                      "hyperparameters": {h.key: {"value": _shown(default(h, dataset)), "source": _source(h, dataset)}
                                          for h in info.hyperparameters},
                      "reference": dataclasses.asdict(info.reference) if info.reference else None})
