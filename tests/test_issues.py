@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from sln_cli.analyze import ranking
 from sln_cli.cli import app
 from tests.conftest import TINY_RUN as TINY
+from tests.conftest import require_extra
 from tests.test_evaluate import assert_one_line_error
 from tests.test_json import _check_spelling  # one spelling per idea across commands
 
@@ -197,6 +198,7 @@ def test_a_file_backed_dataset_without_truth_gets_paths_and_no_detection(tmp_pat
 
 
 def test_cleanlab_side_by_side_on_the_same_probabilities(tiny_runs, tmp_path) -> None:
+    require_extra("cleanlab", "cleanlab")
     from cleanlab.filter import find_label_issues
 
     run = tiny_runs["sln-0"]

@@ -15,9 +15,16 @@ from typer.testing import CliRunner
 from sln_cli.cli import app
 from sln_cli.tensorboard import MEMORISATION_TAG, RELIABILITY_TAG, TensorBoardLogger, metric_tag
 from tests.conftest import TINY_RUN as TINY
+from tests.conftest import require_extra
 from tests.test_evaluate import assert_one_line_error
 
 runner = CliRunner()
+
+
+@pytest.fixture
+def tensorboard_extra() -> None:
+    """The tests that write or read event files need the extra; the rest (tags, its absence) run without it."""
+    require_extra("tensorboard", "tensorboard")
 
 
 def events(run: Path):
@@ -50,7 +57,7 @@ def test_tags_are_stable_names_of_the_metric_keys() -> None:
     assert metric_tag("a_new_key") == "other/a_new_key"  # nothing is dropped
 
 
-def test_a_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path: Path) -> None:
+def test_a_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path: Path, tensorboard_extra: None) -> None:
     first = TensorBoardLogger(tmp_path, first_epoch=1)
     for epoch in (1, 2, 3):  # epoch 3 logged, then the process died before its checkpoint
         first.log_epoch({"epoch": epoch, "test_acc": epoch / 10, "memorized": None, "flag": True})
@@ -64,7 +71,7 @@ def test_a_resumed_logger_purges_the_steps_after_its_checkpoint(tmp_path: Path) 
     assert "noise/memorized" not in events(tmp_path).Tags()["scalars"]  # None and booleans are not scalars
 
 
-def test_events_left_by_a_replaced_run_are_hidden(tmp_path: Path) -> None:
+def test_events_left_by_a_replaced_run_are_hidden(tmp_path: Path, tensorboard_extra: None) -> None:
     old = TensorBoardLogger(tmp_path, first_epoch=1)
     old.log_epoch({"epoch": 1, "test_acc": 0.5})  # one epoch: the new run's steps never go backwards, so only
     old.close()                                   # the purge (not TensorBoard's out-of-order check) can hide it
@@ -77,7 +84,7 @@ def test_events_left_by_a_replaced_run_are_hidden(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # three short trainings and their final images
-def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: Path) -> None:
+def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: Path, tensorboard_extra: None) -> None:
     run = tmp_path / "run"
     train("--tensorboard", "--out", str(run), "--set", "run.checkpoint_every=1")
     saved = tmp_path / "checkpoint-epoch-2.pt"
@@ -100,7 +107,7 @@ def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: P
         assert accumulator.Images(tag)[-1].width > 100
 
 
-def test_switched_on_at_resume_it_backfills_the_earlier_epochs(tmp_path: Path) -> None:
+def test_switched_on_at_resume_it_backfills_the_earlier_epochs(tmp_path: Path, tensorboard_extra: None) -> None:
     run = tmp_path / "run"
     train("--out", str(run))
     assert not (run / "tensorboard").exists()

@@ -1,0 +1,81 @@
+"""The command line as a new user meets it: `sln --version`, bare `sln`, examples in every command's help that use
+only real options, no `<bool>` type noise on flags, and error texts that suggest only options that exist."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sln_cli import __version__
+from sln_cli.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
+# Flags of other programs that sln's messages name on purpose.
+FOREIGN = {"--nproc_per_node"}  # torchrun
+
+
+def commands() -> dict[str, object]:
+    """Every leaf command by its path (`train`, `analyze issues`)."""
+    found: dict[str, object] = {}
+
+    def walk(command: object, path: str) -> None:
+        children = getattr(command, "commands", {})
+        if not children:
+            found[path] = command
+        for name, child in children.items():
+            walk(child, f"{path} {name}".strip())
+
+    walk(typer.main.get_command(app), "")
+    return found
+
+
+def options(command: object) -> set[str]:
+    return {flag for param in command.params for flag in [*param.opts, *param.secondary_opts]  # type: ignore[attr-defined]
+            if flag.startswith("--")} | {"--help"}
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"sln {__version__}"
+
+
+def test_bare_sln_prints_the_help_and_exits_0_without_an_error_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "sln_cli"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Usage" in done.stdout and "train" in done.stdout
+    assert "error" not in done.stderr
+
+
+@pytest.mark.parametrize("path", sorted(commands()))
+def test_every_command_help_has_examples_with_real_options_and_no_bool_noise(path: str) -> None:
+    result = runner.invoke(app, [*path.split(), "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    examples = [line.strip()[2:] for line in result.stdout.splitlines() if line.strip().startswith("$ sln ")]
+    assert examples, f"sln {path} --help has no example"
+    known = options(commands()[path])
+    for example in examples:
+        assert example.startswith(f"sln {path}"), example
+        assert set(FLAG.findall(example)) <= known, example
+    noisy = [line for line in result.stdout.splitlines() if "<bool>" in line and "--help" not in line]
+    assert not noisy, noisy  # Typer's own --help keeps its column; sln's flags have none
+
+
+def test_every_flag_suggested_in_sln_texts_is_a_real_option() -> None:
+    real = set().union(*(options(command) for command in commands().values())) | {"--version"}
+    suggested: dict[str, set[str]] = {}
+    for path in (ROOT / "sln_cli").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for flag in FLAG.findall(node.value):
+                    suggested.setdefault(flag, set()).add(path.name)
+    unknown = {flag: files for flag, files in suggested.items() if flag not in real | FOREIGN}
+    assert not unknown, f"texts suggest options no command has: {unknown}"
