@@ -16,7 +16,6 @@ import torch
 from sln_cli.data import Dataset, Split
 from sln_cli.errors import SlnError
 
-
 # How each command fetches a missing archive (train/evaluate/analyze read `data.download` from the config).
 _FETCH = "`--set data.download=true` on sln train, `--download` on sln corrupt"
 
