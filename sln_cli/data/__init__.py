@@ -115,7 +115,8 @@ def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = Fa
     if key not in DATASETS:
         raise SlnError(f"unknown dataset {name!r}{_did_you_mean(key, DATASETS)}; choose one of {', '.join(DATASETS)}")
     if download and key in _NOT_DOWNLOADABLE:
-        raise SlnError(f"{key} cannot be downloaded automatically; drop --download (data.download) and pass --data-dir to your copy")
+        raise SlnError(f"{key} cannot be downloaded automatically; drop --download (data.download) and pass "
+                       "--data-dir to your copy")
     if key == "digits":  # bundled with scikit-learn: nothing to read or download
         from sln_cli.data.digits import load_digits
 
