@@ -230,8 +230,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def render(evaluation: Evaluation, console: Any) -> None:
     """The comparison table (per run and weights, then mean ± std over seeds) and the files written."""
-    from rich import box
-    from rich.table import Table
+    from sln_cli.tables import Column, print_table
 
     rows = evaluation.rows
     columns = [("accuracy", "acc", True), ("top5", "top-5", True), ("nll", "NLL", False), ("brier", "Brier", False),
@@ -240,24 +239,19 @@ def render(evaluation: Evaluation, console: Any) -> None:
     columns = [column for column in columns if any(row.get(column[0]) is not None for row in rows)]
     caption = (f"ECE and MCE: {BINS} equal-width bins; aECE (adaptive): {BINS} equal-mass bins; Brier: sum over "
                "classes" + ("; ± is the std over seeds (ddof=1)" if any(row.get("aggregate") for row in rows) else ""))
-    # A light box: the table of two runs fits an 80-column terminal without wrapping its numbers.
-    table = Table(title=f"sln evaluate: {evaluation.split} split", caption=caption, box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
-    for header in ("run", "weights", "method", "epoch", "N"):
-        table.add_column(header, justify="left" if header in ("run", "weights", "method") else "right",
-                         overflow="fold", no_wrap=header != "run")
-    for _, header, _ in columns:
-        table.add_column(header, justify="right", no_wrap=True)
-    in_aggregates = False
+    # Whole cells at any width: a table wider than the terminal is split by columns, run and weights repeated.
+    keys = [Column("run", left=True), Column("weights", left=True)]
+    values = [Column("method", left=True), Column("epoch"), Column("N")] + [Column(header) for _, header, _ in columns]
+    table_rows, sections = [], []
     for row in rows:
-        if row.get("aggregate") and not in_aggregates:
-            table.add_section()
-            in_aggregates = True
+        if row.get("aggregate") and not sections:
+            sections.append(len(table_rows))
         label = f"mean ± std ({row['num_runs']} seeds)" if row.get("aggregate") else row["name"]
         epoch = "" if row.get("epoch") is None else str(row["epoch"])
-        cells = [label, row["weights"], row["method"], epoch, str(row["num_samples"])]
-        table.add_row(*cells, *(_cell(row, key, percent) for key, _, percent in columns))
-    console.print(table)
+        table_rows.append([label, row["weights"], row["method"], epoch, str(row["num_samples"]),
+                           *(_cell(row, key, percent) for key, _, percent in columns)])
+    print_table(console, title=f"sln evaluate: {evaluation.split} split", keys=keys, values=values, rows=table_rows,
+                caption=caption, sections=sections)
     groups = {row["run"]: row["seeds"] for row in rows if row.get("aggregate")}
     for names, seeds in groups.items():
         console.print(f"mean ± std over {names} (seeds {', '.join(map(str, seeds))})", markup=False, highlight=False)

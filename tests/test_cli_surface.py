@@ -4,6 +4,7 @@ only real options, no `<bool>` type noise on flags, and error texts that suggest
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -79,3 +80,18 @@ def test_every_flag_suggested_in_sln_texts_is_a_real_option() -> None:
                     suggested.setdefault(flag, set()).add(path.name)
     unknown = {flag: files for flag, files in suggested.items() if flag not in real | FOREIGN}
     assert not unknown, f"texts suggest options no command has: {unknown}"
+
+
+def test_tables_keep_every_column_and_whole_numbers_at_80_columns(tiny_runs) -> None:
+    runs = [str(tiny_runs[name]) for name in ("sln-0", "sln-1", "ce-0")]
+    result = runner.invoke(app, ["evaluate", *runs, "--split", "train"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    for header in ("run", "weights", "method", "epoch", "N", "acc", "NLL", "Brier", "ECE", "aECE", "MCE"):
+        assert re.search(rf"(?<![\w-]){re.escape(header)}(?![\w-])", text), header
+    rows = json.loads(runner.invoke(app, ["evaluate", *runs, "--split", "train", "--json"]).stdout)
+    for row in rows:
+        if not row.get("aggregate"):
+            assert row["name"] in text and str(row["num_samples"]) in text
+            assert f"{row['accuracy'] * 100:.1f}%" in text and f"{row['nll']:.3f}" in text

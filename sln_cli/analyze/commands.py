@@ -414,25 +414,25 @@ def _plot_landscapes(out_dir: Path, curves: dict, grids: dict, interpolations: d
 
 def render_landscape(results: list[dict[str, Any]], console: Any) -> None:
     """One row of sharpness numbers per run, then the PNGs."""
-    from rich.table import Table
+    from sln_cli.tables import Column, print_table
 
     first = results[0]
-    table = Table(title="sln analyze landscape", caption=(
-        f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos tolerance "
-        f"{first['hessian']['tolerance']:g}; Hutchinson {first['hutchinson_samples']} Rademacher vectors; "
-        f"sharpness within rho {first['rho']:g}"))
-    for header in ("run", "weights", "loss", "top eigenvalues", "trace ± s.e.", "avg sharpness ± s.e.",
-                   "worst sharpness"):
-        table.add_column(header, justify="left" if header in ("run", "weights") else "right")
+    caption = (f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos "
+               f"tolerance {first['hessian']['tolerance']:g}; Hutchinson {first['hutchinson_samples']} Rademacher "
+               f"vectors; sharpness within rho {first['rho']:g}")
+    rows = []
     for result in results:
         eigen = ", ".join(f"{value:.4g}" for value in result["hessian_eigenvalues"])
         if not result["hessian"]["converged"]:
             eigen += " (not converged)"
-        table.add_row(result["name"], result["weights"], _number(result["loss"]), eigen,
-                      f"{_number(result['hessian_trace'])} ± {_number(result['hessian_trace_stderr'])}",
-                      f"{_number(result['sharpness_avg'])} ± {_number(result['sharpness_avg_stderr'])}",
-                      _number(result["sharpness_worst"]))
-    console.print(table)
+        rows.append([result["name"], result["weights"], _number(result["loss"]), eigen,
+                     f"{_number(result['hessian_trace'])} ± {_number(result['hessian_trace_stderr'])}",
+                     f"{_number(result['sharpness_avg'])} ± {_number(result['sharpness_avg_stderr'])}",
+                     _number(result["sharpness_worst"])])
+    values = [Column(header) for header in ("loss", "top eigenvalues", "trace ± s.e.", "avg sharpness ± s.e.",
+                                            "worst sharpness")]
+    print_table(console, title="sln analyze landscape", keys=[Column("run", left=True), Column("weights", left=True)],
+                values=values, rows=rows, caption=caption)
     for what, path in first["plots"].items():
         console.print(f"{what}: {path}", markup=False, highlight=False)
 
