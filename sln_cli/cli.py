@@ -385,7 +385,7 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     from sln_cli import config as config_lib
 
     # where and how fast it runs may change, and logging may be switched on; anything else would be another run
-    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic", "run.tensorboard"}
+    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic", "run.tensorboard", "run.memory_check"}
     now = config_lib.to_dict(config)
     # keys newer than the saved run (its config.yaml lacks them) count as their defaults
     before = config_lib.to_dict(config_lib.resolve(saved))

@@ -98,6 +98,8 @@ class Dataset:
     superclass: np.ndarray | None = None  # CIFAR-100: coarse class of each fine class (K,)
     # Further test sets, by name (mini-WebVision: "ilsvrc12"); `sln evaluate --split NAME` measures them.
     extra_tests: Mapping[str, Split] = field(default_factory=dict)
+    # imagefolder: the median shorter side of (a sample of) its training images, which sets the default input size
+    image_side: int | None = None
 
     @property
     def num_classes(self) -> int:
