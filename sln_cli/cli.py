@@ -631,7 +631,9 @@ def issues(
     average_checkpoints: Annotated[
         bool, _flag(help="Average the softmax over the run's kept epoch checkpoints (run.keep_checkpoints).")
     ] = False,
-    top: Annotated[int, typer.Option(help="Rows printed and images on the contact sheet; precision at k = top.")] = 20,
+    top: Annotated[int | None, typer.Option(
+        help="Rows printed and images on the contact sheet; precision at k = top (default 20). With --write-labels: "
+             "change these N most suspect samples.")] = None,
     threshold: Annotated[
         float | None,
         typer.Option(help="Flag loss >= T (or probability <= T); default: flag where argmax differs from the label."),
@@ -646,7 +648,12 @@ def issues(
     out: Annotated[
         Path | None, typer.Option(help="Folder for issues.csv and contact-sheet.png (default: RUN/analysis/issues-*).")
     ] = None,
-    overwrite: Annotated[bool, _flag(help="Replace issues.csv and contact-sheet.png in --out.")] = False,
+    write_labels: Annotated[str | None, typer.Option(
+        help="relabel or drop: write OUT/labels-ACTION.csv (+ manifest), the run's labels with the flagged samples "
+             "(or the --top N) relabelled to the suggested class or left out, for `sln train --labels`.")] = None,
+    overwrite: Annotated[
+        bool, _flag(help="Replace issues.csv, contact-sheet.png and labels-*.csv in an --out sln did not make.")
+    ] = False,
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
     json_output: Annotated[bool, _flag("--json", help="Print one JSON object instead of tables.")] = False,
@@ -659,14 +666,16 @@ def issues(
     Examples:
 
       $ sln analyze issues runs/qs --top 30
+      $ sln analyze issues runs/qs --write-labels relabel --out cleaned
       $ sln analyze issues runs/qs --write-labels drop --top 50
     """
     from sln_cli.analyze import issues as issues_lib
 
     result = issues_lib.analyze_issues(
         target, checkpoint=checkpoint, out=out, device=device, overwrite=overwrite, weights=weights, score=score,
-        average_checkpoints=average_checkpoints, top=top, threshold=threshold, noise_rate=noise_rate,
-        compare=compare, batch_size=batch_size,
+        average_checkpoints=average_checkpoints, top=20 if top is None else top, threshold=threshold,
+        noise_rate=noise_rate, compare=compare, batch_size=batch_size, write_labels=write_labels,
+        write_top=top if write_labels is not None else None,
     )
     if json_output:
         _print_json(result)
