@@ -543,6 +543,9 @@ def evaluate(
     ] = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
+    per_class: Annotated[
+        bool, _flag(help="Also per-class accuracy, the confusion matrix (JSON \"per_class\") and its PNG per run.")
+    ] = False,
     json_output: JsonOption = False,
     overwrite: Annotated[
         bool, _flag(help="Replace existing --csv / --save-predictions files and diagrams in a folder sln "
@@ -563,6 +566,7 @@ def evaluate(
     evaluation = evaluate_lib.evaluate(
         targets, checkpoint=checkpoint, weights=weights, split=split, out=out, csv_path=csv,
         save_predictions=save_predictions, device=device, batch_size=batch_size, overwrite=overwrite,
+        per_class=per_class,
     )
     if json_output:
         _print_json(evaluation.rows)

@@ -161,7 +161,21 @@ def plot_transition_matrix(path: str | os.PathLike[str], matrix: np.ndarray, cla
                            title: str = "Label transition matrix") -> None:
     """Heat map of a row-normalised K x K matrix (row = true class, column = given label), class names on the
     axes; each cell's percentage is printed when K <= MATRIX_NUMBERS_LIMIT."""
-    matrix = np.asarray(matrix, dtype=np.float64)
+    _heat_map(path, np.asarray(matrix, dtype=np.float64), classes, xlabel="label given (noisy)",
+              bar="fraction of the true class", title=title)
+
+
+def plot_confusion_matrix(path: str | os.PathLike[str], counts: np.ndarray, classes: Sequence[str], *,
+                          title: str = "Confusion matrix") -> None:
+    """`sln evaluate --per-class`: counts (row = true class, column = prediction) shown as each row's fractions
+    (the diagonal is the per-class accuracy), the percentages printed in the cells."""
+    counts = np.asarray(counts, dtype=np.float64)
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    _heat_map(path, fractions, classes, xlabel="predicted class", bar="fraction of the true class", title=title)
+
+
+def _heat_map(path: str | os.PathLike[str], matrix: np.ndarray, classes: Sequence[str], *, xlabel: str, bar: str,
+              title: str) -> None:
     size = len(classes)
     figure, (axis,) = _figure(1)
     inches = min(max(4.0, 0.45 * size + 2), 16.0)
@@ -171,13 +185,14 @@ def plot_transition_matrix(path: str | os.PathLike[str], matrix: np.ndarray, cla
     ticks = np.arange(size) if size <= MATRIX_NUMBERS_LIMIT else np.arange(0, size, max(1, size // 20))
     axis.set_xticks(ticks, [classes[i] for i in ticks], rotation=90, fontsize=font)
     axis.set_yticks(ticks, [classes[i] for i in ticks], fontsize=font)
-    axis.set(xlabel="label given (noisy)", ylabel="true class", title=title)
+    axis.set(xlabel=xlabel, ylabel="true class", title=title)
     if size <= MATRIX_NUMBERS_LIMIT:
         for (i, j), value in np.ndenumerate(matrix):
             if value > 0:
                 axis.text(j, i, f"{100 * value:.0f}" if value >= 0.005 else "<1", ha="center", va="center",
                           fontsize=font, color="white" if value > 0.5 else "black")
-    figure.colorbar(shown, ax=axis, label="fraction of the true class", shrink=0.8)
+    colour_bar = figure.colorbar(shown, ax=axis, label=bar, shrink=0.8, ticks=[0, 0.25, 0.5, 0.75, 1])
+    colour_bar.ax.set_yticklabels(["0%", "25%", "50%", "75%", "100%"])  # round values, not matplotlib's picks
     _save(figure, path)
 
 
