@@ -17,7 +17,7 @@ import torch
 
 from sln_cli import runs
 from sln_cli.analyze import Batch, mean_loss
-from sln_cli.analyze.confidence import confidence_report, confidence_scores
+from sln_cli.analyze.confidence import confidence_report, confidence_scores, per_sample_loss
 from sln_cli.checkpoints import (
     LoadedRun,
     SplitData,
@@ -99,7 +99,8 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
 
     plots = {"histograms": str(out_dir / f"confidence-{label}.png")}
     plot_confidence_histograms(plots["histograms"], confidence_scores(probs), mislabelled,
-                               title=f"{run.target.name} ({weights} weights, epoch {run.epoch}): clean vs mislabelled")
+                               title=f"{run.target.name} ({weights} weights, epoch {run.epoch}): clean vs mislabelled",
+                               losses=per_sample_loss(probs, data.noisy), auroc=report["detection"]["auroc"])
     memorisation = memorisation_curve(run, data, batch_size=batch_size)
     if memorisation["epochs"]:
         plots["memorisation"] = str(out_dir / f"memorisation-{file_label(run.target.name)}.png")
