@@ -156,7 +156,8 @@ def corrupt(
     ] = None,
     json_output: JsonOption = False,
     overwrite: Annotated[
-        bool, _flag(help="Replace the label file in --out (only one sln wrote, with its manifest).")
+        bool, _flag(help="Replace the label file in --out (only one sln wrote, with its manifest), or with "
+                         "--inspect the --plot PNGs.")
     ] = False,
 ) -> None:
     """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise.
@@ -177,9 +178,12 @@ def corrupt(
                         json_output)
         return
     if inspect is not None:
-        if given := [flag for flag, value in generation_flags.items() if value is not None]:
+        replaces_plot = plot is not None and overwrite  # --overwrite replaces the --plot PNGs of an earlier inspect
+        if given := [flag for flag, value in generation_flags.items()
+                     if value is not None and not (flag == "--overwrite" and replaces_plot)]:
             raise SlnError(f"--inspect summarises an existing file; drop {', '.join(given)}")
-        summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir, plot=plot)
+        summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir, plot=plot,
+                                      overwrite=overwrite)
     else:
         if label_set is not None:
             raise SlnError("--label-set picks the labels of a CIFAR-N file given to --inspect; drop it")
