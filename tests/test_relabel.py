@@ -44,6 +44,8 @@ def test_relabel_changes_the_flagged_samples_to_the_suggested_class(tiny_runs, t
     changed = sorted(i for i, s in flagged.items() if s != old.noisy[i])
     assert new.manifest["changed_indices"] == changed and written["num_changed"] == len(changed)
     assert new.manifest["action"] == "relabel" and new.manifest["derived_from"]["run"] == str(run)
+    assert new.manifest["realized_noise_rate"] == np.mean(new.noisy != new.clean)  # the new file's, not the run's
+    assert new.manifest["derived_from"]["labels"]["mode"] == "sym"
     wrong = [old.noisy[i] != old.clean[i] for i in changed]
     assert written["precision"] == np.mean(wrong)
     trained = np.array([int(r["index"]) for r in rows])

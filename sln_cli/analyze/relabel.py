@@ -49,10 +49,18 @@ def write_labels(path: Path, run: LoadedRun, data: SplitData, table: dict[str, n
     noisy = base.noisy.copy()
     noisy[positions] = table["suggested_label"][mask] if action == "relabel" else DROPPED
     changed = positions[noisy[positions] != base.noisy[positions]]
-    manifest = {key: value for key, value in base.manifest.items() if not key.startswith(("sha256", "format"))}
+    # what describes the dataset carries over; how the run's labels were made goes under derived_from.labels
+    kept_keys = ("dataset", "num_classes", "classes")
+    manifest = {key: base.manifest[key] for key in kept_keys if key in base.manifest}
+    made = {key: value for key, value in base.manifest.items() if key not in kept_keys
+            and not key.startswith(("sha256", "format", "num_samples"))}
+    if base.clean is not None:
+        kept = noisy != DROPPED
+        manifest["realized_noise_rate"] = float((noisy[kept] != base.clean[kept]).mean()) if kept.any() else None
     manifest |= {
         "derived_from": {"run": str(run.target.run_dir), "checkpoint": str(run.target.checkpoint),
-                         "epoch": run.epoch, "weights": weights, "labels_sha256": base.manifest.get("sha256_noisy")},
+                         "epoch": run.epoch, "weights": weights, "labels_sha256": base.manifest.get("sha256_noisy"),
+                         "labels": made},
         "action": action, "rule": f"{which} ({rule})", "num_changed": int(changed.size),
         "changed_indices": changed.tolist(),
     }
