@@ -585,6 +585,9 @@ analyze_app = typer.Typer(
 app.add_typer(analyze_app)
 
 WeightsOption = Annotated[str, typer.Option(help="raw (SLN) or ema (SLN-MO) weights.")]
+LandscapeWeightsOption = Annotated[
+    str, typer.Option(help="raw (SLN), ema (SLN-MO) or both (each cut along the same directions).")
+]
 OutOption = Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: RUN/analysis).")]
 OverwriteOption = Annotated[
     bool, _flag(help="Replace files of the same names in an output folder sln did not make.")
@@ -700,7 +703,7 @@ def landscape(
         list[str], typer.Argument(metavar="RUN_OR_CHECKPOINT", help="Runs cut along the same directions.")
     ],
     checkpoint: CheckpointOption = None,
-    weights: WeightsOption = "raw",
+    weights: LandscapeWeightsOption = "raw",
     points: Annotated[int, typer.Option(help="Points per axis over [-span, span] (and of the interpolation).")] = 21,
     span: Annotated[float, typer.Option(help="Half-width of the cut, in filter-normalised units.")] = 1.0,
     grid: Annotated[bool, _flag(help="Also the 2D points×points grid (slow; resumes if interrupted).")] = False,

@@ -95,3 +95,19 @@ def test_tables_keep_every_column_and_whole_numbers_at_80_columns(tiny_runs) -> 
         if not row.get("aggregate"):
             assert row["name"] in text and str(row["num_samples"]) in text
             assert f"{row['accuracy'] * 100:.1f}%" in text and f"{row['nll']:.3f}" in text
+
+
+def test_landscape_takes_both_weights_and_repeats_the_single_runs(tiny_runs) -> None:
+    quick = ["--samples", "40", "--points", "3", "--top-k", "1", "--lanczos-iterations", "3", "--hutchinson-samples",
+             "2", "--sharpness-samples", "2", "--ascent-steps", "1", "--json"]
+    run = str(tiny_runs["ce-0"])
+
+    def landscape(weights: str) -> list[dict] | dict:  # one result is printed as an object, several as a list
+        result = runner.invoke(app, ["analyze", "landscape", run, "--weights", weights, *quick])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    both = landscape("both")
+    assert [row["weights"] for row in both] == ["raw", "ema"]
+    for row, single in zip(both, (landscape("raw"), landscape("ema")), strict=True):
+        assert row["loss"] == single["loss"] and row["curve"] == single["curve"]

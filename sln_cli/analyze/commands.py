@@ -39,6 +39,7 @@ from sln_cli.ownership import prepare_output_dir
 
 CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
 LABELS = ("noisy", "true")
+WEIGHT_CHOICES = ("raw", "ema")
 
 
 def _out_dir(out: Path | None, target: Target) -> Path:
@@ -226,7 +227,8 @@ class LandscapeSettings:
             ("--batch-size must be at least 1", self.batch_size < 1)] if bad]
         if self.labels not in LABELS:
             problems.append(f"--labels must be noisy or true, not {self.labels!r}")
-        _check_weights(self.weights)
+        if self.weights != "both":  # both: each run's raw network and its EMA, cut along the same directions
+            _check_weights(self.weights)
         if problems:
             raise SlnError("; ".join(problems))
 
@@ -253,12 +255,14 @@ def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None =
         first = first or replace(run, states={})  # keep its description, not its weights
         check_compatible([first, run])
         prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite)  # curves, surfaces, resumable grids
-        result, curve, grid, path = _landscape_of(run, options, other, out_dir, [t.checkpoint for t in resolved],
-                                                  progress)
-        results.append(result)
-        curves[target.name], paths[target.name] = curve, path
-        if grid is not None:
-            grids[target.name] = grid
+        for weights in WEIGHT_CHOICES if options.weights == "both" else (options.weights,):
+            result, curve, grid, path = _landscape_of(run, replace(options, weights=weights), other, out_dir,
+                                                      [t.checkpoint for t in resolved], progress)
+            results.append(result)
+            key = target.name if options.weights != "both" else f"{target.name} ({weights})"
+            curves[key], paths[key] = curve, path
+            if grid is not None:
+                grids[key] = grid
     samples = min(result["samples"] for result in results)  # every run has the same training set size
     plots = _plot_landscapes(out_dir, curves, grids, paths, other, options, samples)
     return [json_ready(result | {"plots": plots}) for result in results]
