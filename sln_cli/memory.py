@@ -41,14 +41,15 @@ def estimate(model_name: str, *, num_classes: int, channels: int, side: int) -> 
         model = build_model(model_name, num_classes=num_classes, in_channels=channels, image_size=side)
     parameters = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    saved_1, widest_1, logits_1 = _forward_on_meta(model, channels, side, batch=1)
+    # batches 2 and 3 (BatchNorm refuses one sample on a 1×1 map): their difference leaves out what autograd
+    # saves once per batch (the weights of conv/linear layers)
     saved_2, widest_2, logits_2 = _forward_on_meta(model, channels, side, batch=2)
-    # the difference of batches 2 and 1 leaves out what autograd saves once per batch (the weights of conv/linear)
-    per_saved, per_widest = saved_2 - saved_1, widest_2 - widest_1
+    saved_3, widest_3, logits_3 = _forward_on_meta(model, channels, side, batch=3)
+    per_saved, per_widest = saved_3 - saved_2, widest_3 - widest_2
     input_bytes = channels * side * side * 4  # the normalised fp32 batch (uint8 copies are negligible)
     gradient_of_outputs = 2 * per_widest  # backward holds an output's gradient beside its input's
-    return Estimate(fixed=4 * parameters + 2 * buffers + saved_1 - per_saved,
-                    per_train_sample=per_saved + input_bytes + gradient_of_outputs + (logits_2 - logits_1),
+    return Estimate(fixed=4 * parameters + 2 * buffers + saved_2 - 2 * per_saved,
+                    per_train_sample=per_saved + input_bytes + gradient_of_outputs + (logits_3 - logits_2),
                     per_eval_sample=per_widest + input_bytes)
 
 
@@ -114,9 +115,14 @@ def _cgroup_room() -> int | None:
 
 
 def check_fits(model_name: str, *, num_classes: int, channels: int, side: int, batch_size: int,
-               eval_batch_size: int, device: torch.device, file_backed: bool) -> Estimate:
+               eval_batch_size: int, device: torch.device, file_backed: bool) -> Estimate | None:
     """Raise a one-line SlnError when the estimated peak exceeds HEADROOM of the device's free memory."""
-    found = estimate(model_name, num_classes=num_classes, channels=channels, side=side)
+    try:
+        found = estimate(model_name, num_classes=num_classes, channels=channels, side=side)
+    except SlnError:
+        raise
+    except Exception:  # noqa: BLE001 - a network the meta device cannot run: no estimate, and training decides
+        return None
     free = free_bytes(device)
     if free is None:
         return found
