@@ -19,23 +19,49 @@ from sln_cli.errors import SlnError, describe_os_error
 
 app = typer.Typer(
     name="sln",
-    help="Stochastic label noise (Chen et al., ICLR 2021): build noisy-label benchmarks, train, evaluate.",
-    no_args_is_help=True,
+    help="Stochastic label noise (Chen et al., ICLR 2021): build noisy-label benchmarks, train, evaluate.\n\n"
+         "Start with `sln train --preset quickstart` (CPU, about half a minute) and `sln evaluate RUN`.",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _flag(*declarations: str, help: str) -> Any:
+    """An on/off option: shown in --help without a `<bool>` type column (it takes no value)."""
+    return typer.Option(*declarations, help=help, metavar="")
+
+
 # Options several commands share: one declaration, one help text.
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print JSON instead of tables (its keys: docs/reference/json.md).")
+    bool, _flag("--json", help="Print JSON instead of tables (its keys: docs/reference/json.md).")
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 CheckpointOption = Annotated[
     str | None, typer.Option(help="Checkpoint of a run directory: final (default), best, best-noisy-val (the epoch of "
                                   "best noisy-validation accuracy, data.noisy_val), last or epoch-N.")
 ]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from sln_cli import __version__
+
+        print(f"sln {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    context: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print sln's version and exit.", metavar="",
+                                          callback=_print_version, is_eager=True)] = False,
+) -> None:
+    """Bare `sln` prints this help and exits 0 (Typer's no_args_is_help ends in an empty usage error)."""
+    if context.invoked_subcommand is None:
+        print(context.get_help())
+        raise typer.Exit()
 
 
 def _reports_errors(command: F) -> F:
@@ -93,7 +119,7 @@ def corrupt(
         typer.Option(help="cifar10, cifar100, digits, imagefolder, clothing1m, animal10n or webvision-mini."),
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the dataset lives (see README).")] = None,
-    download: Annotated[bool, typer.Option(help="Fetch the official archive (checksummed) if it is missing.")] = False,
+    download: Annotated[bool, _flag(help="Fetch the official archive (checksummed) if it is missing.")] = False,
     mode: Annotated[
         str | None,
         typer.Option(help="sym, uniform, asym, asym-superclass, transition, dependent, idn or openset."),
@@ -101,7 +127,7 @@ def corrupt(
     rate: Annotated[float | None, typer.Option(help="Requested noise rate r in [0, 1].")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the numpy Generator; the same seed gives the same file.")] = 0,
     exact: Annotated[
-        bool, typer.Option(help="sym/uniform: flip exactly round(r*N) samples instead of each with probability r.")
+        bool, _flag(help="sym/uniform: flip exactly round(r*N) samples instead of each with probability r.")
     ] = False,
     matrix: Annotated[
         Path | None, typer.Option(help="K×K row-stochastic transition matrix (.npy/.csv, rows = true class).")
@@ -133,12 +159,18 @@ def corrupt(
     ] = None,
     json_output: JsonOption = False,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace the label file in --out (only one sln wrote, with its manifest).")
+        bool, _flag(help="Replace the label file in --out (only one sln wrote, with its manifest), or with "
+                         "--inspect the --plot PNGs.")
     ] = False,
 ) -> None:
     """Build a noisy-label file, or summarise an existing one (--inspect), reporting the realised noise.
 
     --inspect also takes official:NAME, one of the papers' own label files (see --fetch-official).
+
+    Examples:
+
+      $ sln corrupt --dataset digits --mode sym --rate 0.4 --out labels.csv
+      $ sln corrupt --inspect labels.csv --dataset digits --plot noise.png
     """
     from sln_cli import corrupt as corrupt_lib
 
@@ -149,9 +181,12 @@ def corrupt(
                         json_output)
         return
     if inspect is not None:
-        if given := [flag for flag, value in generation_flags.items() if value is not None]:
+        replaces_plot = plot is not None and overwrite  # --overwrite replaces the --plot PNGs of an earlier inspect
+        if given := [flag for flag, value in generation_flags.items()
+                     if value is not None and not (flag == "--overwrite" and replaces_plot)]:
             raise SlnError(f"--inspect summarises an existing file; drop {', '.join(given)}")
-        summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir, plot=plot)
+        summary = corrupt_lib.inspect(inspect, label_set=label_set, dataset=dataset, data_dir=data_dir, plot=plot,
+                                      overwrite=overwrite)
     else:
         if label_set is not None:
             raise SlnError("--label-set picks the labels of a CIFAR-N file given to --inspect; drop it")
@@ -200,9 +235,15 @@ def _fetch_official(which: str, other_flags: dict[str, Any], json_output: bool) 
 @_reports_errors
 def presets(
     json_output: JsonOption = False,
-    sweeps: Annotated[bool, typer.Option("--sweeps", help="With --json: the sweeps instead of the presets.")] = False,
+    sweeps: Annotated[bool, _flag("--sweeps", help="With --json: the sweeps instead of the presets.")] = False,
 ):
-    """List the presets and sweeps with a one-line description each (`sln train --preset NAME`, `sln sweep NAME`)."""
+    """List the presets and sweeps with a one-line description each (`sln train --preset NAME`, `sln sweep NAME`).
+
+    Examples:
+
+      $ sln presets
+      $ sln presets --json --sweeps
+    """
     from rich.table import Table
 
     from sln_cli import presets as presets_lib
@@ -223,9 +264,15 @@ def presets(
 @_reports_errors
 def methods(
     dataset: Annotated[str, typer.Option(help="Whose defaults to show (cifar10, cifar100, ...).")] = "cifar10",
-    json_output: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+    json_output: Annotated[bool, _flag("--json", help="Print the list as JSON.")] = False,
 ) -> None:
-    """List the training methods (`sln train --method NAME`): paper, what each changes, its default settings."""
+    """List the training methods (`sln train --method NAME`): paper, what each changes, its default settings.
+
+    Examples:
+
+      $ sln methods
+      $ sln methods --dataset cifar100 --json
+    """
     from rich.table import Table
 
     from sln_cli.methods.catalog import describe
@@ -268,7 +315,7 @@ def train(
         str | None, typer.Option(help="Training method (method.name): sln, ce, gce, ... (see `sln methods`).")
     ] = None,
     sam: Annotated[
-        bool | None, typer.Option("--sam", help="Sharpness-aware minimisation on top of the method (method.sam).")
+        bool | None, _flag("--sam", help="Sharpness-aware minimisation on top of the method (method.sam).")
     ] = None,
     noise_rate: Annotated[float | None, typer.Option(help="Requested label-noise rate (noise.rate).")] = None,
     labels: Annotated[
@@ -291,18 +338,25 @@ def train(
                                         "on; the paper uses 5000 on CIFAR (data.noisy_val).")
     ] = None,
     record_probs: Annotated[
-        bool | None, typer.Option("--record-probs", help="Save the epoch-averaged softmax (probs.npy).")
+        bool | None, _flag("--record-probs", help="Save the epoch-averaged softmax (probs.npy).")
     ] = None,
     tensorboard: Annotated[
-        bool | None, typer.Option("--tensorboard", help="Also log to TensorBoard in RUN/tensorboard (run.tensorboard).")
+        bool | None, _flag("--tensorboard", help="Also log to TensorBoard in RUN/tensorboard (run.tensorboard).")
     ] = None,
-    print_config: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress output; only errors and the final table.")] = False,
+    print_config: Annotated[bool, _flag(help="Print the resolved config and exit.")] = False,
+    quiet: Annotated[bool, _flag(help="No progress output; only errors and the final table.")] = False,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace the run in --out: only a directory sln marked as a run, only its files.")
+        bool, _flag(help="Replace the run in --out: only a directory sln marked as a run, only its files.")
     ] = False,
 ) -> None:
-    """Train SLN / SLN-MO / SLN-MO-LC; writes a run directory (config, metrics, checkpoints, summary)."""
+    """Train SLN / SLN-MO / SLN-MO-LC; writes a run directory (config, metrics, checkpoints, summary).
+
+    Examples:
+
+      $ sln train --preset quickstart --out runs/qs
+      $ sln train --preset cifar10-sym --data-dir data/CIFAR10 --noise-rate 0.6 --epochs 300
+      $ sln train --preset quickstart --labels cleaned.csv --out runs/qs-clean
+    """
     from sln_cli import config as config_lib
     from sln_cli import presets as presets_lib
 
@@ -355,7 +409,7 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
     from sln_cli import config as config_lib
 
     # where and how fast it runs may change, and logging may be switched on; anything else would be another run
-    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic", "run.tensorboard"}
+    allowed = {"optim.epochs", "run.device", "run.out", "run.deterministic", "run.tensorboard", "run.memory_check"}
     now = config_lib.to_dict(config)
     # keys newer than the saved run (its config.yaml lacks them) count as their defaults
     # at the epochs asked for now (allowed to change): a saved correction past its old last epoch may now run
@@ -391,8 +445,8 @@ def sweep(
         int | None, typer.Option(help="Threads per CPU run (default: the cores divided between the jobs).")
     ] = None,
     retries: Annotated[int, typer.Option(help="Restarts of a failing run in this invocation.")] = 1,
-    dry_run: Annotated[bool, typer.Option(help="Show every run and its state; run nothing.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="With --dry-run: print the runs as a JSON list.")] = False,
+    dry_run: Annotated[bool, _flag(help="Show every run and its state; run nothing.")] = False,
+    json_output: Annotated[bool, _flag("--json", help="With --dry-run: print the runs as a JSON list.")] = False,
     launcher: Annotated[str, typer.Option(help="local (child processes here) or slurm (submitit).")] = "local",
     partition: Annotated[str | None, typer.Option(help="slurm: the partition.")] = None,
     time_min: Annotated[int, typer.Option(help="slurm: time limit of a job, in minutes.")] = 24 * 60,
@@ -400,7 +454,13 @@ def sweep(
     runs_per_job: Annotated[int, typer.Option(help="slurm: runs per job, sharing its GPUs.")] = 1,
 ) -> None:
     """Run a grid of runs (presets × methods × overrides × seeds); rerun to continue: finished runs are skipped,
-    partial ones resumed, failed ones restarted. Label-correction runs start from their twin's state."""
+    partial ones resumed, failed ones restarted. Label-correction runs start from their twin's state.
+
+    Examples:
+
+      $ sln sweep quickstart-sweep --jobs 2 --out runs/sweep
+      $ sln sweep quickstart-sweep --out runs/sweep --dry-run
+    """
     from sln_cli.sweep import commands
 
     if json_output and not dry_run:
@@ -447,16 +507,22 @@ def report(
         str, typer.Option(help="last (final epoch) or best-val (the epoch of best EMA validation accuracy).")
     ] = "last",
     fmt: Annotated[str, typer.Option("--format", help="table, markdown, csv, latex or json.")] = "table",
-    json_output: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    json_output: Annotated[bool, _flag("--json", help="Same as --format json.")] = False,
     all_weights: Annotated[
-        bool, typer.Option(help="Both weights of every run (CE-MO, SLN-LC too), not only the paper's rows.")
+        bool, _flag(help="Both weights of every run (CE-MO, SLN-LC too), not only the paper's rows.")
     ] = False,
     out: Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: SWEEP/report).")] = None,
-    figures: Annotated[bool, typer.Option(help="Write accuracy.png and memorisation.png.")] = True,
-    overwrite: Annotated[bool, typer.Option(help="Replace PNGs in --out that sln did not write.")] = False,
+    figures: Annotated[bool, _flag(help="Write accuracy.png and memorisation.png.")] = True,
+    overwrite: Annotated[bool, _flag(help="Replace PNGs in --out that sln did not write.")] = False,
 ) -> None:
     """The paper's table from runs: one row per method, one column per setting, mean ± std over seeds, the
-    paper's number beside; unfinished runs are shown, never averaged. Also the curves as PNGs."""
+    paper's number beside; unfinished runs are shown, never averaged. Also the curves as PNGs.
+
+    Examples:
+
+      $ sln report runs/sweep
+      $ sln report runs/sweep --format markdown --out figures
+    """
     from sln_cli.report import collect, render, selection
 
     fmt = "json" if json_output else fmt
@@ -555,21 +621,30 @@ def evaluate(
     ] = None,
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
+    per_class: Annotated[
+        bool, _flag(help="Also per-class accuracy, the confusion matrix (JSON \"per_class\") and its PNG per run.")
+    ] = False,
     json_output: JsonOption = False,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace existing --csv / --save-predictions files and diagrams in a folder sln "
+        bool, _flag(help="Replace existing --csv / --save-predictions files and diagrams in a folder sln "
                                 "did not make.")
     ] = False,
 ) -> None:
     """Accuracy and calibration of runs side by side (mean ± std over runs that differ only in their seed).
 
     Top-1 (top-5 when K >= 20), NLL, Brier, ECE (15 equal-width bins), adaptive ECE (15 equal-mass bins), MCE.
+
+    Examples:
+
+      $ sln evaluate runs/qs-ce runs/qs-sln
+      $ sln evaluate runs/qs --split train --per-class --out eval
     """
     from sln_cli import evaluate as evaluate_lib
 
     evaluation = evaluate_lib.evaluate(
         targets, checkpoint=checkpoint, weights=weights, split=split, out=out, csv_path=csv,
         save_predictions=save_predictions, device=device, batch_size=batch_size, overwrite=overwrite,
+        per_class=per_class,
     )
     if json_output:
         _print_json(evaluation.rows)
@@ -584,9 +659,12 @@ analyze_app = typer.Typer(
 app.add_typer(analyze_app)
 
 WeightsOption = Annotated[str, typer.Option(help="raw (SLN) or ema (SLN-MO) weights.")]
+LandscapeWeightsOption = Annotated[
+    str, typer.Option(help="raw (SLN), ema (SLN-MO) or both (each cut along the same directions).")
+]
 OutOption = Annotated[Path | None, typer.Option(help="Folder for the PNGs (default: RUN/analysis).")]
 OverwriteOption = Annotated[
-    bool, typer.Option(help="Replace files of the same names in an output folder sln did not make.")
+    bool, _flag(help="Replace files of the same names in an output folder sln did not make.")
 ]
 
 
@@ -608,6 +686,11 @@ def confidence(
     """Confidence of clean vs mislabelled training samples, and how well the loss spots the mislabelled ones.
 
     Max-probability, entropy, margin; loss AUROC and precision/recall of the r·N highest losses; memorisation curve.
+
+    Examples:
+
+      $ sln analyze confidence runs/qs
+      $ sln analyze confidence runs/qs --weights ema --out conf
     """
     from sln_cli.analyze import commands
 
@@ -631,9 +714,11 @@ def issues(
         str, typer.Option(help="loss (-log p of the given label; default) or probability (p of the given label).")
     ] = "loss",
     average_checkpoints: Annotated[
-        bool, typer.Option(help="Average the softmax over the run's kept epoch checkpoints (run.keep_checkpoints).")
+        bool, _flag(help="Average the softmax over the run's kept epoch checkpoints (run.keep_checkpoints).")
     ] = False,
-    top: Annotated[int, typer.Option(help="Rows printed and images on the contact sheet; precision at k = top.")] = 20,
+    top: Annotated[int | None, typer.Option(
+        help="Rows printed and images on the contact sheet; precision at k = top (default 20). With --write-labels: "
+             "change these N most suspect samples.")] = None,
     threshold: Annotated[
         float | None,
         typer.Option(help="Flag loss >= T (or probability <= T); default: flag where argmax differs from the label."),
@@ -648,22 +733,34 @@ def issues(
     out: Annotated[
         Path | None, typer.Option(help="Folder for issues.csv and contact-sheet.png (default: RUN/analysis/issues-*).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace issues.csv and contact-sheet.png in --out.")] = False,
+    write_labels: Annotated[str | None, typer.Option(
+        help="relabel or drop: write OUT/labels-ACTION.csv (+ manifest), the run's labels with the flagged samples "
+             "(or the --top N) relabelled to the suggested class or left out, for `sln train --labels`.")] = None,
+    overwrite: Annotated[
+        bool, _flag(help="Replace issues.csv, contact-sheet.png and labels-*.csv in an --out sln did not make.")
+    ] = False,
     device: DeviceOption = "auto",
     batch_size: Annotated[int | None, typer.Option(help="Evaluation batch size (default: the run's).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: Annotated[bool, _flag("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """The training samples whose given label is probably wrong, ranked, with a suggested label (works without truth).
 
     Writes issues.csv (every sample, most suspect first) and a contact sheet of the top images; with true labels
     known, precision/recall at r·N, precision at k and AUROC; --compare cleanlab runs cleanlab beside it.
+
+    Examples:
+
+      $ sln analyze issues runs/qs --top 30
+      $ sln analyze issues runs/qs --write-labels relabel --out cleaned
+      $ sln analyze issues runs/qs --write-labels drop --top 50
     """
     from sln_cli.analyze import issues as issues_lib
 
     result = issues_lib.analyze_issues(
         target, checkpoint=checkpoint, out=out, device=device, overwrite=overwrite, weights=weights, score=score,
-        average_checkpoints=average_checkpoints, top=top, threshold=threshold, noise_rate=noise_rate,
-        compare=compare, batch_size=batch_size,
+        average_checkpoints=average_checkpoints, top=20 if top is None else top, threshold=threshold,
+        noise_rate=noise_rate, compare=compare, batch_size=batch_size, write_labels=write_labels,
+        write_top=top if write_labels is not None else None,
     )
     if json_output:
         _print_json(result)
@@ -699,10 +796,10 @@ def landscape(
         list[str], typer.Argument(metavar="RUN_OR_CHECKPOINT", help="Runs cut along the same directions.")
     ],
     checkpoint: CheckpointOption = None,
-    weights: WeightsOption = "raw",
+    weights: LandscapeWeightsOption = "raw",
     points: Annotated[int, typer.Option(help="Points per axis over [-span, span] (and of the interpolation).")] = 21,
     span: Annotated[float, typer.Option(help="Half-width of the cut, in filter-normalised units.")] = 1.0,
-    grid: Annotated[bool, typer.Option(help="Also the 2D points×points grid (slow; resumes if interrupted).")] = False,
+    grid: Annotated[bool, _flag(help="Also the 2D points×points grid (slow; resumes if interrupted).")] = False,
     samples: Annotated[int, typer.Option(help="Seeded subset of training samples the loss is measured on.")] = 2000,
     labels: Annotated[str, typer.Option(help="Loss against the noisy labels trained on, or the true ones.")] = "noisy",
     seed: Annotated[int, typer.Option(help="Seed of the directions, the subset and the estimators.")] = 0,
@@ -727,6 +824,11 @@ def landscape(
     """Loss landscape and sharpness: Hessian eigenvalues and trace, sharpness within rho, 1D/2D cuts.
 
     Seeded filter-normalised directions (Li et al. 2018), the same for every run given; PNG plots and JSON.
+
+    Examples:
+
+      $ sln analyze landscape runs/qs-ce runs/qs-sln
+      $ sln analyze landscape runs/qs --grid --points 11
     """
     from sln_cli.analyze import commands
 
@@ -765,13 +867,13 @@ def bench(
     ] = None,
     images: Annotated[int, typer.Option(help="--pipeline: how many synthetic ~500×600 JPEGs to time.")] = 64,
     methods: Annotated[
-        bool, typer.Option("--methods", help="Images/s of every training method against CE (quick start, WRN-28-2).")
+        bool, _flag("--methods", help="Images/s of every training method against CE (quick start, WRN-28-2).")
     ] = False,
     # Internal knobs (tests run a tiny CNN at a small batch); the published figures use the defaults.
     model: Annotated[str, typer.Option(hidden=True)] = "wrn-28-2",
     eval_images: Annotated[int | None, typer.Option(hidden=True)] = None,
     batch_size: Annotated[int, typer.Option(hidden=True)] = 128,
-    compare_determinism: Annotated[bool | None, typer.Option(
+    compare_determinism: Annotated[bool | None, _flag(
         "--compare-determinism/--no-compare-determinism",
         help="Also measure sln_fast with run.deterministic=false (default: on CUDA, where it changes the kernels).",
     )] = None,
@@ -781,6 +883,11 @@ def bench(
 
     Contenders (WRN-28-2, batch 128, one device, the same images) alternate in rounds; each reports its median.
     --pipeline clothing1m times the Clothing1M input pipelines instead (official, ours, ours on `sln cache`).
+
+    Examples:
+
+      $ sln bench --threads 1
+      $ sln bench --data-dir data/CIFAR10 --json
     """
     from sln_cli.bench import report
 
@@ -834,6 +941,10 @@ def cache(
     """Resize every image of a file-backed dataset once to a shorter side of 256, into a mirror of its folder.
 
     Other files (annotation lists) are copied: train with --data-dir pointing at the cache. Run again to resume.
+
+    Examples:
+
+      $ sln cache --data-dir data/Clothing1M --out data/Clothing1M-256
     """
     from sln_cli.data.cache import build_cache
 
@@ -852,13 +963,18 @@ def cache(
 @_reports_errors
 def doctor(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_output: Annotated[bool, _flag("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Check this machine: versions, device, capability and memory, then a few real training steps of every path.
 
     fp32, bf16, fp16 with the grad scaler, channels-last, torch.compile (CUDA graphs on a GPU), the EMA, label
     correction, a checkpoint and its exact resume, nvJPEG (on CUDA) and a one-process DDP group; each passes,
     fails or is skipped, with its images/s. Exit code 1 when any check fails.
+
+    Examples:
+
+      $ sln doctor
+      $ sln doctor --device cuda --json
     """
     from sln_cli import doctor as doctor_lib
 

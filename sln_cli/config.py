@@ -34,8 +34,10 @@ class DataConfig:
     test_limit: int | None = None  # seeded subset of the test set
     padding: int = 4  # random-crop zero padding in pixels (CIFAR: 4); 0 turns cropping off
     flip: bool = True  # random horizontal flip with probability 0.5
-    resize: int = 256  # file-backed datasets: shorter side before cropping, in pixels
-    crop: int = 224  # file-backed datasets: crop size, in pixels
+    # file-backed datasets, in pixels: shorter side before cropping, and the crop. null: the dataset's own size
+    # (`sln_cli.data.sizing`): 256/224 for photos, an image folder's own side when its images are smaller than 224
+    resize: int | None = None
+    crop: int | None = None
     balanced_per_class: int | None = None  # fresh class-balanced draw each epoch (Clothing1M: 18,976)
     workers: int = 4  # DataLoader workers for file-backed datasets
     gpu_decode: bool = False  # file-backed datasets: decode JPEGs on the GPU with nvJPEG (on CUDA; else workers)
@@ -141,6 +143,7 @@ class RunConfig:
     compile: Literal["none", "compile"] = "none"  # torch.compile the forward (one GPU: with CUDA graphs)
     sync_batchnorm: bool = False  # distributed: SyncBatchNorm across ranks
     cpu_threads: int = 0  # intra-op CPU threads (torch.set_num_threads); 0 = PyTorch's default
+    memory_check: bool = True  # refuse, before training, a model × input × batch the device's memory cannot hold
     deterministic: bool = True  # same numbers for the same seed on the same kind of device; false: cuDNN benchmark
     tensorboard: bool = False  # also write TensorBoard event files in RUN/tensorboard (extra sln-cli[tensorboard])
     keep_state_at: tuple[int, ...] = ()  # also keep the full resumable state after these epochs (LC branching)
@@ -263,7 +266,9 @@ def validate(config: Config) -> list[str]:
             problems.append(f"{key} must not be negative, got {value}")
     if data.noisy_val is not None and (data.noisy_val <= 0 or (data.noisy_val > 1 and data.noisy_val % 1)):
         problems.append(f"data.noisy_val must be a count >= 1 or a fraction in (0, 1), got {data.noisy_val:g}")
-    if data.crop > data.resize:
+    if data.resize is not None and data.resize < 1:
+        problems.append(f"data.resize must be at least 1, got {data.resize}")
+    if data.crop is not None and data.resize is not None and data.crop > data.resize:
         problems.append(f"data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
     if any(epoch < 1 for epoch in run.keep_state_at):
         problems.append(f"run.keep_state_at takes epoch numbers >= 1, got {list(run.keep_state_at)}")

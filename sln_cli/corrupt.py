@@ -79,14 +79,14 @@ def _check_out(out: Path | None, overwrite: bool) -> None:
 
 def inspect(
     path: Path, *, label_set: str | None = None, dataset: str | None = None, data_dir: Path | None = None,
-    plot: Path | None = None,
+    plot: Path | None = None, overwrite: bool = False,
 ) -> dict:
     """Summarise an existing label file (ours, an official SLN CSV, or CIFAR-N); check it against `dataset`;
     with `plot`, draw its noise (`sln_cli.noise_pictures`)."""
     if plot is not None:
         from sln_cli.noise_pictures import draw_noise, plot_paths
 
-        plot_paths_ = plot_paths(plot, with_examples=dataset is not None)  # refused before any work
+        plot_paths_ = plot_paths(plot, with_examples=dataset is not None, overwrite=overwrite)  # before any work
     if official.is_official(path):  # `official:NAME`: the verified cached copy, fetched if missing
         path = official.label_path(os.fspath(path))
     labels = read_label_file(path, label_set=label_set)

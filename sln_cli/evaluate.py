@@ -58,10 +58,11 @@ class Evaluation:
 def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, weights: str = "both",
              split: str = "test", out: Path | None = None, csv_path: Path | None = None,
              save_predictions: Path | None = None, device: str = "auto",
-             batch_size: int | None = None, overwrite: bool = False) -> Evaluation:
+             batch_size: int | None = None, overwrite: bool = False, per_class: bool = False) -> Evaluation:
     """Accuracy (top-5 when K >= 20), NLL, Brier, ECE / adaptive ECE / MCE (15 bins) of every target and weights.
 
     Several (run, weights) with `save_predictions`: each file gets `-<run>-<weights>` before its suffix.
+    `per_class`: each row also gets "per_class" (accuracy, count, confusion matrix), drawn as confusion-*.png.
     """
     chosen = _weights(weights)
     if split not in SPLITS:
@@ -82,6 +83,8 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
         for weight in chosen:
             probs = predict(run.network(weight), data.images, batch_size=batch)
             row, bins = _metrics_row(run, data, weight, probs)
+            if per_class:
+                row["per_class"] = per_class_report(probs.argmax(axis=1), data.labels, run.trainset.dataset.classes)
             if save_predictions is not None:
                 path = _predictions_path(save_predictions, target.name, weight, several=len(resolved) * len(chosen) > 1)
                 _save_predictions(path, probs, data, row)
@@ -89,13 +92,16 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
             rows.append(row)
             diagrams[f"{target.name} ({weight})"] = bins
     files = {}
-    prepare_output_dir(out_dir, [f"reliability-{split}.png"], overwrite=overwrite)
+    prepare_output_dir(out_dir, _owned_names(split), overwrite=overwrite)
     files["reliability_diagram"] = str(out_dir / f"reliability-{split}.png")
     from sln_cli.plots import plot_reliability
 
     plot_reliability(files["reliability_diagram"], diagrams,
                      title=f"Reliability diagram, {split} split ({BINS} equal-width bins)")
     rows = [row | {"reliability_diagram": files["reliability_diagram"]} for row in rows]
+    if per_class:
+        rows = [row | {"confusion_matrix_png": _plot_confusion(out_dir, row)} for row in rows]
+        files["confusion_matrices"] = ", ".join(row["confusion_matrix_png"] for row in rows)
     rows += seed_aggregates(rows, configs)
     if csv_path is not None:
         write_csv(csv_path, rows)
@@ -116,7 +122,35 @@ def _check_outputs(resolved: Sequence[Target], chosen: tuple[str, ...], csv_path
             for weight in chosen:
                 check_replaceable(_predictions_path(save_predictions, target.name, weight, several=several),
                                   overwrite=overwrite)
-    prepare_output_dir(out_dir, [f"reliability-{split}.png"], overwrite=overwrite, create=False)
+    prepare_output_dir(out_dir, _owned_names(split), overwrite=overwrite, create=False)
+
+
+def _owned_names(split: str) -> list[str]:
+    """What evaluate writes into its output folder (refreshed there when sln made the folder)."""
+    return [f"reliability-{split}.png", f"confusion-{split}-*.png"]
+
+
+def per_class_report(predicted: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """Per-class accuracy (recall) and sample count, and the confusion matrix (row = true class, column =
+    predicted; counts). A class with no samples in the split has accuracy None."""
+    size = len(classes)
+    matrix = np.zeros((size, size), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
+    counts = matrix.sum(axis=1)
+    accuracy = [float(matrix[k, k] / counts[k]) if counts[k] else None for k in range(size)]
+    return {"classes": list(classes), "accuracy": accuracy, "count": counts.tolist(),
+            "confusion_matrix": matrix.tolist()}
+
+
+def _plot_confusion(out_dir: Path, row: dict[str, Any]) -> str:
+    from sln_cli.plots import plot_confusion_matrix
+
+    path = out_dir / f"confusion-{row['split']}-{file_label(row['name'])}-{row['weights']}.png"
+    report = row["per_class"]
+    plot_confusion_matrix(path, np.asarray(report["confusion_matrix"]), report["classes"],
+                          title=f"{row['name']} ({row['method']}), {row['split']} split: accuracy "
+                                f"{100 * row['accuracy']:.1f}%")
+    return str(path)
 
 
 def _weights(weights: str) -> tuple[str, ...]:
@@ -229,8 +263,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def render(evaluation: Evaluation, console: Any) -> None:
     """The comparison table (per run and weights, then mean ± std over seeds) and the files written."""
-    from rich import box
-    from rich.table import Table
+    from sln_cli.tables import Column, print_table
 
     rows = evaluation.rows
     columns = [("accuracy", "acc", True), ("top5", "top-5", True), ("nll", "NLL", False), ("brier", "Brier", False),
@@ -239,29 +272,39 @@ def render(evaluation: Evaluation, console: Any) -> None:
     columns = [column for column in columns if any(row.get(column[0]) is not None for row in rows)]
     caption = (f"ECE and MCE: {BINS} equal-width bins; aECE (adaptive): {BINS} equal-mass bins; Brier: sum over "
                "classes" + ("; ± is the std over seeds (ddof=1)" if any(row.get("aggregate") for row in rows) else ""))
-    # A light box: the table of two runs fits an 80-column terminal without wrapping its numbers.
-    table = Table(title=f"sln evaluate: {evaluation.split} split", caption=caption, box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
-    for header in ("run", "weights", "method", "epoch", "N"):
-        table.add_column(header, justify="left" if header in ("run", "weights", "method") else "right",
-                         overflow="fold", no_wrap=header != "run")
-    for _, header, _ in columns:
-        table.add_column(header, justify="right", no_wrap=True)
-    in_aggregates = False
+    # Whole cells at any width: a table wider than the terminal is split by columns, run and weights repeated.
+    keys = [Column("run", left=True), Column("weights", left=True)]
+    values = [Column("method", left=True), Column("epoch"), Column("N")] + [Column(header) for _, header, _ in columns]
+    table_rows, sections = [], []
     for row in rows:
-        if row.get("aggregate") and not in_aggregates:
-            table.add_section()
-            in_aggregates = True
+        if row.get("aggregate") and not sections:
+            sections.append(len(table_rows))
         label = f"mean ± std ({row['num_runs']} seeds)" if row.get("aggregate") else row["name"]
         epoch = "" if row.get("epoch") is None else str(row["epoch"])
-        cells = [label, row["weights"], row["method"], epoch, str(row["num_samples"])]
-        table.add_row(*cells, *(_cell(row, key, percent) for key, _, percent in columns))
-    console.print(table)
+        table_rows.append([label, row["weights"], row["method"], epoch, str(row["num_samples"]),
+                           *(_cell(row, key, percent) for key, _, percent in columns)])
+    print_table(console, title=f"sln evaluate: {evaluation.split} split", keys=keys, values=values, rows=table_rows,
+                caption=caption, sections=sections)
+    if any("per_class" in row for row in rows):
+        _render_per_class([row for row in rows if "per_class" in row], evaluation.split, console)
     groups = {row["run"]: row["seeds"] for row in rows if row.get("aggregate")}
     for names, seeds in groups.items():
         console.print(f"mean ± std over {names} (seeds {', '.join(map(str, seeds))})", markup=False, highlight=False)
     for what, path in evaluation.files.items():
         console.print(f"{what.replace('_', ' ')}: {path}", markup=False, highlight=False)
+
+
+def _render_per_class(rows: list[dict[str, Any]], split: str, console: Any) -> None:
+    """One line per class: its sample count and every (run, weights)'s accuracy on it."""
+    from sln_cli.tables import Column, print_table
+
+    classes, counts = rows[0]["per_class"]["classes"], rows[0]["per_class"]["count"]
+    values = [Column("N")] + [Column(f"{row['name']} {row['weights']}") for row in rows]
+    table_rows = [[name, str(counts[k]), *("-" if row["per_class"]["accuracy"][k] is None
+                                            else f"{100 * row['per_class']['accuracy'][k]:.1f}%" for row in rows)]
+                  for k, name in enumerate(classes)]
+    print_table(console, title=f"per-class accuracy, {split} split", keys=[Column("class", left=True)],
+                values=values, rows=table_rows)
 
 
 def _cell(row: dict[str, Any], key: str, percent: bool) -> str:

@@ -22,6 +22,9 @@ from sln_cli.files import atomic_write
 FORMAT = "sln-noisy-labels"
 FORMAT_VERSION = 1
 WRONG_FILE = "this label file was made for another dataset or order"
+# A `label_noisy` of -1 leaves the sample out of training (`sln analyze issues --write-labels drop`); the file
+# keeps one row per training sample, so its rows still line up with the dataset.
+DROPPED = -1
 
 
 @dataclass(frozen=True)
@@ -152,10 +155,11 @@ def _read_csv(path: Path, expected_rows: int | None = None) -> NoisyLabels:
     columns = dict(zip(names, intcsv.parse_rows(path, body, header, [header.index(name) for name in names]),
                        strict=True))  # each a contiguous row of one (columns, rows) array: no copies
     del body
-    for name in ("label", "label_noisy"):
-        if name in columns and columns[name].size and columns[name].min() < 0:
-            line = int(np.argmax(columns[name] < 0)) + 2
-            raise SlnError(f"{path} line {line} holds a negative class; labels must be 0..K-1")
+    for name, lowest in (("label", 0), ("label_noisy", DROPPED)):
+        if name in columns and columns[name].size and columns[name].min() < lowest:
+            line = int(np.argmax(columns[name] < lowest)) + 2
+            raise SlnError(f"{path} line {line} holds a negative class; labels must be 0..K-1 "
+                           f"({DROPPED} in label_noisy: a dropped sample)")
 
     def column(name: str) -> np.ndarray | None:
         return columns.get(name)
@@ -285,7 +289,8 @@ def check_against(labels: NoisyLabels, dataset_labels: np.ndarray, num_classes: 
             f"samples: {WRONG_FILE}"
         )
     for name, vector in (("noisy", labels.noisy), ("clean", labels.clean)):
-        if vector is not None and vector.size and (vector.min() < 0 or vector.max() >= num_classes):
+        lowest = DROPPED if name == "noisy" else 0
+        if vector is not None and vector.size and (vector.min() < lowest or vector.max() >= num_classes):
             raise SlnError(
                 f"the label file's {name} labels go up to {int(vector.max())} but the dataset has "
                 f"{num_classes} classes (0..{num_classes - 1}): {WRONG_FILE}"
@@ -318,6 +323,10 @@ def summarize(
     describe the labels.
     """
     clean, noisy = np.asarray(clean, dtype=np.int64), np.asarray(noisy, dtype=np.int64)
+    kept = noisy != DROPPED  # samples left out of training (`--write-labels drop`) carry no label noise
+    dropped = int((~kept).sum())
+    clean, noisy = clean[kept], noisy[kept]
+    source_index = None if source_index is None else np.asarray(source_index)[kept]
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(counts, (clean, noisy), 1)
     class_counts = counts.sum(axis=1)
@@ -338,6 +347,8 @@ def summarize(
         "transition_matrix": matrix.tolist(),
         "top_confusions": _top_confusions(counts, class_counts),
     }
+    if dropped:
+        summary["num_dropped"] = dropped
     if source_index is not None:  # here the realised rate counts images, so the labels' own rate is told apart
         summary["num_replaced_images"] = int(corrupted.sum())
         summary["label_noise_rate"] = float((noisy != clean).mean()) if num_samples else 0.0

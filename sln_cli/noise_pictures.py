@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sln_cli.errors import SlnError
+from sln_cli.ownership import check_replaceable
 
 if TYPE_CHECKING:
     from sln_cli.data import Dataset
@@ -20,8 +21,9 @@ MAX_CLASS_ROWS = 20  # with more classes the grid shows the 20 with the most fli
 SEED = 0  # which flipped samples are shown: a seeded shuffle, the same every time
 
 
-def plot_paths(plot: Path, *, with_examples: bool) -> dict[str, Path]:
-    """The PNGs `--plot` will write, checked before any work: a .png path, nothing in the way."""
+def plot_paths(plot: Path, *, with_examples: bool, overwrite: bool = False) -> dict[str, Path]:
+    """The PNGs `--plot` will write, checked before any work: a .png path; a file in the way is replaced only with
+    `overwrite` (a path the user chose, as every output file of sln)."""
     plot = Path(plot)
     if plot.suffix.lower() != ".png":
         raise SlnError(f"--plot {plot} must end in .png")
@@ -29,8 +31,7 @@ def plot_paths(plot: Path, *, with_examples: bool) -> dict[str, Path]:
     if with_examples:
         paths["examples"] = plot.with_name(f"{plot.stem}-examples.png")
     for path in paths.values():
-        if path.exists():
-            raise SlnError(f"{path} exists; choose another --plot path (sln does not replace it)")
+        check_replaceable(path, overwrite=overwrite)
     return paths
 
 

@@ -17,6 +17,7 @@ from sln_cli import runs
 from sln_cli.config import Config
 from sln_cli.data import Dataset, Split
 from sln_cli.data.batches import DeviceImages, FileImages
+from sln_cli.data.sizing import input_size
 from sln_cli.devices import autocast, grad_scaler
 from sln_cli.distributed import SINGLE, World
 from sln_cli.ema import WeightEMA
@@ -76,9 +77,10 @@ def place_split(split: Split, dataset: Dataset, config: Config, device: torch.de
         return DeviceImages(split.images.to(device), dataset.mean, dataset.std,
                             channels_last=config.run.channels_last, cache_plain=cache)
     data = config.data
+    resize, crop = input_size(data, dataset)
     # gpu_decode says where to decode, not what: the workers' decode gives the same views (same seeds, same draws),
     # so a run made with it is evaluated, analysed or resumed on a CPU by the workers
-    return FileImages(split, dataset.mean, dataset.std, device=device, resize=data.resize, crop=data.crop,
+    return FileImages(split, dataset.mean, dataset.std, device=device, resize=resize, crop=crop,
                       workers=data.workers, channels_last=config.run.channels_last,
                       gpu_decode=data.gpu_decode and device.type == "cuda")
 
@@ -153,7 +155,7 @@ def image_shape(dataset: Dataset, config: Config) -> tuple[int, int]:
     images = dataset.train.images
     if images is not None:
         return images.shape[1], images.shape[-1]
-    return 3, config.data.crop
+    return 3, input_size(config.data, dataset)[1]
 
 
 def to_checkpoint(state: State) -> dict[str, Any]:

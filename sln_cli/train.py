@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sln_cli import distributed, methods, noisy_val, runs
+from sln_cli import distributed, memory, methods, noisy_val, runs
 from sln_cli.config import Config, OptimConfig, dump
 from sln_cli.devices import compile_mode, set_determinism
 from sln_cli.distributed import SINGLE, World
@@ -30,7 +30,7 @@ from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.labels import write_label_file
 from sln_cli.progress import TrainProgress
 from sln_cli.recording import record_eval_pass, reset_optimizer
-from sln_cli.state import Splits, State, initial_state, place_splits, restore, to_checkpoint
+from sln_cli.state import Splits, State, image_shape, initial_state, place_splits, restore, to_checkpoint
 from sln_cli.step import Loss
 from sln_cli.sweep import branch
 from sln_cli.tensorboard import open_logger, require_tensorboard
@@ -67,6 +67,8 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
     config = methods.settle(config, trainset.noisy, trainset.clean, manifest=trainset.labels.manifest,
                             replaced=trainset.labels.source_index)
     splits = place_splits(trainset, config, device)
+    if config.run.memory_check:
+        _check_memory(trainset, config, device)  # before the model exists: refused in one line, not killed
     state = initial_state(trainset, config, device, world)
     with contextlib.ExitStack() as held:  # rank 0 holds the run's lock until this run ends, however it ends
         def take_run_dir() -> str:  # rank 0 names the directory (timestamps differ across ranks) and writes it
@@ -186,6 +188,14 @@ def learning_rate(optim: OptimConfig, epoch: int) -> float:
     return lr
 
 
+def _check_memory(trainset: TrainSet, config: Config, device: torch.device) -> None:
+    dataset = trainset.dataset
+    channels, side = image_shape(dataset, config)
+    memory.check_fits(config.model.name, num_classes=dataset.num_classes, channels=channels, side=side,
+                      batch_size=config.optim.batch_size, eval_batch_size=config.run.eval_batch_size, device=device,
+                      file_backed=dataset.train.images is None)
+
+
 def _compiled(network: nn.Module, mode: str, device: torch.device, world: World = SINGLE) -> nn.Module | None:
     """`run.compile=compile`: torch.compile the training forward; CUDA graphs on one GPU (`devices.compile_mode`)."""
     if mode == "none":
@@ -205,7 +215,7 @@ def _start_run_dir(run_dir: Path, config: Config, trainset: TrainSet, device: to
     atomic_write_text(run_dir / runs.CONFIG, dump(config))
     runs.write_meta(run_dir, device=str(device), seed=config.run.seed,
                     extra={"num_train": len(trainset.noisy), "num_test": len(trainset.dataset.test.labels),
-                           "world_size": world.size,
+                           "world_size": world.size, "input_side": image_shape(trainset.dataset, config)[1],
                            "num_noisy_val": 0 if trainset.noisy_val is None else len(trainset.noisy_val.noisy)})
     write_label_file(run_dir / "labels.csv", trainset.labels)
 
@@ -215,8 +225,9 @@ def _describe(trainset: TrainSet, config: Config, device: torch.device, world: W
     noise = "unknown noise" if rate is None else f"realised noise {rate:.1%}"
     where = str(device) if world.size == 1 else f"{world.size} processes on {device.type}"
     held = "" if trainset.noisy_val is None else f" + {len(trainset.noisy_val.noisy)} noisy val held out"
+    side = image_shape(trainset.dataset, config)[1]
     return (f"{config.data.dataset}: {len(trainset.noisy)} train{held} / {len(trainset.dataset.test.labels)} test, "
-            f"{noise}, {config.model.name}, {_method(config)}, {where}, {config.run.precision}")
+            f"{noise}, {config.model.name} on {side}×{side}, {_method(config)}, {where}, {config.run.precision}")
 
 
 def _method(config: Config) -> str:

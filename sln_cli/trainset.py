@@ -13,7 +13,7 @@ from sln_cli import official
 from sln_cli.config import DataConfig, NoiseConfig
 from sln_cli.data import DEFAULT_DATA_DIRS, Dataset, Split, load_dataset
 from sln_cli.errors import SlnError
-from sln_cli.labels import NoisyLabels, check_against, read_label_file
+from sln_cli.labels import DROPPED, NoisyLabels, check_against, read_label_file
 
 # Datasets whose given training labels are themselves noisy: with no generated noise, the truth is unknown.
 _INHERENTLY_NOISY = ("clothing1m", "imagefolder", "animal10n", "webvision-mini")
@@ -49,6 +49,10 @@ def build_trainset(data: DataConfig, noise: NoiseConfig) -> TrainSet:
     rng = np.random.default_rng(noise.seed)
     train_indices = _subset(len(dataset.train.labels), data.train_limit, rng)
     test_indices = _subset(len(dataset.test.labels), data.test_limit, rng)
+    # after the seeded subset, so that a file that drops samples keeps the subset of the run it came from
+    train_indices = train_indices[labels.noisy[train_indices] != DROPPED]
+    if not len(train_indices):
+        raise SlnError("the label file drops every training sample (label_noisy -1); keep some")
     held = None
     if data.noisy_val is not None:
         if dataset.val is not None:

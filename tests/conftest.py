@@ -24,3 +24,8 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         result = CliRunner().invoke(app, ["train", *TINY_RUN, *args, "--out", str(root / name)])
         assert result.exit_code == 0, result.output
     return {name: root / name for name in specs}
+
+
+def require_extra(module: str, extra: str) -> object:
+    """Skip the calling test, naming the install, when the optional extra that provides `module` is absent."""
+    return pytest.importorskip(module, reason=f"optional extra absent: pip install 'sln-cli[{extra}]'")

@@ -40,7 +40,7 @@ def test_precedence_defaults_preset_set_flags():
         ({"data": {"workers": -1}}, "data.workers must not be negative"),
         ({"data": {"balanced_per_class": 0}}, "data.balanced_per_class must be at least 1"),
         ({"sln": {"grad_noise_sigma": -1}}, "sln.grad_noise_sigma must not be negative"),
-        ({"data": {"crop": 300}}, "data.crop (300) must not exceed data.resize (256)"),
+        ({"data": {"resize": 256, "crop": 300}}, "data.crop (300) must not exceed data.resize (256)"),
     ],
 )
 def test_bad_presets_name_the_key(preset, message):

@@ -138,7 +138,7 @@ def test_cifar_malformed_batch_is_named(tmp_path: Path, content: object, message
 
 
 def test_cifar_missing_files_are_named(tmp_path: Path) -> None:
-    with pytest.raises(SlnError, match=r"no CIFAR-10 found .*data_batch_1\.\.5.*--download"):
+    with pytest.raises(SlnError, match=r"no CIFAR-10 found .*data_batch_1\.\.5.*data\.download=true.*--download"):
         load_dataset("cifar10", tmp_path / "nowhere")
     (write_cifar10(tmp_path) / "cifar-10-batches-py" / "data_batch_4").unlink()
     with pytest.raises(SlnError, match=r"missing: data_batch_4\)"):

@@ -93,5 +93,17 @@ def test_plot_errors(label_file: Path) -> None:
     assert_one_line_error(["corrupt", "--dataset", "cifar10", "--data-dir", "DATA", "--mode", "sym", "--rate", "0.2",
                            "--out", "b.csv", "--plot", "x.png"], "--plot draws the file given to --inspect")
     Path("taken.png").write_bytes(b"mine")
-    assert_one_line_error(["corrupt", "--inspect", str(label_file), "--plot", "taken.png"], "taken.png exists")
+    assert_one_line_error(["corrupt", "--inspect", str(label_file), "--plot", "taken.png"],
+                          "taken.png already exists; pass --overwrite")
     assert Path("taken.png").read_bytes() == b"mine" and not Path("b.csv").exists()
+
+
+def test_a_rerun_into_the_same_plot_needs_and_accepts_overwrite(label_file: Path) -> None:
+    inspect = ["corrupt", "--inspect", str(label_file), "--dataset", "cifar10", "--data-dir", "DATA", "--plot", "n.png"]
+    assert runner.invoke(app, inspect).exit_code == 0
+    before = Path("n-examples.png").stat().st_mtime_ns
+    assert_one_line_error(inspect, "pass --overwrite")
+    again = runner.invoke(app, [*inspect, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert Path("n-examples.png").stat().st_mtime_ns > before  # both PNGs were drawn again
+    assert_one_line_error(["corrupt", "--inspect", str(label_file), "--overwrite"], "drop --overwrite")

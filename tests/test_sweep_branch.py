@@ -17,6 +17,7 @@ from sln_cli.cli import app
 from sln_cli.sweep import branch as branch_lib
 from sln_cli.sweep import spec as spec_lib
 from sln_cli.sweep import status as status_lib
+from tests.conftest import require_extra
 
 cli = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +104,7 @@ def test_a_sigkilled_sweep_rerun_gives_the_metrics_of_an_uninterrupted_one(tmp_p
 
 @pytest.mark.slow
 def test_submitit_local_executor_runs_the_jobs(tmp_path, monkeypatch):
-    submitit = pytest.importorskip("submitit")
+    submitit = require_extra("submitit", "slurm")
     from sln_cli.sweep.commands import SlurmOptions
     from sln_cli.sweep.slurm import submit
 

@@ -17,9 +17,16 @@ from sln_cli import runs
 from sln_cli.cli import app
 from sln_cli.tensorboard import MEMORISATION_TAG, RELIABILITY_TAG, TensorBoardLogger, metric_tag
 from tests.conftest import TINY_RUN as TINY
+from tests.conftest import require_extra
 from tests.test_evaluate import assert_one_line_error
 
 runner = CliRunner()
+
+
+@pytest.fixture
+def tensorboard_extra() -> None:
+    """The tests that write or read event files need the extra; the rest (tags, its absence) run without it."""
+    require_extra("tensorboard", "tensorboard")
 
 
 def events(run: Path):
@@ -70,7 +77,8 @@ def epoch_done(logger: TensorBoardLogger, run: Path, row: dict, *, log: bool = T
         logger.log_epoch(row)
 
 
-def test_a_resumed_logger_rebuilds_the_steps_of_its_checkpoint_exactly_once(tmp_path: Path) -> None:
+def test_a_resumed_logger_rebuilds_the_steps_of_its_checkpoint_exactly_once(tmp_path: Path,
+                                                                              tensorboard_extra: None) -> None:
     first = TensorBoardLogger(tmp_path, first_epoch=1)
     for epoch in (1, 2, 3):  # epoch 3 logged, then the process died before its checkpoint
         epoch_done(first, tmp_path, {"epoch": epoch, "test_acc": epoch / 10, "memorized": None})
@@ -86,7 +94,7 @@ def test_a_resumed_logger_rebuilds_the_steps_of_its_checkpoint_exactly_once(tmp_
     assert "noise/memorized" not in events(tmp_path).Tags()["scalars"]  # None is not a scalar
 
 
-def test_a_kill_between_the_metrics_line_and_the_events_loses_no_step(tmp_path: Path) -> None:
+def test_a_kill_between_the_metrics_line_and_the_events_loses_no_step(tmp_path: Path, tensorboard_extra: None) -> None:
     """The issue's case: killed after epoch 3's checkpoint and metrics line, before its events."""
     first = TensorBoardLogger(tmp_path, first_epoch=1)
     epoch_done(first, tmp_path, {"epoch": 1, "test_acc": 0.1})
@@ -101,7 +109,7 @@ def test_a_kill_between_the_metrics_line_and_the_events_loses_no_step(tmp_path: 
     assert sorted(raw_records(tmp_path)) == [("test/acc", step) for step in (1, 2, 3, 4, 5)]
 
 
-def test_events_left_by_a_replaced_run_are_removed(tmp_path: Path) -> None:
+def test_events_left_by_a_replaced_run_are_removed(tmp_path: Path, tensorboard_extra: None) -> None:
     old = TensorBoardLogger(tmp_path, first_epoch=1)
     epoch_done(old, tmp_path, {"epoch": 1, "test_acc": 0.5})
     old.close()
@@ -116,7 +124,7 @@ def test_events_left_by_a_replaced_run_are_removed(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # three short trainings and their final images
-def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: Path) -> None:
+def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: Path, tensorboard_extra: None) -> None:
     run = tmp_path / "run"
     train("--tensorboard", "--out", str(run), "--set", "run.checkpoint_every=1")
     saved = tmp_path / "checkpoint-epoch-2.pt"
@@ -142,7 +150,7 @@ def test_training_writes_every_metric_and_resumes_without_duplicates(tmp_path: P
     assert len(records) == len(set(records)) and {step for _, step in records} == {1, 2, 3}
 
 
-def test_switched_on_at_resume_it_backfills_the_earlier_epochs(tmp_path: Path) -> None:
+def test_switched_on_at_resume_it_backfills_the_earlier_epochs(tmp_path: Path, tensorboard_extra: None) -> None:
     run = tmp_path / "run"
     train("--out", str(run))
     assert not (run / "tensorboard").exists()

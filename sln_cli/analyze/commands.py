@@ -16,7 +16,7 @@ import torch
 
 from sln_cli import readers, runs
 from sln_cli.analyze import Batch, mean_loss
-from sln_cli.analyze.confidence import confidence_report, confidence_scores
+from sln_cli.analyze.confidence import confidence_report, confidence_scores, per_sample_loss
 from sln_cli.checkpoints import (
     LoadedRun,
     SplitData,
@@ -38,6 +38,7 @@ from sln_cli.ownership import prepare_output_dir
 
 CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
 LABELS = ("noisy", "true")
+WEIGHT_CHOICES = ("raw", "ema")
 
 
 def _out_dir(out: Path | None, target: Target) -> Path:
@@ -98,7 +99,8 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
 
     plots = {"histograms": str(out_dir / f"confidence-{label}.png")}
     plot_confidence_histograms(plots["histograms"], confidence_scores(probs), mislabelled,
-                               title=f"{run.target.name} ({weights} weights, epoch {run.epoch}): clean vs mislabelled")
+                               title=f"{run.target.name} ({weights} weights, epoch {run.epoch}): clean vs mislabelled",
+                               losses=per_sample_loss(probs, data.noisy), auroc=report["detection"]["auroc"])
     memorisation = memorisation_curve(run, data, batch_size=batch_size)
     if memorisation["epochs"]:
         plots["memorisation"] = str(out_dir / f"memorisation-{file_label(run.target.name)}.png")
@@ -224,7 +226,8 @@ class LandscapeSettings:
             ("--batch-size must be at least 1", self.batch_size < 1)] if bad]
         if self.labels not in LABELS:
             problems.append(f"--labels must be noisy or true, not {self.labels!r}")
-        _check_weights(self.weights)
+        if self.weights != "both":  # both: each run's raw network and its EMA, cut along the same directions
+            _check_weights(self.weights)
         if problems:
             raise SlnError("; ".join(problems))
 
@@ -251,12 +254,14 @@ def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None =
         first = first or replace(run, states={})  # keep its description, not its weights
         check_compatible([first, run])
         prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite)  # curves, surfaces, resumable grids
-        result, curve, grid, path = _landscape_of(run, options, other, out_dir, [t.checkpoint for t in resolved],
-                                                  progress)
-        results.append(result)
-        curves[target.name], paths[target.name] = curve, path
-        if grid is not None:
-            grids[target.name] = grid
+        for weights in WEIGHT_CHOICES if options.weights == "both" else (options.weights,):
+            result, curve, grid, path = _landscape_of(run, replace(options, weights=weights), other, out_dir,
+                                                      [t.checkpoint for t in resolved], progress)
+            results.append(result)
+            key = target.name if options.weights != "both" else f"{target.name} ({weights})"
+            curves[key], paths[key] = curve, path
+            if grid is not None:
+                grids[key] = grid
     samples = min(result["samples"] for result in results)  # every run has the same training set size
     plots = _plot_landscapes(out_dir, curves, grids, paths, other, options, samples)
     return [json_ready(result | {"plots": plots}) for result in results]
@@ -413,25 +418,25 @@ def _plot_landscapes(out_dir: Path, curves: dict, grids: dict, interpolations: d
 
 def render_landscape(results: list[dict[str, Any]], console: Any) -> None:
     """One row of sharpness numbers per run, then the PNGs."""
-    from rich.table import Table
+    from sln_cli.tables import Column, print_table
 
     first = results[0]
-    table = Table(title="sln analyze landscape", caption=(
-        f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos tolerance "
-        f"{first['hessian']['tolerance']:g}; Hutchinson {first['hutchinson_samples']} Rademacher vectors; "
-        f"sharpness within rho {first['rho']:g}"))
-    for header in ("run", "weights", "loss", "top eigenvalues", "trace ± s.e.", "avg sharpness ± s.e.",
-                   "worst sharpness"):
-        table.add_column(header, justify="left" if header in ("run", "weights") else "right")
+    caption = (f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos "
+               f"tolerance {first['hessian']['tolerance']:g}; Hutchinson {first['hutchinson_samples']} Rademacher "
+               f"vectors; sharpness within rho {first['rho']:g}")
+    rows = []
     for result in results:
         eigen = ", ".join(f"{value:.4g}" for value in result["hessian_eigenvalues"])
         if not result["hessian"]["converged"]:
             eigen += " (not converged)"
-        table.add_row(result["name"], result["weights"], _number(result["loss"]), eigen,
-                      f"{_number(result['hessian_trace'])} ± {_number(result['hessian_trace_stderr'])}",
-                      f"{_number(result['sharpness_avg'])} ± {_number(result['sharpness_avg_stderr'])}",
-                      _number(result["sharpness_worst"]))
-    console.print(table)
+        rows.append([result["name"], result["weights"], _number(result["loss"]), eigen,
+                     f"{_number(result['hessian_trace'])} ± {_number(result['hessian_trace_stderr'])}",
+                     f"{_number(result['sharpness_avg'])} ± {_number(result['sharpness_avg_stderr'])}",
+                     _number(result["sharpness_worst"])])
+    values = [Column(header) for header in ("loss", "top eigenvalues", "trace ± s.e.", "avg sharpness ± s.e.",
+                                            "worst sharpness")]
+    print_table(console, title="sln analyze landscape", keys=[Column("run", left=True), Column("weights", left=True)],
+                values=values, rows=rows, caption=caption)
     for what, path in first["plots"].items():
         console.print(f"{what}: {path}", markup=False, highlight=False)
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sln_cli import runs
-from sln_cli.analyze import ranking
+from sln_cli.analyze import ranking, relabel
 from sln_cli.analyze.commands import _check_weights, _one_target, json_ready
 from sln_cli.checkpoints import (
     LoadedRun,
@@ -30,6 +30,7 @@ from sln_cli.checkpoints import (
 from sln_cli.devices import resolve_device
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write
+from sln_cli.ownership import prepare_output_dir
 
 CSV_NAME, SHEET_NAME = "issues.csv", "contact-sheet.png"
 COMPARE = ("cleanlab",)
@@ -45,6 +46,8 @@ class IssuesSettings:
     noise_rate: float | None = None  # r of precision/recall at r·N; default the realised rate
     compare: str | None = None
     batch_size: int | None = None
+    write_labels: str | None = None  # relabel or drop: write a new label file (`sln_cli.analyze.relabel`)
+    write_top: int | None = None  # with write_labels: change the top N most suspect instead of the flagged ones
 
     def check(self) -> None:
         _check_weights(self.weights)
@@ -58,6 +61,7 @@ class IssuesSettings:
             raise SlnError(f"--compare knows only cleanlab, got {self.compare!r}")
         if self.threshold is not None:
             ranking.flagged_by_threshold(np.zeros(0), self.score, self.threshold)  # its range checks
+        relabel.check_request(self.write_labels, self.write_top, self.threshold)
 
 
 def analyze_issues(target: str | Path, *, checkpoint: str | None = None, out: Path | None = None,
@@ -81,8 +85,13 @@ def analyze_issues(target: str | Path, *, checkpoint: str | None = None, out: Pa
     out_dir = Path(out) if out is not None else (
         run.target.run_dir / "analysis" / f"issues-{file_label(run.target.name)}-{options.weights}{suffix}")
     files = {"csv": out_dir / CSV_NAME, "contact_sheet": out_dir / SHEET_NAME}
-    if not overwrite and (taken := [str(p) for p in files.values() if p.exists()]):
-        raise SlnError(f"{taken[0]} exists; pass --overwrite to replace it or choose another --out")
+    if options.write_labels is not None:
+        relabel.require_label_file(run.target.run_dir)
+        files["labels"] = relabel.labels_path(out_dir, options.write_labels)
+    # sln's own folder (RUN/analysis/issues-*, or an --out it made) is refreshed; another needs --overwrite
+    owned = [path.name for path in files.values()] + [path.with_suffix(".json").name for path in files.values()
+                                                      if path.suffix == ".csv" and path.name != CSV_NAME]
+    prepare_output_dir(out_dir, owned, overwrite=overwrite, create=False)  # before any work
 
     batch_size = run.config.run.eval_batch_size if options.batch_size is None else options.batch_size
     probs, epochs = _probabilities(run, data, options.weights, options.average_checkpoints, batch_size)
@@ -91,7 +100,12 @@ def analyze_issues(target: str | Path, *, checkpoint: str | None = None, out: Pa
     if options.compare == "cleanlab":
         result["cleanlab"] = _compare_cleanlab(probs, table) | {"version": cleanlab_version()}
         table["cleanlab_issue"] = result["cleanlab"].pop("mask")
+    prepare_output_dir(out_dir, owned, overwrite=overwrite)
     _write_csv(files["csv"], table, run.trainset.dataset.classes)
+    if options.write_labels is not None:
+        result["labels_written"] = relabel.write_labels(
+            files["labels"], run, data, table, action=options.write_labels, top=options.write_top,
+            rule=result["flagged_by"] if options.write_top is None else f"by {options.score}", weights=options.weights)
     _contact_sheet(files["contact_sheet"], run, table, options, result["title"])
     result["files"] = {key: str(path) for key, path in files.items()}
     result["top"] = _top_rows(table, run.trainset.dataset.classes, options.top)

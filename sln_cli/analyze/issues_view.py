@@ -27,6 +27,8 @@ def render_issues(result: dict[str, Any], console: Any) -> None:
         console.print(_detection_table(result))
     for what, path in result["files"].items():
         console.print(f"{what}: {path}", markup=False, highlight=False)
+    if written := result.get("labels_written"):
+        console.print(_written(written), markup=False, highlight=False)
 
 
 def _cell(value: Any, column: str) -> str:
@@ -65,3 +67,13 @@ def _detection_table(result: dict[str, Any]) -> Any:
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _written(written: dict) -> str:
+    """One line on the new label file: what changed, and how well when the truth is known."""
+    verb = "relabelled" if written["action"] == "relabel" else "dropped"
+    line = f"{written['num_changed']} samples {verb} ({written['rule']}) in {written['path']}"
+    if written.get("precision") is not None:
+        line += (f"; {written['precision']:.1%} of them were truly mislabelled; training noise "
+                 f"{written['noise_rate_before']:.1%} -> {written['noise_rate_after']:.1%}")
+    return line + f"; retrain with: sln train ... --labels {written['path']}"

@@ -98,6 +98,8 @@ class Dataset:
     superclass: np.ndarray | None = None  # CIFAR-100: coarse class of each fine class (K,)
     # Further test sets, by name (mini-WebVision: "ilsvrc12"); `sln evaluate --split NAME` measures them.
     extra_tests: Mapping[str, Split] = field(default_factory=dict)
+    # imagefolder: the median shorter side of (a sample of) its training images, which sets the default input size
+    image_side: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -115,7 +117,8 @@ def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = Fa
     if key not in DATASETS:
         raise SlnError(f"unknown dataset {name!r}{_did_you_mean(key, DATASETS)}; choose one of {', '.join(DATASETS)}")
     if download and key in _NOT_DOWNLOADABLE:
-        raise SlnError(f"{key} cannot be downloaded automatically; drop --download and pass --data-dir to your copy")
+        raise SlnError(f"{key} cannot be downloaded automatically; drop --download (data.download) and pass "
+                       "--data-dir to your copy")
     if key == "digits":  # bundled with scikit-learn: nothing to read or download
         from sln_cli.data.digits import load_digits
 

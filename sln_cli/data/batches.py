@@ -8,6 +8,7 @@ Both yield `(images, indices)` so the training step does not care which.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,9 @@ class FileImages:
             _require_cuda(device)
         self.mean, self.std, self.device, self.dtype, self.channels_last = mean, std, device, dtype, channels_last
         self._constants = channel_constants(mean, std, device)  # once: no host-to-device copy per batch
-        self.files, self.resize, self.crop, self.workers = split.files, resize, crop, workers
+        # no more workers than usable cores: more only slow the run, and DataLoader warns about them (each sample's
+        # crop and flip come from its own seed, so the number of workers does not change the views)
+        self.files, self.resize, self.crop, self.workers = split.files, resize, crop, min(workers, _usable_cores())
         self.gpu_decode, self._length = gpu_decode, len(split.labels)
         views = {True: train_transform(resize=resize, crop=crop), False: eval_transform(resize=resize, crop=crop)}
         self._datasets: dict[bool, torch.utils.data.Dataset] = {
@@ -206,3 +209,10 @@ def _collate_bytes(items: list[tuple[Tensor, int, int]]) -> tuple[list[Tensor], 
     """Files differ in length: their bytes stay a list; indices and seeds become int64 (B,) tensors."""
     datas, index, seeds = zip(*items, strict=True)
     return list(datas), torch.tensor(index), torch.tensor(seeds)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1

@@ -16,6 +16,9 @@ import torch
 from sln_cli.data import Dataset, Split
 from sln_cli.errors import SlnError
 
+# How each command fetches a missing archive (train/evaluate/analyze read `data.download` from the config).
+_FETCH = "`--set data.download=true` on sln train, `--download` on sln corrupt"
+
 
 @dataclass(frozen=True)
 class _Release:
@@ -115,7 +118,7 @@ def read_pickle(path: Path) -> Any:
     except Exception as exc:  # a corrupt pickle can raise almost any exception type (EOF, struct, Unicode, ...)
         raise SlnError(
             f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "
-            "replace it with a copy of the official release (delete the folder and pass --download)"
+            "replace it with a copy of the official release (delete the folder and let sln fetch it: " + _FETCH + ")"
         ) from exc
 
 
@@ -130,7 +133,8 @@ def load_cifar(name: str, data_dir: Path, *, download: bool = False) -> Dataset:
     if missing:
         raise SlnError(
             f"no {release.title} found in {data_dir}: expected {release.folder}/{_expected(release)} "
-            f"(missing: {', '.join(missing)}); pass --data-dir to the folder that holds them, or --download"
+            f"(missing: {', '.join(missing)}); pass --data-dir to the folder that holds them, or let sln fetch it: "
+            + _FETCH
         )
     meta = _read_dict(folder / release.meta_file, (release.names_key,))
     classes = tuple(_text(label_name) for label_name in meta[release.names_key])

@@ -35,7 +35,22 @@ def load_imagefolder(root: Path) -> Dataset:
     train = _read_split(root / "train", classes)
     test = _read_split(root / "test", classes)
     val = _read_split(root / "val", classes) if (root / "val").is_dir() else None
-    return Dataset("imagefolder", classes, train, test, val, IMAGENET_MEAN, IMAGENET_STD)
+    return Dataset("imagefolder", classes, train, test, val, IMAGENET_MEAN, IMAGENET_STD,
+                   image_side=_typical_side(train.files))
+
+
+def _typical_side(files: tuple[Path, ...], sample: int = 64) -> int | None:
+    """The median shorter side of up to `sample` evenly spaced training images (PIL reads only their headers)."""
+    from PIL import Image
+
+    sides = []
+    for path in files[:: max(1, len(files) // sample)][:sample]:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except (OSError, ValueError, Image.DecompressionBombError):  # unreadable here: the loader reports it later
+            continue
+    return int(np.median(sides)) if sides else None
 
 
 def _class_folders(split_dir: Path) -> list[str]:

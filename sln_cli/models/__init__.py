@@ -22,6 +22,9 @@ WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
 
 MIN_IMAGE_SIZE = 8  # every model pools globally; below 8 pixels the strided stages collapse
 VGG_MIN_IMAGE_SIZE = 32  # five 2×2 max-pools: 32 pixels leave one
+# The CIFAR Wide ResNets have no downsampling stem: their first stage runs at the input's full resolution, so memory
+# and time grow with the square of the side (224×224 costs 49× a 32×32 image; a batch of 128 needs ~40 GiB).
+WRN_MAX_IMAGE_SIZE = 64
 
 
 def build_model(
@@ -43,6 +46,11 @@ def build_model(
     if weights is not None and name != "resnet50":
         raise SlnError(f"model {name!r} has no pretrained weights; remove model.weights or use model resnet50")
     if wrn is not None:
+        if image_size > WRN_MAX_IMAGE_SIZE:
+            raise SlnError(
+                f"{name} is a CIFAR network for 32×32 inputs (no downsampling stem) but the images arrive at "
+                f"{image_size}×{image_size}; for small images set --set data.resize=32 --set data.crop=32, for "
+                "photos use --set model.name=resnet50")
         from sln_cli.models.wrn import WideResNet
 
         return WideResNet(depth=wrn[0], widen_factor=wrn[1], num_classes=num_classes, in_channels=in_channels)

@@ -26,7 +26,7 @@ def write_figures(found: list[Run], out: Path, *, overwrite: bool = False) -> li
     written = []
     for name, key, ylabel, what, raw_only in (
             ("accuracy.png", "test_acc", "test accuracy (%)", "test accuracy", False),
-            ("memorisation.png", "memorized", "mislabelled fitted to their label (%)", "memorisation", True)):
+            ("memorisation.png", "memorized", "mislabelled predicted as their wrong label (%)", "memorisation", True)):
         panels = curves(found, key, raw_only=raw_only)
         if panels:
             ownership.check_replaceable(out / name, overwrite=overwrite)
