@@ -232,7 +232,7 @@ def methods(
         _print_json(rows)
         return
     table = Table("method", "paper", "SLN noise", f"defaults on {dataset}", title="methods (--method NAME)",
-                  caption="SAM (--sam) combines with any method")
+                  caption="SAM (--sam) combines with any method but dividemix")
     sources: dict[str, str] = {}
     for row in rows:
         settings = row["hyperparameters"]
@@ -243,6 +243,13 @@ def methods(
     console.print(table)
     for key, source in sources.items():
         console.print(f"  {key}: {source}", highlight=False)
+    for row in rows:
+        if row.get("reference"):
+            ref = row["reference"]
+            console.print(f"  {row['name']} checked against {ref['repository']} {ref['file']} @ {ref['commit']}",
+                          highlight=False)
+        if row.get("combinations"):
+            console.print(f"  {row['name']} with SLN and other switches: {row['combinations']}", highlight=False)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from sln_cli.models.resnet import IMAGENET_FILE
 
 
 def test_registry_names() -> None:
-    assert set(MODELS) == {"wrn-28-2", "wrn-28-10", "resnet50", "vgg19-bn", "cnn", "mlp"}
+    assert set(MODELS) == {"wrn-28-2", "wrn-28-10", "preact-resnet18", "resnet50", "vgg19-bn", "cnn", "mlp"}
 
 
 @pytest.mark.parametrize(("typo", "hint"), [("wrn28-2", "wrn-28-2"), ("resnet-50", "resnet50"), ("cnnn", "cnn")])

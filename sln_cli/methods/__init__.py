@@ -27,7 +27,7 @@ _CLASSES = {  # method name -> "module:Class" under sln_cli.methods, imported on
     "sce": "sce:SymmetricCrossEntropy", "nce-rce": "apl:NormalizedPlusReverse", "ls": "smoothing:LabelSmoothing",
     "bootstrap-soft": "bootstrap:SoftBootstrapping", "bootstrap-hard": "bootstrap:HardBootstrapping",
     "forward": "forward:ForwardCorrection", "elr": "elr:EarlyLearningRegularization",
-    "coteaching": "coteaching:CoTeaching",
+    "coteaching": "coteaching:CoTeaching", "dividemix": "dividemix:DivideMix",
 }
 
 
@@ -39,8 +39,13 @@ def build_method(settings: MethodConfig, context: MethodContext) -> Method:
 
 def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None) -> Config:
     """The config with what only the training labels can tell: co-teaching's default forget rate is their
-    realised noise rate (Han et al. take the noise rate as known). Recorded in the run's config.yaml."""
+    realised noise rate (Han et al. take the noise rate as known); DivideMix's per-noise-setting defaults.
+    Recorded in the run's config.yaml."""
     method = config.method
+    if method.name == "dividemix":
+        from sln_cli.methods.dividemix_defaults import settle_dividemix
+
+        return settle_dividemix(config, noisy, clean)
     if method.name != "coteaching" or method.forget_rate is not None:
         return config
     if clean is None:

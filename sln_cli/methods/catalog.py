@@ -22,12 +22,24 @@ class Hyperparameter:
 
 
 @dataclass(frozen=True)
+class Reference:
+    repository: str  # official code, "owner/name"
+    file: str  # the file the defaults and formulas were checked against
+    commit: str  # the commit read
+
+
+@dataclass(frozen=True)
 class MethodInfo:
     name: str
     paper: str
     changes: str  # what the method changes in the training step, in a few words
     soft_targets: bool  # its loss reads soft targets, so SLN's target noise (and label correction) can apply
     hyperparameters: tuple[Hyperparameter, ...] = ()
+    reference: Reference | None = None
+
+
+DIVIDEMIX_COMMIT = "39740b267147466bac0779de91d969909ab3b65f"
+DIVIDEMIX_CODE = "official code, Train_CIFAR.py"
 
 
 def _same(key: str, value: Any, source: str) -> Hyperparameter:
@@ -64,6 +76,21 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                (_same("forget_rate", None, "Han et al. 2018: the noise rate (default: the training labels' "
                                            "realised rate)"),
                 _same("forget_epochs", 10, "Han et al. 2018 (T_k = 10)"))),
+    MethodInfo("dividemix", "Li, Socher & Hoi, ICLR 2020",
+               "two networks; a GMM on each one's losses divides the data for the other (co-divide); MixMatch on "
+               "the labelled (co-refined) and unlabelled (co-guessed) parts; test on both networks' average", True,
+               (Hyperparameter("warmup_epochs", 10, 30, f"{DIVIDEMIX_CODE} (warm_up)"),
+                _same("p_threshold", None, f"{DIVIDEMIX_CODE} (--p_threshold 0.5); Li et al. 2020, Sec. 4.1: "
+                                           "0.6 at 90% noise"),
+                _same("lambda_u", None, "Li et al. 2020, appendix: chosen per noise setting from {0, 25, 50, 150} "
+                                        "(see docs/dividemix.md; settings it does not list: the nearest one)"),
+                _same("mixmatch_alpha", 4.0, f"{DIVIDEMIX_CODE} (--alpha 4)"),
+                _same("sharpen_t", 0.5, f"{DIVIDEMIX_CODE} (--T 0.5)"),
+                _same("rampup_epochs", 16, f"{DIVIDEMIX_CODE} (linear_rampup, rampup_length=16)"),
+                _same("gmm_window", None, f"{DIVIDEMIX_CODE} (eval_train: the last 5 epochs' losses at r = 0.9, "
+                                          "else 1)"),
+                _same("warmup_penalty", None, f"{DIVIDEMIX_CODE} (NegEntropy during warm-up for asym noise only)")),
+               Reference("LiJunnan1992/DivideMix", "Train_CIFAR.py", DIVIDEMIX_COMMIT)),
 ]}
 SAM_RHO = _same("sam_rho", 0.05, "Foret et al., ICLR 2021 (rho = 0.05 on CIFAR)")
 # SLN's own switches: (key, value that turns it off, whether it acts on the soft targets)
@@ -74,6 +101,9 @@ RANGES = {  # key -> (low, high, low inclusive, high inclusive); None: unbounded
     "elr_beta": (0.0, 1.0, True, False), "forget_rate": (0.0, 1.0, True, False), "sam_rho": (0.0, None, False, True),
     "sce_alpha": (0.0, None, True, True), "sce_beta": (0.0, None, True, True), "apl_alpha": (0.0, None, True, True),
     "apl_beta": (0.0, None, True, True), "elr_lambda": (0.0, None, True, True), "forget_epochs": (1, None, True, True),
+    "p_threshold": (0.0, 1.0, False, False), "lambda_u": (0.0, None, True, True),
+    "mixmatch_alpha": (0.0, None, False, True), "sharpen_t": (0.0, None, False, True),
+    "warmup_epochs": (1, None, True, True), "rampup_epochs": (1, None, True, True), "gmm_window": (1, None, True, True),
 }
 
 
@@ -127,10 +157,34 @@ def apply_method(config: Config, levels: dict[str, int], problems: list[str]) ->
         elif on_targets and not info.soft_targets:
             problems.append(f"sln.{key} acts on soft targets, but method {name}'s loss takes hard labels; "
                             f"drop it or use a method that takes soft targets")
+    if name == "dividemix":
+        problems += _dividemix_problems(config)
     if method.sam and config.run.precision == "fp16":
         problems.append("method.sam does not work with fp16's gradient scaler; use --precision bf16 or fp32")
     return dataclasses.replace(config, method=dataclasses.replace(method, **values),
                                sln=dataclasses.replace(config.sln, **sln))
+
+
+# How a method combines with SLN and the harness's switches (`sln methods` lists them).
+COMBINATIONS = {
+    "dividemix": "sln.sigma adds SLN's Gaussian noise to the labelled targets after co-refinement and sharpening "
+                 "(before mixup), fresh each step; the warm-up and the unlabelled targets get none. Refused: "
+                 "sln.correction and the gradient-noise ablations, method.sam, run.compile, run.record_probs, "
+                 "torchrun. The EMA (-MO) follows the averaged pair of networks.",
+}
+
+
+def _dividemix_problems(config: Config) -> list[str]:
+    """What DivideMix cannot take: its own epoch replaces the step those switches act in."""
+    sln, run, problems = config.sln, config.run, []
+    for key, value, off in (("sln.correction", sln.correction, None), ("sln.grad_noise_sigma", sln.grad_noise_sigma,
+                            0.0), ("sln.logit_grad_noise_sigma", sln.logit_grad_noise_sigma, 0.0),
+                            ("method.sam", config.method.sam, False), ("run.compile", run.compile, "none"),
+                            ("run.record_probs", run.record_probs, False)):
+        if value != off:
+            problems.append(f"{key} does not combine with method dividemix (it runs its own MixMatch epoch); "
+                            f"drop it")
+    return problems
 
 
 def _all_keys() -> list[str]:
@@ -170,17 +224,23 @@ def describe(dataset: str) -> list[dict[str, Any]]:
     for info in [*METHODS.values()]:
         rows.append({"name": info.name, "paper": info.paper, "changes": info.changes,
                      "sln_noise": info.soft_targets and info.name != "ce",
-                     "hyperparameters": {h.key: {"value": _shown(default(h, dataset)), "source": _source(h, dataset)}
-                                         for h in info.hyperparameters}})
+                     "hyperparameters": {h.key: {"value": _shown(default(h, dataset), h.key),
+                                                 "source": _source(h, dataset)} for h in info.hyperparameters},
+                     "combinations": COMBINATIONS.get(info.name),
+                     "reference": None if info.reference is None else dataclasses.asdict(info.reference)})
     rows.append({"name": "sam (method.sam=true)", "paper": "Foret et al., ICLR 2021",
-                 "changes": "optimiser: gradient taken at w + rho·g/|g| (two passes per step); with any method",
+                 "changes": "optimiser: gradient taken at w + rho·g/|g| (two passes per step); with any method "
+                            "but dividemix",
                  "sln_noise": True, "hyperparameters": {"sam_rho": {"value": SAM_RHO.cifar10,
-                                                                    "source": SAM_RHO.source}}})
+                                                                    "source": SAM_RHO.source}},
+                 "combinations": "not with dividemix", "reference": None})
     return rows
 
 
-def _shown(value: Any) -> Any:
-    return "the noise rate" if value is None else value
+def _shown(value: Any, key: str = "") -> Any:
+    if value is None:
+        return "the noise rate" if key == "forget_rate" else "per noise setting"
+    return value
 
 
 def _source(hyperparameter: Hyperparameter, dataset: str) -> str:
