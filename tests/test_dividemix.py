@@ -237,3 +237,15 @@ def test_the_pair_predicts_the_mean_of_its_networks_logits():
     pair = NetworkPair(Constant([2.0, 0.0]), Constant([0.0, 4.0]))
     assert torch.allclose(pair(torch.zeros(1, 1)), torch.tensor([[1.0, 2.0]]))
     assert F.softmax(pair(torch.zeros(1, 1)), dim=1).argmax().item() == 1
+
+
+@pytest.mark.parametrize("preset, warmup, lambda_u, penalty", [
+    ("cifar10-sym-dividemix", 10, 25.0, False), ("cifar10-asym-dividemix", 10, 0.0, True),
+    ("cifar100-sym-dividemix", 30, 150.0, False), ("cifar100-asym-dividemix", 30, 150.0, True)])
+def test_the_dividemix_presets_settle_to_the_papers_settings(preset, warmup, lambda_u, penalty):
+    config = resolve(load(preset))
+    labels = np.zeros(50_000, dtype=np.int64)
+    method = settle(config, labels, labels).method
+    assert config.model.name == "preact-resnet18" and config.optim.batch_size == 64 and config.sln.sigma == 0
+    assert (method.warmup_epochs, method.lambda_u, method.warmup_penalty, method.p_threshold) == \
+        (warmup, lambda_u, penalty, 0.5)
