@@ -139,7 +139,7 @@ def test_each_network_trains_on_the_division_of_the_other(monkeypatch):
     trained = []
 
     def record(self, run, net, peer, labelled, unlabelled, weight, which, number):
-        trained.append((net, peer, list(labelled), weight.tolist()))
+        trained.append((net, peer, labelled.tolist(), weight.tolist()))
         return number
 
     monkeypatch.setattr(dm.DivideMix, "_train_network", record)
@@ -175,7 +175,7 @@ def test_a_mixmatch_step_uses_lambda_at_least_one_half_and_the_prior_penalty(mon
     first, second = nn.Sequential(nn.Flatten(), nn.Linear(64, K)), nn.Sequential(nn.Flatten(), nn.Linear(64, K))
     run = _run(NetworkPair(first, second))
     before = [p.detach().clone() for p in second.parameters()]
-    method._train_network(run, first, second, np.arange(4), np.arange(4, 8), torch.full((N,), 0.7), 0, 0)
+    method._train_network(run, first, second, torch.arange(4), torch.arange(4, 8), torch.full((N,), 0.7), 0, 0)
     assert seen["lam"] and all(lam >= 0.5 for lam in seen["lam"])
     assert seen["penalty"] == [16]  # on all mixed logits: 2 labelled + 2 unlabelled views of 4
     assert all(torch.equal(a, b) for a, b in zip(before, second.parameters(), strict=True))  # the peer is fixed
@@ -189,7 +189,7 @@ def test_sln_noise_lands_on_the_labelled_targets_only_when_sigma_is_set(monkeypa
     monkeypatch.setattr(dm, "mix", lambda i, t, lam, p: (captured.append(t.clone()), real_mix(i, t, lam, p))[1])
     for sigma in (0.0, 1.0):
         run = _run(NetworkPair(first, second), sigma=sigma)
-        method._train_network(run, first, second, np.arange(4), np.arange(4, 8), torch.full((N,), 0.7), 0, 0)
+        method._train_network(run, first, second, torch.arange(4), torch.arange(4, 8), torch.full((N,), 0.7), 0, 0)
     clean, noisy = captured
     assert torch.allclose(clean[:8].sum(dim=1), torch.ones(8))  # sharpened: rows sum to one
     assert not torch.allclose(noisy[:8].sum(dim=1), torch.ones(8), atol=1e-3)  # noised labelled targets

@@ -132,6 +132,7 @@ class DivideMix(Configured):
             raise SlnError("method dividemix trains two networks on one process; run it without torchrun")
         self.history = torch.zeros(2, 0, context.num_samples, device=context.device)  # (2, W, N) normalised losses
         self.probability: Tensor | None = None  # (2, N) the last division's clean posteriors (for analyze issues)
+        self.truly_clean = None if context.clean is None else context.noisy == context.clean  # (N,) for the AUC
 
     def train_pass(self, run: EpochPass) -> dict[str, Any]:
         nets = (run.model.first, run.model.second)
@@ -191,30 +192,31 @@ class DivideMix(Configured):
         division_seconds = time.perf_counter() - started
         self.probability = torch.as_tensor(probability, dtype=torch.float32, device=run.noisy.device)
         divisions = [co_divide(probability[which], self.settings.p_threshold) for which in (0, 1)]
+        on_device = [tuple(torch.as_tensor(part, device=run.noisy.device) for part in division)
+                     for division in divisions]  # the epoch's host-to-device copies, before its first step
         steps = sum(len(labelled) // run.batch_size + (len(labelled) % run.batch_size > 0)
                     for labelled, _ in divisions)
         run.progress.start_epoch(run.epoch, steps)
         number = 0
         # co-divide: the first network trains on the second's division, then the second on the first's
         for which, (net, peer) in enumerate((nets, nets[::-1])):
-            labelled, unlabelled = divisions[1 - which]
+            labelled, unlabelled = on_device[1 - which]
             number = self._train_network(run, net, peer, labelled, unlabelled, self.probability[1 - which], which,
                                          number)
         return {"labelled_fraction": float(np.mean([len(labelled) for labelled, _ in divisions])) / len(run.train),
-                "division_auc": _division_auc(probability, run), "division_seconds": division_seconds,
+                "division_auc": _division_auc(probability, self.truly_clean), "division_seconds": division_seconds,
                 "gmm_seconds": gmm_seconds}
 
-    def _train_network(self, run: EpochPass, net: nn.Module, peer: nn.Module, labelled: np.ndarray,
-                       unlabelled: np.ndarray, weight: Tensor, which: int, number: int) -> int:
+    def _train_network(self, run: EpochPass, net: nn.Module, peer: nn.Module, labelled: Tensor,
+                       unlabelled: Tensor, weight: Tensor, which: int, number: int) -> int:
         """One network's MixMatch pass over its labelled set (train), the peer fixed in eval mode."""
         device, batch, settings = run.noisy.device, run.batch_size, self.settings
         net.train()
         peer.eval()
         shuffle = run.generator(f"dividemix shuffle {which}")
         lambdas = np.random.default_rng(_seed(run.seed, run.epoch, "mixup", which))
-        labelled_t = torch.as_tensor(labelled, device=device)
-        order = labelled_t[torch.randperm(len(labelled), generator=shuffle, device=device)]
-        unlabelled_batches = _cycle(torch.as_tensor(unlabelled, device=device), batch, shuffle)
+        order = labelled[torch.randperm(len(labelled), generator=shuffle, device=device)]
+        unlabelled_batches = _cycle(unlabelled, batch, shuffle)
         steps = len(labelled) // batch + 1  # num_iter, as the official ramp-up counts it
         for step_index, start in enumerate(range(0, len(labelled), batch)):
             index_x, index_u = order[start:start + batch], next(unlabelled_batches)
@@ -299,10 +301,9 @@ def _seed(*key: Any) -> int:
     return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "little")
 
 
-def _division_auc(probability: np.ndarray, run: EpochPass) -> float | None:
+def _division_auc(probability: np.ndarray, clean: np.ndarray | None) -> float | None:
     """AUROC of the clean posterior against the truth (official log: `AUC`), both networks averaged."""
-    clean = (run.noisy == run.clean).cpu().numpy()
-    if clean.all() or not clean.any():
+    if clean is None or clean.all() or not clean.any():
         return None
     from sklearn.metrics import roc_auc_score
 
