@@ -561,7 +561,8 @@ def issues(
     checkpoint: CheckpointOption = None,
     weights: Annotated[str, typer.Option(help="ema (SLN-MO, default) or raw (SLN) weights.")] = "ema",
     score: Annotated[
-        str, typer.Option(help="loss (-log p of the given label; default) or probability (p of the given label).")
+        str, typer.Option(help="loss (-log p of the given label; default), probability (p of the given label) or "
+                               "clean-probability (a DivideMix run's clean posterior).")
     ] = "loss",
     average_checkpoints: Annotated[
         bool, typer.Option(help="Average the softmax over the run's kept epoch checkpoints (run.keep_checkpoints).")

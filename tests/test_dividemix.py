@@ -249,3 +249,34 @@ def test_the_dividemix_presets_settle_to_the_papers_settings(preset, warmup, lam
     assert config.model.name == "preact-resnet18" and config.optim.batch_size == 64 and config.sln.sigma == 0
     assert (method.warmup_epochs, method.lambda_u, method.warmup_penalty, method.p_threshold) == \
         (warmup, lambda_u, penalty, 0.5)
+
+
+# -- the clean probability as a label-issue score -------------------------------------------------
+
+TINY_RUN = ["train", "--preset", "quickstart", "--train-limit", "300", "--test-limit", "100", "--set", "model.name=mlp",
+            "--set", "optim.batch_size=50", "--set", "optim.lr=0.1", "--quiet"]
+
+
+def test_analyze_issues_ranks_by_dividemix_clean_probability(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from sln_cli.cli import app
+
+    runner = CliRunner()
+    for name, args in (("dm", ["--method", "dividemix", "--set", "method.warmup_epochs=3", "--epochs", "5"]),
+                       ("warm", ["--method", "dividemix", "--set", "method.warmup_epochs=3", "--epochs", "2"]),
+                       ("ce", ["--sigma", "0", "--epochs", "1"])):
+        assert runner.invoke(app, [*TINY_RUN, *args, "--out", str(tmp_path / name)]).exit_code == 0
+    result = runner.invoke(app, ["analyze", "issues", str(tmp_path / "dm"), "--score", "clean-probability",
+                                 "--weights", "raw", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    saved = torch.load(tmp_path / "dm" / "checkpoint.pt", weights_only=True)["method"]["probability"]
+    assert report["score"] == "clean-probability" and report["top"][0]["score"] == pytest.approx(
+        saved.double().mean(dim=0).min().item())  # the most suspect: the lowest mean clean posterior
+    assert report["detection"]["auroc"] > 0.75  # the division separates the flipped labels (40% noise)
+    for name, message in (("warm", "holds no DivideMix division"), ("ce", "trained with method sln")):
+        result = runner.invoke(app, ["analyze", "issues", str(tmp_path / name), "--score", "clean-probability"])
+        assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1
