@@ -280,3 +280,17 @@ def test_analyze_issues_ranks_by_dividemix_clean_probability(tmp_path):
     for name, message in (("warm", "holds no DivideMix division"), ("ce", "trained with method sln")):
         result = runner.invoke(app, ["analyze", "issues", str(tmp_path / name), "--score", "clean-probability"])
         assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_reports_name_dividemix_and_dividemix_with_sln_apart():
+    from sln_cli.methods.catalog import display_name
+
+    assert display_name("dividemix", 0.0, ema=False) == "DivideMix"
+    assert display_name("dividemix", 0.5, ema=False) == "DivideMix+SLN"
+    assert display_name("dividemix", 0.5, ema=True) == "DivideMix+SLN-MO"
+    assert display_name("ls", 0.5, ema=False) == "LS"  # the other methods' names are unchanged
+
+
+def test_a_file_backed_balanced_draw_is_refused_with_dividemix():
+    with pytest.raises(SlnError, match="data.balanced_per_class does not combine with method dividemix"):
+        resolve(load("quickstart"), ["data.balanced_per_class=10"], {"method.name": "dividemix"})

@@ -116,6 +116,8 @@ def display_name(method: str, sigma: float, *, ema: bool, correction: bool = Fal
     if method in ("sln", "ce"):
         base = "CE" if sigma == 0 else "SLN"
         name = ("SLN-MO-LC" if correction else "SLN-MO") if ema and base == "SLN" else base + ("-MO" if ema else "")
+    elif method == "dividemix":  # DivideMix+SLN: SLN's noise on its labelled targets
+        name = "DivideMix" + ("+SLN" if sigma > 0 else "") + ("-MO" if ema else "")
     else:
         name = method.upper() + ("-MO" if ema else "")
     return name + ("+SAM" if sam else "")
@@ -170,7 +172,7 @@ COMBINATIONS = {
     "dividemix": "sln.sigma adds SLN's Gaussian noise to the labelled targets after co-refinement and sharpening "
                  "(before mixup), fresh each step; the warm-up and the unlabelled targets get none. Refused: "
                  "sln.correction and the gradient-noise ablations, method.sam, run.compile, run.record_probs, "
-                 "torchrun. The EMA (-MO) follows the averaged pair of networks.",
+                 "data.balanced_per_class, torchrun. The EMA (-MO) follows the averaged pair of networks.",
 }
 
 
@@ -180,7 +182,8 @@ def _dividemix_problems(config: Config) -> list[str]:
     for key, value, off in (("sln.correction", sln.correction, None), ("sln.grad_noise_sigma", sln.grad_noise_sigma,
                             0.0), ("sln.logit_grad_noise_sigma", sln.logit_grad_noise_sigma, 0.0),
                             ("method.sam", config.method.sam, False), ("run.compile", run.compile, "none"),
-                            ("run.record_probs", run.record_probs, False)):
+                            ("run.record_probs", run.record_probs, False),
+                            ("data.balanced_per_class", config.data.balanced_per_class, None)):
         if value != off:
             problems.append(f"{key} does not combine with method dividemix (it runs its own MixMatch epoch); "
                             f"drop it")
@@ -233,7 +236,7 @@ def describe(dataset: str) -> list[dict[str, Any]]:
                             "but dividemix",
                  "sln_noise": True, "hyperparameters": {"sam_rho": {"value": SAM_RHO.cifar10,
                                                                     "source": SAM_RHO.source}},
-                 "combinations": "not with dividemix", "reference": None})
+                 "combinations": "every method but dividemix", "reference": None})
     return rows
 
 
