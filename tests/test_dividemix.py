@@ -294,3 +294,43 @@ def test_reports_name_dividemix_and_dividemix_with_sln_apart():
 def test_a_file_backed_balanced_draw_is_refused_with_dividemix():
     with pytest.raises(SlnError, match="data.balanced_per_class does not combine with method dividemix"):
         resolve(load("quickstart"), ["data.balanced_per_class=10"], {"method.name": "dividemix"})
+
+
+def test_a_dividemix_run_killed_mid_epoch_resumes_exactly(tmp_path):
+    """SIGKILL during a MixMatch epoch (after the checkpoint of a MixMatch epoch with a loss history of two), then
+    --resume: the metrics and both networks' final weights equal those of a run never interrupted."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.hostile import ROOT
+
+    args = [*TINY_RUN[1:], "--method", "dividemix", "--set", "method.warmup_epochs=1", "--set", "method.gmm_window=2",
+            "--sigma", "0.3", "--epochs", "5"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+    def train(*extra):
+        return subprocess.Popen([sys.executable, "-m", "sln_cli", "train", *extra], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    assert train(*args, "--out", str(tmp_path / "straight")).wait() == 0
+    killed = train(*args, "--out", str(tmp_path / "killed"))
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    while killed.poll() is None and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)  # during epoch 4 (or the checkpoint of 3): the next ones need the history
+    killed.wait()
+    assert len(metrics.read_text().splitlines()) < 5, "the run ended before it was killed"
+    resumed = train("--resume", str(tmp_path / "killed"), "--quiet")
+    assert resumed.wait() == 0, resumed.stderr.read()
+
+    def rows(run):
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("_seconds") and k != "images_per_second"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert rows(tmp_path / "straight") == rows(tmp_path / "killed") and len(rows(tmp_path / "killed")) == 5
+    straight, again = (torch.load(tmp_path / name / "final.pt", weights_only=True) for name in ("straight", "killed"))
+    assert all(torch.equal(straight["model"][key], again["model"][key]) for key in straight["model"])
