@@ -166,8 +166,15 @@ class LoadedRun:
         from sln_cli.models import build_model
 
         # weights=None: the checkpoint provides every parameter, so never fetch pretrained ones again.
-        model = build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
-                            image_size=size)
+        def build() -> nn.Module:
+            return build_model(config.model.name, num_classes=dataset.num_classes, in_channels=channels,
+                               image_size=size)
+
+        model = build()
+        if config.method.name == "dividemix":  # both networks, evaluated as the mean of their logits
+            from sln_cli.models.pair import NetworkPair
+
+            model = NetworkPair(model, build())
         try:
             model.load_state_dict(self.states[weights] if state is None else state)
         except RuntimeError as exc:

@@ -282,7 +282,7 @@ def methods(
         _print_json(rows)
         return
     table = Table("method", "paper", "SLN noise", f"defaults on {dataset}", title="methods (--method NAME)",
-                  caption="SAM (--sam) combines with any method")
+                  caption="SAM (--sam) combines with any method but dividemix")
     sources: dict[str, str] = {}
     for row in rows:
         settings = row["hyperparameters"]
@@ -302,6 +302,8 @@ def methods(
         if (ref := row.get("reference")) is not None:
             console.print(f"  {row['name']}: checked against {ref['repository']} {ref['file']} @ {ref['commit'][:7]}",
                           highlight=False)
+        if row.get("combinations"):
+            console.print(f"  {row['name']} with SLN and other switches: {row['combinations']}", highlight=False)
 
 
 @app.command()
@@ -711,7 +713,8 @@ def issues(
     checkpoint: CheckpointOption = None,
     weights: Annotated[str, typer.Option(help="ema (SLN-MO, default) or raw (SLN) weights.")] = "ema",
     score: Annotated[
-        str, typer.Option(help="loss (-log p of the given label; default) or probability (p of the given label).")
+        str, typer.Option(help="loss (-log p of the given label; default), probability (p of the given label) or "
+                               "clean-probability (a DivideMix run's clean posterior).")
     ] = "loss",
     average_checkpoints: Annotated[
         bool, _flag(help="Average the softmax over the run's kept epoch checkpoints (run.keep_checkpoints).")

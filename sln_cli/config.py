@@ -62,7 +62,7 @@ class NoiseConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "wrn-28-2"  # any registered model: wrn-28-2 (or any wrn-D-W), resnet50, vgg19-bn, cnn, mlp
+    name: str = "wrn-28-2"  # a registered model: wrn-28-2 (any wrn-D-W), preact-resnet18, resnet50, vgg19-bn, cnn, mlp
     weights: str | None = None  # resnet50: "imagenet" (torchvision download) or a local state-dict file
 
 
@@ -93,7 +93,7 @@ class SlnConfig:
 
 
 MethodName = Literal["sln", "ce", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward",
-                     "elr", "coteaching", "sop", "sop-plus"]
+                     "elr", "coteaching", "sop", "sop-plus", "dividemix"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,14 @@ class MethodConfig:
     lr_v: float | None = None  # SOP: SGD learning rate of the per-sample v
     ratio_consistency: float | None = None  # SOP+: weight of KL(weak view's prediction ‖ strong view's)
     ratio_balance: float | None = None  # SOP+: weight of KL(uniform ‖ the batch's mean prediction)
+    warmup_epochs: int | None = None  # dividemix: epochs of plain CE before the first division (CIFAR-10: 10)
+    p_threshold: float | None = None  # dividemix: clean probability above which a sample is labelled, in (0, 1)
+    lambda_u: float | None = None  # dividemix: weight of the unlabelled MSE after its ramp-up (per noise setting)
+    mixmatch_alpha: float | None = None  # dividemix: mixup's Beta(alpha, alpha)
+    sharpen_t: float | None = None  # dividemix: sharpening temperature T
+    rampup_epochs: int | None = None  # dividemix: epochs over which lambda_u ramps up linearly after the warm-up
+    gmm_window: int | None = None  # dividemix: epochs of normalised losses averaged before the GMM fit
+    warmup_penalty: bool | None = None  # dividemix: negative-entropy penalty during warm-up (default: asym noise)
     sam: bool = False  # sharpness-aware minimisation (two passes per step) on top of the method
     sam_rho: float | None = None  # SAM neighbourhood radius (L2)
 

@@ -23,7 +23,7 @@ from sln_cli.devices import autocast
 from sln_cli.distributed import SINGLE, World
 from sln_cli.errors import NonFiniteLoss
 from sln_cli.losses import correct_targets
-from sln_cli.methods.base import FunctionLoss, Method
+from sln_cli.methods.base import EpochPass, FunctionLoss, Method
 from sln_cli.progress import TrainProgress
 from sln_cli.recording import records_batches
 from sln_cli.state import Images, Splits, State
@@ -56,6 +56,13 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
                      epoch_generator(device, config.run.seed, epoch, "rescore"))
     eager.train()
     step.method.start_epoch(epoch)
+    own = None if loss is not None else step.method.train_pass(EpochPass(
+        step=step, model=state.model, train=train, epoch=epoch, batch_size=batch_size,
+        eval_batch_size=config.run.eval_batch_size, augmentation=augmentation, metrics=metrics, noisy=state.noisy,
+        clean=clean, progress=progress, seed=config.run.seed,
+        generator=lambda purpose: epoch_generator(device, config.run.seed, epoch, purpose)))
+    if own is not None:  # the method ran its own steps (DivideMix)
+        return _pass_results(state, metrics, probs, epoch, world, sync_batchnorm=config.run.sync_batchnorm) | own
     progress.start_epoch(epoch, math.ceil(order.numel() / batch_size))
     batches = train.batches(order, batch_size, augmentation=augmentation, generator=step.noise)
     for number, (images, index) in enumerate(batches):

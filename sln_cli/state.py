@@ -26,11 +26,12 @@ from sln_cli.methods import build_method
 from sln_cli.methods.base import Method, MethodContext
 from sln_cli.methods.sam import SharpnessAware
 from sln_cli.models import build_model
+from sln_cli.models.pair import NetworkPair
 from sln_cli.recording import new_optimizer
 from sln_cli.trainset import TrainSet
 
 Images = DeviceImages | FileImages
-PEER_SEED_OFFSET = 1_000_003  # co-teaching's second network is initialised from seed + this
+PEER_SEED_OFFSET = 1_000_003  # co-teaching's and DivideMix's second network is initialised from seed + this
 
 
 @dataclass
@@ -112,6 +113,8 @@ def initial_state(trainset: TrainSet, config: Config, device: torch.device, worl
     dataset = trainset.dataset
     torch.manual_seed(config.run.seed)  # initialisation
     model = _network(trainset, config, device)
+    if config.method.name == "dividemix":  # its two networks train and evaluate as one model (the mean of logits)
+        model = NetworkPair(model, _peer_network(trainset, config, device))
     ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
     method = _method(trainset, config, device, world)
     # co-teaching's peer joins the optimiser as a second parameter group: the same settings, its own momentum
@@ -135,11 +138,16 @@ def _network(trainset: TrainSet, config: Config, device: torch.device) -> nn.Mod
     return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
 
 
+def _peer_network(trainset: TrainSet, config: Config, device: torch.device) -> nn.Module:
+    """A second network (co-teaching's peer, DivideMix's second): seeded apart from the model, global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.run.seed + PEER_SEED_OFFSET)
+        return _network(trainset, config, device)
+
+
 def _method(trainset: TrainSet, config: Config, device: torch.device, world: World) -> Method:
-    def make_network() -> nn.Module:  # co-teaching's peer: seeded apart from the model, global RNG untouched
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.run.seed + PEER_SEED_OFFSET)
-            return _network(trainset, config, device)
+    def make_network() -> nn.Module:
+        return _peer_network(trainset, config, device)
 
     dataset = trainset.dataset
     context = MethodContext(num_classes=dataset.num_classes, num_samples=len(trainset.noisy), device=device,

@@ -165,3 +165,31 @@ def test_a_sop_step_copies_nothing_and_never_waits_for_the_device(  # torch.rand
         marks = StepMarks(traffic)
         epoch.train_pass(state, splits.train, config, config.sln.sigma, 1, CUDA, marks)
     assert marks.per_step() == [{}] * 5, marks.per_step()
+
+
+@pytest.mark.parametrize("epoch", [1, 2])  # the warm-up, then a MixMatch epoch
+def test_dividemix_steps_copy_nothing_and_never_wait_for_the_device(monkeypatch: pytest.MonkeyPatch,
+                                                                    epoch: int) -> None:
+    """DivideMix's steps (warm-up and MixMatch) stay on the device; the division's copies come before them.
+    The GMM needs real losses, so the division itself is stood in for (it is tested on the CPU)."""
+    import numpy as np
+
+    from sln_cli import config as config_lib
+    from sln_cli import epoch as epoch_lib
+    from sln_cli.methods.dividemix import DivideMix
+    from sln_cli.state import initial_state, place_splits
+    from sln_cli.trainset import build_trainset
+
+    method = {"name": "dividemix", "warmup_epochs": 1, "p_threshold": 0.5, "lambda_u": 25.0, "mixmatch_alpha": 4.0,
+              "sharpen_t": 0.5, "rampup_epochs": 16, "gmm_window": 1, "warmup_penalty": True}
+    config = config_lib.resolve({**TINY, "sln": {"sigma": 0.5}, "method": method})
+    trainset = build_trainset(config.data, config.noise)
+    probability = np.tile(np.linspace(0.0, 1.0, 40), (2, 1))  # 20 labelled, 20 unlabelled for each network
+    monkeypatch.setattr(DivideMix, "divide", lambda self, run, nets: (probability, 0.0))
+    with fake_cuda(monkeypatch) as traffic:
+        splits, state = place_splits(trainset, config, CUDA), initial_state(trainset, config, CUDA)
+        marks = StepMarks(traffic)
+        epoch_lib.train_pass(state, splits.train, config, config.sln.sigma, epoch, CUDA, marks)
+    steps = marks.per_step()
+    assert len(steps) == 6  # warm-up: 2 networks × 40/16 batches; MixMatch: 2 networks × 20/8 labelled batches
+    assert steps == [{}] * len(steps), steps

@@ -20,7 +20,7 @@ from sln_cli.models.resnet import IMAGENET_FILE
 
 
 def test_registry_names() -> None:
-    assert set(MODELS) == {"wrn-28-2", "wrn-28-10", "resnet34", "resnet50", "vgg19-bn", "cnn", "mlp"}
+    assert set(MODELS) == {"wrn-28-2", "wrn-28-10", "preact-resnet18", "resnet34", "resnet50", "vgg19-bn", "cnn", "mlp"}
 
 
 @pytest.mark.parametrize(("typo", "hint"), [("wrn28-2", "wrn-28-2"), ("resnet-50", "resnet50"), ("cnnn", "cnn")])
@@ -30,8 +30,8 @@ def test_unknown_model_hints_the_near_name(typo: str, hint: str) -> None:
 
 
 def test_unknown_model_without_near_name_lists_choices() -> None:
-    choices = "choose one of: wrn-28-2, wrn-28-10, resnet34, resnet50, vgg19-bn, cnn, mlp"
-    with pytest.raises(SlnError, match=choices) as info:
+    choices = "wrn-28-2, wrn-28-10, preact-resnet18, resnet34, resnet50, vgg19-bn, cnn, mlp"
+    with pytest.raises(SlnError, match=f"choose one of: {choices}") as info:
         build_model("transformer", num_classes=10, in_channels=3, image_size=32)
     assert "did you mean" not in str(info.value)
 
@@ -67,6 +67,8 @@ def test_bad_arguments_raise_sln_error(kwargs: dict, message: str) -> None:
         ("resnet50", 1, 32),
         ("resnet34", 3, 32),
         ("resnet34", 1, 8),
+        ("preact-resnet18", 3, 32),
+        ("preact-resnet18", 1, 8),
     ],
 )
 def test_output_shape(name: str, in_channels: int, image_size: int) -> None:
@@ -295,3 +297,28 @@ def test_a_wide_resnet_depth_that_is_not_6n_plus_4_is_a_user_error(depth: int) -
 
     with pytest.raises(SlnError, match="6n\\+4"):
         WideResNet(depth=depth)
+
+
+# --- preact-resnet18 (DivideMix) ------------------------------------------------------------------------------------
+
+
+def _official_preact18_parameter_count(in_channels: int, num_classes: int) -> int:
+    # From LiJunnan1992/DivideMix PreResNet.py: bias-free 3×3 convs, BN (weight, bias) before each conv of a
+    # PreActBlock, a stem conv + BN, a bias-free 1×1 shortcut conv where the shape changes, a linear head.
+    total = in_channels * 64 * 9 + 2 * 64
+    in_planes = 64
+    for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block_stride in (stride, 1):
+            total += 2 * in_planes + in_planes * planes * 9 + 2 * planes + planes * planes * 9
+            total += in_planes * planes if block_stride != 1 or in_planes != planes else 0
+            in_planes = planes
+    return total + 512 * num_classes + num_classes
+
+
+def test_preact_resnet18_has_the_official_layers() -> None:
+    model = build_model("preact-resnet18", num_classes=10, in_channels=3, image_size=32)
+    assert sum(p.numel() for p in model.parameters()) == _official_preact18_parameter_count(3, 10)
+    keys = set(model.state_dict())
+    assert {"conv1.weight", "bn1.running_mean", "layer1.0.bn1.weight", "layer2.0.shortcut.0.weight",
+            "layer4.1.conv2.weight", "linear.bias"} <= keys
+    assert not any(".shortcut.1" in key for key in keys)  # no BatchNorm in the pre-activation shortcut

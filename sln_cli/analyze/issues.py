@@ -33,6 +33,10 @@ from sln_cli.files import atomic_write
 from sln_cli.ownership import prepare_output_dir
 
 CSV_NAME, SHEET_NAME = "issues.csv", "contact-sheet.png"
+SCORE_MEANINGS = {"loss": "loss: -log p(given label), high = suspect",
+                  "probability": "probability: p(given label), low = suspect",
+                  "clean-probability": "clean-probability: DivideMix's clean posterior of the given label (mean of its "
+                                       "two networks' GMMs at the last division, checkpoint.pt), low = suspect"}
 COMPARE = ("cleanlab",)
 
 
@@ -51,8 +55,8 @@ class IssuesSettings:
 
     def check(self) -> None:
         _check_weights(self.weights)
-        if self.score not in ranking.SCORES:
-            raise SlnError(f"unknown --score {self.score!r}; use loss or probability")
+        if self.score not in ranking.SCORES + ranking.RUN_SCORES:
+            raise SlnError(f"unknown --score {self.score!r}; use loss, probability or clean-probability")
         if self.top < 1:
             raise SlnError(f"--top must be at least 1, got {self.top}")
         if self.noise_rate is not None and not 0 <= self.noise_rate <= 1:
@@ -133,7 +137,8 @@ def _rank(run: LoadedRun, data: SplitData, probs: np.ndarray, options: IssuesSet
           batch_size: int) -> dict[str, np.ndarray]:
     """Per-sample columns in sample order; `order` lists the samples most suspect first."""
     given, rows = data.noisy, np.arange(len(data.noisy))
-    scores = ranking.given_label_scores(probs, given, options.score)
+    scores = (_clean_probability(run, len(given)) if options.score == "clean-probability"
+              else ranking.given_label_scores(probs, given, options.score))
     order = ranking.rank_order(scores, options.score)
     suggested = probs.argmax(axis=1)  # ties towards the lower class, as argmax everywhere in sln
     flagged = (suggested != given if options.threshold is None
@@ -151,6 +156,25 @@ def _rank(run: LoadedRun, data: SplitData, probs: np.ndarray, options: IssuesSet
     if run.trainset.clean is not None:
         table["true_label"], table["mislabelled"] = data.labels, given != data.labels
     return table
+
+
+def _clean_probability(run: LoadedRun, num_samples: int) -> np.ndarray:
+    """DivideMix's clean posterior of each training sample, the mean of its two networks' GMMs, from the last
+    division saved in checkpoint.pt (`methods.dividemix`)."""
+    if run.config.method.name != "dividemix":
+        raise SlnError(f"--score clean-probability is DivideMix's division; {run.target.run_dir} trained with "
+                       f"method {run.config.method.name}; use --score loss or probability")
+    resumable = run.target.run_dir / runs.CHECKPOINT
+    saved = runs.load_torch(resumable) if resumable.is_file() else {}
+    method = saved.get("method") if isinstance(saved, dict) else None
+    probability = method.get("probability") if isinstance(method, dict) else None
+    if not isinstance(probability, torch.Tensor):
+        raise SlnError(f"{resumable} holds no DivideMix division (the run stopped during its warm-up, or the file is "
+                       "missing); use --score loss or probability")
+    if probability.shape != (2, num_samples):
+        raise SlnError(f"the division in {resumable} does not fit this run's {num_samples} training samples; was the "
+                       "run directory modified?")
+    return probability.double().mean(dim=0).cpu().numpy()
 
 
 def _lc_weights(run: LoadedRun, data: SplitData, batch_size: int) -> np.ndarray:
@@ -176,8 +200,7 @@ def _summary(run: LoadedRun, data: SplitData, options: IssuesSettings, epochs: l
     result: dict[str, Any] = {
         "run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
         "epoch": run.epoch, "weights": options.weights, "score": options.score,
-        "score_meaning": "loss: -log p(given label), high = suspect" if options.score == "loss"
-        else "probability: p(given label), low = suspect",
+        "score_meaning": SCORE_MEANINGS[options.score],
         "inputs": "un-augmented training images", "averaged_epochs": epochs if options.average_checkpoints else None,
         "suggested_label": f"argmax of the same {options.weights} probabilities",
         "num_samples": len(data.noisy), "num_classes": run.num_classes, "classes": list(run.trainset.dataset.classes),

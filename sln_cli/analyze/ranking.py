@@ -12,6 +12,7 @@ from sln_cli.analyze.confidence import _as_mask, _as_probabilities, detection_me
 from sln_cli.errors import SlnError
 
 SCORES = ("loss", "probability")  # -log p(given label): high = suspect; p(given label): low = suspect
+RUN_SCORES = ("clean-probability",)  # saved by a run: DivideMix's clean posterior (methods.dividemix), low = suspect
 
 
 def given_label_scores(probabilities: np.ndarray, given: np.ndarray, score: str) -> np.ndarray:
@@ -39,8 +40,8 @@ def flagged_by_threshold(scores: np.ndarray, score: str, threshold: float) -> np
     """Loss at least `threshold`, or probability of the given label at most `threshold`."""
     if not math.isfinite(threshold):  # nan compares false with everything: it would flag nothing, silently
         raise SlnError(f"--threshold must be a finite number, got {threshold}")
-    if score == "probability" and not 0 <= threshold <= 1:
-        raise SlnError(f"--threshold for --score probability is a probability in [0, 1], got {threshold}")
+    if score != "loss" and not 0 <= threshold <= 1:
+        raise SlnError(f"--threshold for --score {score} is a probability in [0, 1], got {threshold}")
     if score == "loss" and threshold < 0:
         raise SlnError(f"--threshold for --score loss is a loss (>= 0), got {threshold}")
     scores = np.asarray(scores, np.float64)

@@ -29,6 +29,7 @@ class SlnRun:
         self.warmup_images = place_splits(warmup, config, device).train
         self.progress = TrainProgress(1, quiet=True)
         self.epoch = 0
+        self.row: dict = {}  # the last pass's metrics (DivideMix's labelled fraction sets its expected cost)
         self.forward = autocast(device, config.run.precision)
 
     def train_epoch(self, *, warmup: bool = False) -> int:
@@ -36,7 +37,8 @@ class SlnRun:
         images = self.warmup_images if warmup else self.splits.train
         _sln_cudnn(self.device, self.config.run.deterministic)
         self.epoch += 1  # a fresh shuffle and fresh noise, as a new epoch gets
-        train_pass(self.state, images, self.config, self.config.sln.sigma, self.epoch, self.device, self.progress)
+        self.row = train_pass(self.state, images, self.config, self.config.sln.sigma, self.epoch, self.device,
+                              self.progress)
         synchronize(self.device)
         return len(images)
 

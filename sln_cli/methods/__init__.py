@@ -29,6 +29,7 @@ _CLASSES = {  # method name -> "module:Class" under sln_cli.methods, imported on
     "forward": "forward:ForwardCorrection", "elr": "elr:EarlyLearningRegularization",
     "coteaching": "coteaching:CoTeaching", "sop": "sop:SparseOverParameterization",
     "sop-plus": "sop:SparseOverParameterizationPlus",
+    "dividemix": "dividemix:DivideMix",
 }
 
 
@@ -44,8 +45,12 @@ def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None, *,
     realised noise rate (Han et al. take the noise rate as known). Open-set labels keep every label (images
     are replaced instead; `replaced` is the label set's source_index, -1 = own image), so their noise rate is the
     label set's stated fraction (the manifest's `requested_noise_rate`, else the fraction replaced), as the
-    official code takes `--noise_rate`. Recorded in the run's config.yaml."""
+    official code takes `--noise_rate`. DivideMix's per-noise-setting defaults. Recorded in the run's config.yaml."""
     method = config.method
+    if method.name == "dividemix":
+        from sln_cli.methods.dividemix_defaults import settle_dividemix
+
+        return settle_dividemix(config, noisy, clean)
     if method.name != "coteaching" or method.forget_rate is not None:
         return config
     if replaced is not None:

@@ -41,6 +41,25 @@ class MethodContext:
     flip: bool = True
 
 
+@dataclass
+class EpochPass:
+    """What a method that runs its own training pass (`Method.train_pass`) is given by `epoch.train_pass`."""
+
+    step: Any  # sln_cli.step.Step: optimizer, scaler, EMA, autocast, sigma and the epoch's noise generator
+    model: nn.Module  # the trained model (DivideMix: its NetworkPair)
+    train: Any  # sln_cli.state.Images: the training split
+    epoch: int  # counted from 1
+    batch_size: int
+    eval_batch_size: int
+    augmentation: Any  # sln_cli.data.batches.Augmentation
+    metrics: Any  # sln_cli.step.EpochMetrics: the pass's sums
+    noisy: Tensor  # (N,) the given labels
+    clean: Tensor  # (N,) the true labels (the given ones when unknown)
+    progress: Any  # sln_cli.progress.TrainProgress
+    generator: Callable[[str], torch.Generator]  # an epoch generator for a purpose (resumes draw the same)
+    seed: int  # the run's seed (host-side draws)
+
+
 class Method:
     """The interface, and as it stands SLN's objective: `-mean_i sum_k t_ik log softmax(z_i)_k`
     (CE with sigma 0; SLN's noise is already in the targets the step passes)."""
@@ -68,6 +87,11 @@ class Method:
 
     def start_epoch(self, epoch: int) -> None:
         """Host-side schedules, once per epoch (co-teaching's forget rate)."""
+
+    def train_pass(self, run: EpochPass) -> dict[str, Any] | None:
+        """Run the epoch's steps itself (DivideMix: division, then MixMatch) and return the extra metrics of its
+        row; None (every method but DivideMix): the harness runs `step.sgd_step` over the batches."""
+        return None
 
     def rescores(self, epoch: int) -> bool:
         """Whether `epoch` starts with a scoring pass over the training set (truncated GCE's weights)."""

@@ -39,6 +39,10 @@ class MethodInfo:
     reference: Reference | None = None
 
 
+DIVIDEMIX_COMMIT = "39740b267147466bac0779de91d969909ab3b65f"
+DIVIDEMIX_CODE = "official code, Train_CIFAR.py"
+
+
 def _same(key: str, value: Any, source: str) -> Hyperparameter:
     return Hyperparameter(key, value, value, source)
 
@@ -95,6 +99,21 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in [
                                            "realised rate; open-set: the label set's stated fraction)"),
                 _same("forget_epochs", 10, "Han et al. 2018 (T_k = 10)")),
                Reference("bhanML/Co-teaching", "main.py", "07a0f57e58da28b9bd38f8bb3c01f6f7cfc3526e")),
+    MethodInfo("dividemix", "Li, Socher & Hoi, ICLR 2020",
+               "two networks; a GMM on each one's losses divides the data for the other (co-divide); MixMatch on "
+               "the labelled (co-refined) and unlabelled (co-guessed) parts; test on both networks' average", True,
+               (Hyperparameter("warmup_epochs", 10, 30, f"{DIVIDEMIX_CODE} (warm_up)"),
+                _same("p_threshold", None, f"{DIVIDEMIX_CODE} (--p_threshold 0.5); Li et al. 2020, Sec. 4.1: "
+                                           "0.6 at 90% noise"),
+                _same("lambda_u", None, "Li et al. 2020, appendix: chosen per noise setting from {0, 25, 50, 150} "
+                                        "(see docs/dividemix.md; settings it does not list: the nearest one)"),
+                _same("mixmatch_alpha", 4.0, f"{DIVIDEMIX_CODE} (--alpha 4)"),
+                _same("sharpen_t", 0.5, f"{DIVIDEMIX_CODE} (--T 0.5)"),
+                _same("rampup_epochs", 16, f"{DIVIDEMIX_CODE} (linear_rampup, rampup_length=16)"),
+                _same("gmm_window", None, f"{DIVIDEMIX_CODE} (eval_train: the last 5 epochs' losses at r = 0.9, "
+                                          "else 1)"),
+                _same("warmup_penalty", None, f"{DIVIDEMIX_CODE} (NegEntropy during warm-up for asym noise only)")),
+               Reference("LiJunnan1992/DivideMix", "Train_CIFAR.py", DIVIDEMIX_COMMIT)),
 ]}
 # Published defaults for one noise type, over the per-dataset ones: (method, key, dataset, noise mode) -> value.
 # ELR: shengliu66/ELR ELR/config_cifar10_asym.json (commit 12d0b6c) has beta 0.9, lambda 1 for asymmetric noise;
@@ -145,6 +164,9 @@ RANGES = {  # key -> (low, high, low inclusive, high inclusive); None: unbounded
     "gce_k": (0.0, 1.0, True, False), "gce_prune_from": (1, None, True, True),
     "lr_u": (0.0, None, True, True), "lr_v": (0.0, None, True, True), "ratio_consistency": (0.0, None, True, True),
     "ratio_balance": (0.0, None, True, True),
+    "p_threshold": (0.0, 1.0, False, False), "lambda_u": (0.0, None, True, True),
+    "mixmatch_alpha": (0.0, None, False, True), "sharpen_t": (0.0, None, False, True),
+    "warmup_epochs": (1, None, True, True), "rampup_epochs": (1, None, True, True), "gmm_window": (1, None, True, True),
 }
 
 
@@ -175,6 +197,8 @@ def display_name(method: str, sigma: float, *, ema: bool, correction: bool = Fal
     if method in ("sln", "ce"):
         base = "CE" if sigma == 0 else "SLN"
         name = ("SLN-MO-LC" if correction else "SLN-MO") if ema and base == "SLN" else base + ("-MO" if ema else "")
+    elif method == "dividemix":  # DivideMix+SLN: SLN's noise on its labelled targets
+        name = "DivideMix" + ("+SLN" if sigma > 0 else "") + ("-MO" if ema else "")
     else:
         name = method.upper() + ("-MO" if ema else "") + ("+SLN" if sigma > 0 else "")
     return name + ("+SAM" if sam else "")
@@ -223,6 +247,8 @@ def apply_method(config: Config, levels: dict[str, int], problems: list[str]) ->
     if method.sam and name in NO_SAM:
         problems.append(f"method.sam does not combine with method {name} (its per-sample u, v would take two "
                         "gradients per step); drop --sam")
+    if name == "dividemix":
+        problems += _dividemix_problems(config)
     if method.sam and config.run.precision == "fp16":
         problems.append("method.sam does not work with fp16's gradient scaler; use --precision bf16 or fp32")
     optim = config.optim
@@ -230,6 +256,31 @@ def apply_method(config: Config, levels: dict[str, int], problems: list[str]) ->
         optim = dataclasses.replace(optim, grad_clip=METHOD_GRAD_CLIP[name])
     return dataclasses.replace(config, method=dataclasses.replace(method, **values),
                                sln=dataclasses.replace(config.sln, **sln), optim=optim)
+
+
+# How DivideMix combines with SLN and the harness's switches (`sln methods` lists them).
+COMBINATIONS |= {
+    "dividemix": "sln.sigma adds SLN's Gaussian noise to the labelled targets after co-refinement and sharpening "
+                 "(before mixup), fresh each step; the warm-up and the unlabelled targets get none. Refused: "
+                 "sln.correction and the gradient-noise ablations, method.sam, run.compile, run.record_probs, "
+                 "data.balanced_per_class, optim.grad_clip, torchrun. The EMA (-MO) follows the averaged pair of "
+                 "networks.",
+}
+
+
+def _dividemix_problems(config: Config) -> list[str]:
+    """What DivideMix cannot take: its own epoch replaces the step those switches act in."""
+    sln, run, problems = config.sln, config.run, []
+    for key, value, off in (("sln.correction", sln.correction, None), ("sln.grad_noise_sigma", sln.grad_noise_sigma,
+                            0.0), ("sln.logit_grad_noise_sigma", sln.logit_grad_noise_sigma, 0.0),
+                            ("method.sam", config.method.sam, False), ("run.compile", run.compile, "none"),
+                            ("run.record_probs", run.record_probs, False),
+                            ("data.balanced_per_class", config.data.balanced_per_class, None),
+                            ("optim.grad_clip", config.optim.grad_clip, None)):
+        if value != off:
+            problems.append(f"{key} does not combine with method dividemix (it runs its own MixMatch epoch); "
+                            f"drop it")
+    return problems
 
 
 def _all_keys() -> list[str]:
@@ -271,20 +322,23 @@ def describe(dataset: str) -> list[dict[str, Any]]:
     for info in [*METHODS.values()]:
         rows.append({"name": info.name, "paper": info.paper, "changes": info.changes,
                      "sln_noise": info.soft_targets and info.name != "ce",
+                     "hyperparameters": {h.key: {"value": _shown(default(h, dataset), h.key),
+                                                 "source": _source(h, dataset)} for h in info.hyperparameters},
                      "combinations": COMBINATIONS.get(info.name),
-                     "hyperparameters": {h.key: {"value": _shown(default(h, dataset)), "source": _source(h, dataset)}
-                                         for h in info.hyperparameters},
-                     "reference": dataclasses.asdict(info.reference) if info.reference else None})
+                     "reference": None if info.reference is None else dataclasses.asdict(info.reference)})
     rows.append({"name": "sam (method.sam=true)", "paper": "Foret et al., ICLR 2021",
-                 "changes": "optimiser: gradient taken at w + rho·g/|g| (two passes per step); with any method",
+                 "changes": "optimiser: gradient taken at w + rho·g/|g| (two passes per step); with any method "
+                            "but dividemix",
                  "sln_noise": True, "hyperparameters": {"sam_rho": {"value": SAM_RHO.cifar10,
                                                                     "source": SAM_RHO.source}},
-                 "reference": None})
+                 "combinations": "every method but dividemix", "reference": None})
     return rows
 
 
-def _shown(value: Any) -> Any:
-    return "the noise rate" if value is None else value
+def _shown(value: Any, key: str = "") -> Any:
+    if value is None:
+        return "the noise rate" if key == "forget_rate" else "per noise setting"
+    return value
 
 
 def _source(hyperparameter: Hyperparameter, dataset: str) -> str:

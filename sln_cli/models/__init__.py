@@ -1,5 +1,5 @@
-"""Model registry: build a network by name (`wrn-28-2`, any `wrn-D-W`, `resnet34`, `resnet50`, `vgg19-bn`, `cnn`,
-`mlp`).
+"""Model registry: build a network by name (`wrn-28-2`, any `wrn-D-W`, `preact-resnet18`, `resnet34`, `resnet50`,
+`vgg19-bn`, `cnn`, `mlp`).
 
 Torch is imported lazily, so `from sln_cli.models import MODELS` stays cheap for the CLI.
 """
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 # One canonical name per architecture; near misses get a "did you mean" hint instead of aliases. Wide ResNets of
 # the official layout take any depth 6n+4 and width as `wrn-D-W` (wrn-28-10: the official IDN recipe's network).
-MODELS: tuple[str, ...] = ("wrn-28-2", "wrn-28-10", "resnet34", "resnet50", "vgg19-bn", "cnn", "mlp")
+MODELS: tuple[str, ...] = ("wrn-28-2", "wrn-28-10", "preact-resnet18", "resnet34", "resnet50", "vgg19-bn", "cnn",
+                           "mlp")
 WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
 
 MIN_IMAGE_SIZE = 8  # every model pools globally; below 8 pixels the strided stages collapse
@@ -64,6 +65,10 @@ def build_model(
         from sln_cli.models.cifar_resnet import build_resnet34
 
         return build_resnet34(num_classes=num_classes, in_channels=in_channels)
+    if name == "preact-resnet18":
+        from sln_cli.models.preact import PreActResNet18
+
+        return PreActResNet18(num_classes=num_classes, in_channels=in_channels)
     if name == "resnet50":
         from sln_cli.models.resnet import build_resnet50
 
