@@ -567,7 +567,7 @@ def tune(
     objective: Annotated[
         str | None, typer.Option(help="ema-best (default), ema-last, raw-best or raw-last: noisy-validation accuracy.")
     ] = None,
-    paper: Annotated[bool, typer.Option("--paper", help="The paper's protocol: SLN alone, sigma 0.1,0.2,0.5,1.0, a "
+    paper: Annotated[bool, _flag("--paper", help="The paper's protocol: SLN alone, sigma 0.1,0.2,0.5,1.0, a "
                                                         "tenth held out as noisy validation, raw-last.")] = False,
     noisy_val: Annotated[float | None, typer.Option(help="Noisy validation samples (data.noisy_val).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key in every trial (repeatable).")]
@@ -577,11 +577,17 @@ def tune(
                                                      "(default: TUNE/study.db).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name in the storage (default: the tune folder's).")] = None,
     jobs: Annotated[int, typer.Option(help="Trials at once, one process each.")] = 1,
-    prune: Annotated[bool, typer.Option("--prune", help="Stop trials below the median early (Optuna).")] = False,
+    prune: Annotated[bool, _flag("--prune", help="Stop trials below the median early (Optuna).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampler of ranges.")] = 0,
     json_output: JsonOption = False,
 ) -> None:
-    """Choose hyperparameters on noisy validation accuracy with Optuna (the `tune` extra); rerun to continue."""
+    """Choose hyperparameters on noisy validation accuracy with Optuna (the `tune` extra); rerun to continue.
+
+    Examples:
+
+      $ sln tune quickstart --paper
+      $ sln tune quickstart --method gce --param method.gce_q=0.1:0.9 --trials 8 --prune
+    """
     from sln_cli.tune import commands as tune_lib
 
     spec = tune_lib.build_spec(preset, param or [], method=method, trials=trials, objective=objective, paper=paper,
@@ -782,7 +788,13 @@ def noise(
     overwrite: OverwriteOption = False,
 ) -> None:
     """The noise rate and transition matrix of a run's labels, estimated from its probs.npy without the truth:
-    anchor points (as forward correction) and cleanlab's confident joint; errors and heat maps beside the truth."""
+    anchor points (as forward correction) and cleanlab's confident joint; errors and heat maps beside the truth.
+
+    Examples:
+
+      $ sln analyze noise runs/quickstart-sln
+      $ sln analyze noise runs/quickstart-sln --json
+    """
     from sln_cli.analyze import noise_rate
 
     result = noise_rate.analyze_noise(run, out=out, overwrite=overwrite)

@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 # Flags of other programs that sln's messages name on purpose.
-FOREIGN = {"--nproc_per_node"}  # torchrun
+FOREIGN = {"--nproc_per_node",  # torchrun
+           # the official code's own flags, quoted where sln names the source of a default
+           "--noise_rate", "--start_prune", "--p_threshold", "--alpha"}
 
 
 def commands() -> dict[str, object]:
