@@ -37,6 +37,24 @@ def test_the_quickstart_sweep_is_nine_runs_with_lc_twins():
     assert sweep.cell("quickstart-CE-seed1").config["sln"]["sigma"] == 0.0
 
 
+@pytest.mark.parametrize("name", ["sota-cifar10", "sota-cifar10n"])
+def test_the_sota_sweeps_train_every_method_on_the_same_labels_with_its_authors_recipe(name):
+    sweep = spec_lib.load(name)
+    for preset in {c.config["description"] for c in sweep.cells}:
+        cells = {c.name.split("-seed")[0].rsplit("-", 1)[-1]: c.config for c in sweep.cells
+                 if c.config["description"] == preset and c.seed == 0}
+        assert {config["noise"]["seed"] for config in cells.values()} == {cells["CE"]["noise"]["seed"]}
+        assert {config["noise"]["labels"] for config in cells.values()} == {cells["CE"]["noise"]["labels"]}
+        dividemix, sop = cells["DivideMix"], cells["SOP"]
+        assert (dividemix["method"]["name"], dividemix["model"]["name"], dividemix["optim"]["batch_size"],
+                dividemix["optim"]["lr"], list(dividemix["optim"]["lr_milestones"])) == (
+            "dividemix", "preact-resnet18", 64, 0.02, [150])  # official Train_CIFAR.py
+        assert (sop["method"]["name"], sop["model"]["name"], sop["optim"]["lr_schedule"]) == (
+            "sop", "resnet34", "cosine")  # official config_cifar100.json
+        assert cells["SOP+SLN"]["sln"]["sigma"] == 0.5 and cells["SOP"]["sln"]["sigma"] == 0.0
+        assert cells["SOP+"]["method"]["name"] == "sop-plus" and cells["SOP+"]["model"]["name"] == "resnet34"
+
+
 def test_the_paper_grid_saves_250_of_every_300_lc_epochs(tmp_path):
     sweep = spec_lib.load("paper-cifar10", out=tmp_path / "s")
     rows = status_lib.table(sweep, tmp_path / "s")
