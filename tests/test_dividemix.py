@@ -288,7 +288,7 @@ def test_reports_name_dividemix_and_dividemix_with_sln_apart():
     assert display_name("dividemix", 0.0, ema=False) == "DivideMix"
     assert display_name("dividemix", 0.5, ema=False) == "DivideMix+SLN"
     assert display_name("dividemix", 0.5, ema=True) == "DivideMix+SLN-MO"
-    assert display_name("ls", 0.5, ema=False) == "LS"  # the other methods' names are unchanged
+    assert display_name("ls", 0.5, ema=False) == "LS+SLN"  # as every other method with SLN's noise (SOP+SLN)
 
 
 def test_a_file_backed_balanced_draw_is_refused_with_dividemix():
