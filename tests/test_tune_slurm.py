@@ -151,3 +151,40 @@ def test_bad_slurm_values_are_one_line_errors_and_write_nothing(tmp_path, slurm,
     result = runner.invoke(app, ["tune", "quickstart", *TINY, "--out", str(tmp_path / "t"), *args])
     assert result.exit_code == 1 and message in result.stderr, result.output
     assert not (tmp_path / "t").exists() and slurm.made == []
+
+
+@pytest.mark.parametrize(("state", "waiting"), [("TIMEOUT", 3), ("CANCELLED by 0", 3), ("RUNNING", 2),
+                                                 ("PENDING", 2)])
+def test_a_slot_held_by_a_slurm_job_that_ended_waits_again(tmp_path, slurm, monkeypatch, state, waiting):
+    submitit = require_extra("submitit", "slurm")
+    asked = []
+
+    class FakeSlurmJob:
+        def __init__(self, folder, job_id):
+            asked.append((Path(folder), job_id))
+
+        def get_info(self, mode="standard"):
+            return {"State": state}
+
+    monkeypatch.setattr(submitit, "SlurmJob", FakeSlurmJob)
+    _tune(tmp_path, "--jobs", "1")
+    from sln_cli.tune import study as study_lib
+
+    store = study_lib.open_storage(f"sqlite:///{(tmp_path / 't' / 'study.db').resolve()}")
+    study = optuna.load_study(study_name="t", storage=store)
+    trial = study_lib._pop(study, store)  # as a worker on a compute node, in job 4242
+    trial.set_user_attr("owner", {"pid": 1, "host": "node-elsewhere", "slurm_job": "4242"})
+    again = _tune(tmp_path, "--jobs", "5")
+    assert asked == [(tmp_path / "t" / "slurm" / "%j", "4242")]
+    assert again["waiting"] == waiting and sum(s["workers"] for s in again["submitted"]) == waiting
+    states = sorted(t["state"] for t in again["trials"])
+    assert states == (["fail", "waiting", "waiting", "waiting"] if waiting == 3 else ["running", "waiting", "waiting"])
+
+
+def test_a_worker_inside_a_slurm_job_names_the_job(monkeypatch):
+    from sln_cli.tune import study as study_lib
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert study_lib.owner_record()["slurm_job"] == "77"
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert "slurm_job" not in study_lib.owner_record()

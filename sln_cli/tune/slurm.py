@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sln_cli import ownership
+from sln_cli import locks, ownership
 from sln_cli import slurm as slurm_lib
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write_json
@@ -43,6 +43,7 @@ def submit(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: s
     store = store or study_lib.open_storage(url)
     study_lib.create(spec, store, name, tune_dir)
     atomic_write_json(tune_dir / commands.SPEC_FILE, {**spec.as_dict(), "study": name, "storage": url})
+    recover_ended_jobs(tune_dir, store, name)
     waiting = waiting_slots(store, name)
     todo = min(workers, waiting)
     jobs = []
@@ -58,6 +59,33 @@ def waiting_slots(store: Any, name: str) -> int:
     optuna = study_lib.require_optuna()
     study = optuna.load_study(study_name=name, storage=store)
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+# sacct's states of a job that has ended (submitit reports them as sacct prints them: "CANCELLED by 0", say)
+ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+         "TIMEOUT")
+
+
+def recover_ended_jobs(tune_dir: Path, store: Any, name: str) -> None:
+    """Slots held by a Slurm job that has ended (timed out, preempted, cancelled) wait again: resumed, not lost."""
+    optuna = study_lib.require_optuna()
+    study = optuna.load_study(study_name=name, storage=store)
+    study_lib.recover_interrupted(study, store, gone=lambda owner: job_ended(tune_dir, owner))
+
+
+def job_ended(tune_dir: Path, owner: dict[str, Any]) -> bool:
+    """Whether the trial's owner has ended: its Slurm job's state from sacct (via submitit), or, for a process
+    outside Slurm, whether it still runs on this host. Unknown (no sacct, say) counts as still running."""
+    job = owner.get("slurm_job")
+    if not isinstance(job, str) or not job.replace("_", "").isdigit():
+        return locks.is_gone(owner)
+    import submitit
+
+    try:
+        state = submitit.SlurmJob(tune_dir / "slurm" / "%j", job).get_info(mode="force").get("State") or "UNKNOWN"
+    except Exception:  # noqa: BLE001  sacct missing or failing: respect the trial, as locks do for other hosts
+        return False
+    return str(state).split()[0] in ENDED
 
 
 def run_job(spec: TuneSpec, tune_dir: Path, url: str, name: str, workers: int, gpus: int) -> int:

@@ -100,7 +100,7 @@ def work(study: Any, storage: Any, run_trial: Callable[[Any], float], log: Calla
         trial = _pop(study, storage)
         if trial is None:
             return
-        trial.set_user_attr("owner", locks.process_record())
+        trial.set_user_attr("owner", owner_record())
         try:
             value = run_trial(trial)
         except optuna.TrialPruned:
@@ -118,13 +118,20 @@ def work(study: Any, storage: Any, run_trial: Callable[[Any], float], log: Calla
         log(f"trial {trial.number} (slot {trial.user_attrs['slot']}): {value:.4f}")
 
 
-def recover_interrupted(study: Any, storage: Any) -> None:
+def owner_record() -> dict[str, Any]:
+    """The process running a trial; inside a Slurm job also the job's id, so that `sln tune --launcher slurm` can
+    ask Slurm (from another host) whether the job has ended."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return {**locks.process_record(), **({"slurm_job": job} if job else {})}
+
+
+def recover_interrupted(study: Any, storage: Any, gone: Callable[[dict[str, Any]], bool] = locks.is_gone) -> None:
     """A RUNNING trial whose process is gone (killed) fails, and its slot is enqueued again with the same values:
     the trial that pops it resumes the slot's run directory. Only one process wins the state change."""
     optuna = require_optuna()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = trial.user_attrs.get("owner")
-        if not isinstance(owner, dict) or not locks.is_gone(owner):
+        if not isinstance(owner, dict) or not gone(owner):
             continue
         trial_id = _trial_id(study, storage, trial.number)
         try:  # the reason first (a finished trial takes no more attributes), then the state, which one process wins
