@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sln_cli import locks, ownership
+from sln_cli import locks
 from sln_cli import slurm as slurm_lib
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write_json
@@ -38,9 +38,10 @@ def submit(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: s
     name = study_name or tune_dir.resolve().name
     store = study_lib.open_storage(url) if storage is not None else None  # a bad URL: nothing written yet
     executor = slurm_lib.executor(tune_dir, f"sln-tune-{name}", options)  # no submitit, no Slurm: nothing written
-    if not ownership.is_owned(tune_dir, "tune"):
-        ownership.claim_new_directory(tune_dir, "tune", overwrite=False)
-    store = store or study_lib.open_storage(url)
+    commands.claim(tune_dir)
+    if store is None:
+        with study_lib.setup_lock(tune_dir):  # processes starting one tune together make its tables one at a time
+            store = study_lib.open_storage(url)
     study_lib.create(spec, store, name, tune_dir)
     atomic_write_json(tune_dir / commands.SPEC_FILE, {**spec.as_dict(), "study": name, "storage": url})
     recover_ended_jobs(tune_dir, store, name)
