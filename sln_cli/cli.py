@@ -573,7 +573,7 @@ def tune(
     objective: Annotated[
         str | None, typer.Option(help="ema-best (default), ema-last, raw-best or raw-last: noisy-validation accuracy.")
     ] = None,
-    paper: Annotated[bool, typer.Option("--paper", help="The paper's protocol: SLN alone, sigma 0.1,0.2,0.5,1.0, a "
+    paper: Annotated[bool, _flag("--paper", help="The paper's protocol: SLN alone, sigma 0.1,0.2,0.5,1.0, a "
                                                         "tenth held out as noisy validation, raw-last.")] = False,
     noisy_val: Annotated[float | None, typer.Option(help="Noisy validation samples (data.noisy_val).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key in every trial (repeatable).")]
@@ -583,7 +583,7 @@ def tune(
                                                      "(default: TUNE/study.db).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name in the storage (default: the tune folder's).")] = None,
     jobs: Annotated[int, typer.Option(help="Trials at once, one process each (slurm: workers in all).")] = 1,
-    prune: Annotated[bool, typer.Option("--prune", help="Stop trials below the median early (Optuna).")] = False,
+    prune: Annotated[bool, _flag("--prune", help="Stop trials below the median early (Optuna).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampler of ranges.")] = 0,
     launcher: LauncherOption = "local",
     partition: PartitionOption = None,
@@ -593,7 +593,13 @@ def tune(
     json_output: JsonOption = False,
 ) -> None:
     """Choose hyperparameters on noisy validation accuracy with Optuna (the `tune` extra); rerun to continue.
-    With --launcher slurm, worker jobs on one study are submitted, not awaited; rerun to see the study."""
+    With --launcher slurm, worker jobs on one study are submitted, not awaited; rerun to see the study.
+
+    Examples:
+
+      $ sln tune quickstart --param sln.sigma=0.1,0.5,1.0 --noisy-val 120 --jobs 2
+      $ sln tune quickstart --paper --launcher slurm --jobs 4 --partition gpu --out tunes/qs
+    """
     from sln_cli.tune import commands as tune_lib
 
     if launcher not in ("local", "slurm"):
