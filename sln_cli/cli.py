@@ -643,8 +643,9 @@ def evaluate(
     checkpoint: CheckpointOption = None,
     weights: Annotated[str, typer.Option(help="raw (SLN), ema (SLN-MO) or both.")] = "both",
     split: Annotated[
-        str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), or ilsvrc12 "
-                               "(webvision-mini's second test set).")
+        str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), ilsvrc12 "
+                               "(webvision-mini's second test set), or noisy-val (the samples the run held out, "
+                               "data.noisy_val: accuracy on their noisy labels, and true ones when known).")
     ] = "test",
     out: Annotated[
         Path | None, typer.Option(help="Folder for the reliability diagram (default: RUN/analysis of the first run).")
