@@ -816,7 +816,13 @@ def noise(
     overwrite: OverwriteOption = False,
 ) -> None:
     """The noise rate and transition matrix of a run's labels, estimated from its probs.npy without the truth:
-    anchor points (as forward correction) and cleanlab's confident joint; errors and heat maps beside the truth."""
+    anchor points (as forward correction) and cleanlab's confident joint; errors and heat maps beside the truth.
+
+    Examples:
+
+      $ sln analyze noise runs/qs
+      $ sln analyze noise runs/qs --json --out noise
+    """
     from sln_cli.analyze import noise_rate
 
     result = noise_rate.analyze_noise(run, out=out, overwrite=overwrite)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 # Flags of other programs that sln's messages name on purpose.
-FOREIGN = {"--nproc_per_node"}  # torchrun
+FOREIGN = {"--nproc_per_node",  # torchrun
+           "--noise_rate", "--start_prune"}  # the official code's own flags, named where a default comes from
 
 
 def commands() -> dict[str, object]:
