@@ -4,6 +4,7 @@ slot waiting submits nothing, and a submitted job's function runs the worker loo
 
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def test_workers_are_packed_into_jobs_with_the_resources_asked_for(tmp_path, slu
         spec, folder, url, name, _, gpus = job.args
         assert (Path(folder).resolve(), url, name, gpus) == (tune_dir, f"sqlite:///{tune_dir / 'study.db'}", "t", 2)
         assert spec.trials == 3
+        function, args = pickle.loads(pickle.dumps((job.function, job.args)))  # submitit pickles what it submits
+        assert function is tune_slurm.run_job and args[0] == spec
     assert executor.folder == tmp_path / "t" / "slurm" / "%j" and executor.cluster == "slurm"
     assert executor.parameters == {"timeout_min": 90, "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 2,
                                    "name": "sln-tune-t", "slurm_signal_delay_s": 120, "slurm_partition": "gpu"}
@@ -188,3 +191,25 @@ def test_a_worker_inside_a_slurm_job_names_the_job(monkeypatch):
     assert study_lib.owner_record()["slurm_job"] == "77"
     monkeypatch.delenv("SLURM_JOB_ID")
     assert "slurm_job" not in study_lib.owner_record()
+
+
+@pytest.mark.slow  # two submitit jobs, each a fresh Python process training trials
+def test_submitit_local_executor_runs_the_workers_to_the_end(tmp_path, monkeypatch):
+    submitit = require_extra("submitit", "slurm")
+    from sln_cli.slurm import SlurmOptions
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    spec = tune_lib.build_spec("quickstart", ["sln.sigma=0,0.5,2"], method=None, trials=None, objective=None,
+                               paper=False, noisy_val=60, overrides=[t for t in TINY[:10] if t != "--set"],
+                               prune=False, seed=0)
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=10)
+    options = SlurmOptions(executor=executor, gpus_per_job=0)
+    first = tune_slurm.submit(spec, tmp_path / "t", storage=None, study_name=None, workers=2, options=options)
+    assert len(first.jobs) == 2 and first.waiting == 3
+    assert [j["job"].result() for j in first.jobs] == [0, 0]  # each worker ran until no slot waited
+    again = tune_slurm.submit(spec, tmp_path / "t", storage=None, study_name=None, workers=2, options=options)
+    assert again.jobs == [] and again.waiting == 0
+    assert sorted(t["slot"] for t in again.result.trials if t["state"] == "complete") == [0, 1, 2]
+    assert len(again.result.trials) == 3 and again.result.best_preset is not None
