@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sln_cli import noisy_val as noisy_val_lib
 from sln_cli import runs
 from sln_cli.config import Config, load_yaml, resolve
 from sln_cli.data.batches import DeviceImages, FileImages
@@ -26,7 +27,8 @@ from sln_cli.experiments import as_it_ran
 from sln_cli.state import image_shape, place_split
 from sln_cli.trainset import TrainSet, build_trainset
 
-SPLITS = ("test", "train", "val", "ilsvrc12")  # ilsvrc12: mini-WebVision's second test set (Dataset.extra_tests)
+NOISY_VAL = "noisy-val"  # the samples a run held out of training (data.noisy_val, recorded in noisy_val.csv)
+SPLITS = ("test", "train", "val", "ilsvrc12", NOISY_VAL)  # ilsvrc12: mini-WebVision's second test set
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,6 +262,11 @@ def split_data(run: LoadedRun, split: str, *, subset: np.ndarray | None = None,
         clean = trainset.noisy if trainset.clean is None else trainset.clean
         data, labels, noisy = dataset.train, clean, trainset.noisy
         indices, indices_of = trainset.train_indices, "the full training split"
+    elif split == NOISY_VAL:  # scored on its noisy labels; `labels` are the true ones when known
+        held = _held_out(run)
+        data, noisy = held.split, held.noisy if held.clean is not None else None
+        labels = held.clean if held.clean is not None else held.noisy
+        indices, indices_of = held.indices, "the full training split (noisy_val.csv)"
     elif split not in ("val", "test"):  # a further test set of the dataset
         if split not in dataset.extra_tests:
             raise SlnError(f"{run.config.data.dataset} has no {split} test set (webvision-mini reads the ILSVRC12 "
@@ -283,6 +290,22 @@ def split_data(run: LoadedRun, split: str, *, subset: np.ndarray | None = None,
         labels, indices = labels[subset], indices[subset]
         noisy = None if noisy is None else noisy[subset]
     return SplitData(split, _place(data, run), np.asarray(labels, np.int64), noisy, indices, indices_of)
+
+
+def _held_out(run: LoadedRun) -> Any:
+    """The run's noisy validation split, rebuilt from its config and checked against its noisy_val.csv."""
+    run_dir, held = run.target.run_dir, run.trainset.noisy_val
+    if held is None:
+        raise SlnError(f"{run_dir} held out no noisy validation split (data.noisy_val); use --split test, or train "
+                       "with --set data.noisy_val=N (a count or a fraction)")
+    path = run_dir / noisy_val_lib.FILE
+    if not path.is_file():
+        raise SlnError(f"{run_dir} has no {noisy_val_lib.FILE} though its config holds out a noisy validation split; "
+                       "it is not a complete run: evaluate another")
+    if not np.array_equal(noisy_val_lib.read(path), held.indices):
+        raise SlnError(f"{path} names other samples than the split data.noisy_val and data.noisy_val_seed make now; "
+                       "the held-out samples cannot be rebuilt: use --split test")
+    return held
 
 
 def _place(split: Any, run: LoadedRun) -> DeviceImages | FileImages:

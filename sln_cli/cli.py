@@ -431,6 +431,14 @@ def _check_resume_changes(saved: dict[str, Any], config: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+# the Slurm options `sln sweep` and `sln tune` share (sln_cli/slurm.py)
+LauncherOption = Annotated[str, typer.Option(help="local (child processes here) or slurm (submitit).")]
+PartitionOption = Annotated[str | None, typer.Option(help="slurm: the partition.")]
+TimeMinOption = Annotated[int, typer.Option(help="slurm: time limit of a job, in minutes.")]
+GpusPerJobOption = Annotated[int, typer.Option(help="slurm: GPUs per job (0: CPU jobs).")]
+RunsPerJobOption = Annotated[int, typer.Option(help="slurm: runs (tune: trials) per job at once, sharing its GPUs.")]
+
+
 @app.command()
 @_reports_errors
 def sweep(
@@ -449,11 +457,11 @@ def sweep(
     retries: Annotated[int, typer.Option(help="Restarts of a failing run in this invocation.")] = 1,
     dry_run: Annotated[bool, _flag(help="Show every run and its state; run nothing.")] = False,
     json_output: Annotated[bool, _flag("--json", help="With --dry-run: print the runs as a JSON list.")] = False,
-    launcher: Annotated[str, typer.Option(help="local (child processes here) or slurm (submitit).")] = "local",
-    partition: Annotated[str | None, typer.Option(help="slurm: the partition.")] = None,
-    time_min: Annotated[int, typer.Option(help="slurm: time limit of a job, in minutes.")] = 24 * 60,
-    gpus_per_job: Annotated[int, typer.Option(help="slurm: GPUs per job (0: CPU jobs).")] = 1,
-    runs_per_job: Annotated[int, typer.Option(help="slurm: runs per job, sharing its GPUs.")] = 1,
+    launcher: LauncherOption = "local",
+    partition: PartitionOption = None,
+    time_min: TimeMinOption = 24 * 60,
+    gpus_per_job: GpusPerJobOption = 1,
+    runs_per_job: RunsPerJobOption = 1,
 ) -> None:
     """Run a grid of runs (presets × methods × overrides × seeds); rerun to continue: finished runs are skipped,
     partial ones resumed, failed ones restarted. Label-correction runs start from their twin's state.
@@ -576,22 +584,44 @@ def tune(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL shared by processes or machines "
                                                      "(default: TUNE/study.db).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name in the storage (default: the tune folder's).")] = None,
-    jobs: Annotated[int, typer.Option(help="Trials at once, one process each.")] = 1,
+    jobs: Annotated[int, typer.Option(help="Trials at once, one process each (slurm: workers in all).")] = 1,
     prune: Annotated[bool, _flag("--prune", help="Stop trials below the median early (Optuna).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the sampler of ranges.")] = 0,
+    launcher: LauncherOption = "local",
+    partition: PartitionOption = None,
+    time_min: TimeMinOption = 24 * 60,
+    gpus_per_job: GpusPerJobOption = 1,
+    runs_per_job: RunsPerJobOption = 1,
     json_output: JsonOption = False,
 ) -> None:
     """Choose hyperparameters on noisy validation accuracy with Optuna (the `tune` extra); rerun to continue.
+    With --launcher slurm, worker jobs on one study are submitted, not awaited; rerun to see the study.
 
     Examples:
 
-      $ sln tune quickstart --paper
-      $ sln tune quickstart --method gce --param method.gce_q=0.1:0.9 --trials 8 --prune
+      $ sln tune quickstart --param sln.sigma=0.1,0.5,1.0 --noisy-val 120 --jobs 2
+      $ sln tune quickstart --paper --launcher slurm --jobs 4 --partition gpu --out tunes/qs
     """
     from sln_cli.tune import commands as tune_lib
 
+    if launcher not in ("local", "slurm"):
+        raise SlnError(f"--launcher takes local or slurm, got {launcher!r}")
     spec = tune_lib.build_spec(preset, param or [], method=method, trials=trials, objective=objective, paper=paper,
                                noisy_val=noisy_val, overrides=set_ or [], prune=prune, seed=seed)
+    if launcher == "slurm":
+        from sln_cli.slurm import SlurmOptions
+        from sln_cli.tune import slurm as tune_slurm
+
+        options = SlurmOptions(partition=partition, time_minutes=time_min, gpus_per_job=gpus_per_job,
+                               runs_per_job=runs_per_job)
+        submission = tune_slurm.submit(spec, out or tune_lib.default_dir(preset), storage=storage, study_name=study,
+                                       workers=jobs, options=options)
+        if json_output:
+            _print_json({**tune_lib.as_json(submission.result), "waiting": submission.waiting,
+                         "submitted": [{"job_id": j["job_id"], "workers": j["workers"]} for j in submission.jobs]})
+        else:
+            tune_slurm.render(submission, _console())
+        return
     log = (lambda line: None) if json_output else (lambda line: _console().print(line, markup=False, highlight=False))
     result = tune_lib.tune(spec, out or tune_lib.default_dir(preset), storage=storage, study_name=study, jobs=jobs,
                            log=log)
@@ -615,8 +645,9 @@ def evaluate(
     checkpoint: CheckpointOption = None,
     weights: Annotated[str, typer.Option(help="raw (SLN), ema (SLN-MO) or both.")] = "both",
     split: Annotated[
-        str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), or ilsvrc12 "
-                               "(webvision-mini's second test set).")
+        str, typer.Option(help="test, val, train (needs true labels; adds clean/mislabelled accuracy), ilsvrc12 "
+                               "(webvision-mini's second test set), or noisy-val (the samples the run held out, "
+                               "data.noisy_val: accuracy on their noisy labels, and true ones when known).")
     ] = "test",
     out: Annotated[
         Path | None, typer.Option(help="Folder for the reliability diagram (default: RUN/analysis of the first run).")
@@ -792,8 +823,8 @@ def noise(
 
     Examples:
 
-      $ sln analyze noise runs/quickstart-sln
-      $ sln analyze noise runs/quickstart-sln --json
+      $ sln analyze noise runs/qs
+      $ sln analyze noise runs/qs --json --out noise
     """
     from sln_cli.analyze import noise_rate
 

@@ -18,6 +18,7 @@ import numpy as np
 from sln_cli import experiments
 from sln_cli.calibration import BINS, calibration_report
 from sln_cli.checkpoints import (
+    NOISY_VAL,
     SPLITS,
     LoadedRun,
     SplitData,
@@ -178,6 +179,9 @@ def _metrics_row(run: LoadedRun, data: SplitData, weights: str, probs: np.ndarra
         # the fraction of mislabelled samples predicted as their wrong label (of clean ones: their accuracy)
         fitted = predicted[mislabelled] == data.noisy[mislabelled]
         row["memorized"] = float(fitted.mean()) if fitted.size else None
+    elif data.name == NOISY_VAL:  # true labels unknown: the held-out samples are scored on their noisy labels
+        row["labels"] = "noisy labels (true labels unknown)"
+        row["accuracy_noisy"] = row["accuracy"]
     row["reliability"] = report.reliability.to_dict()
     return row, report.reliability
 

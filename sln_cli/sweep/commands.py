@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sln_cli.errors import SlnError
+from sln_cli.slurm import SlurmOptions as SlurmOptions  # where it lived first: `sln sweep` and `sln tune` share it
 from sln_cli.sweep import spec as spec_lib
 from sln_cli.sweep import status as status_lib
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    partition: str | None = None
-    time_minutes: int = 24 * 60
-    gpus_per_job: int = 1
-    runs_per_job: int = 1
-    cpus_per_job: int | None = None
-    executor: Any = None  # tests: a submitit executor (LocalExecutor) instead of Slurm's
 
 
 def load(spec: str, *, out: Path | None, seeds: str | None, overrides: list[str]) -> tuple[spec_lib.Sweep, Path]:

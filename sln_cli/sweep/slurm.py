@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from sln_cli import ownership
+from sln_cli import slurm as slurm_lib
 from sln_cli.errors import SlnError
 from sln_cli.files import atomic_write_text
 from sln_cli.locks import lock_directory
@@ -23,15 +24,15 @@ from sln_cli.sweep.live import SweepDisplay
 from sln_cli.sweep.runner import Options, Scheduler
 from sln_cli.sweep.spec import Sweep
 
-INSTALL = "--launcher slurm needs submitit: pip install 'sln-cli[slurm]'"
+INSTALL = slurm_lib.INSTALL
 
 
 def submit(sweep: Sweep, sweep_dir: Path, options: Any, *, retries: int = 1) -> list[dict[str, Any]]:
     """Submit one job per group of unfinished runs; returns [{"job_id", "runs"}] (the jobs are not awaited).
 
-    `options` is a `sln_cli.sweep.commands.SlurmOptions`; its `executor` (tests: submitit's LocalExecutor)
-    replaces the Slurm executor."""
-    executor = options.executor if options.executor is not None else _slurm_executor(sweep, sweep_dir, options)
+    `options` is a `sln_cli.slurm.SlurmOptions`; its `executor` (tests: submitit's LocalExecutor) replaces the
+    Slurm executor."""
+    executor = slurm_lib.executor(sweep_dir, f"sln-{sweep.name}", options)
     status_lib.table(sweep, sweep_dir)  # a run directory holding another config: refused before anything is written
     if not ownership.is_owned(sweep_dir, "sweep"):
         ownership.claim_new_directory(sweep_dir, "sweep", overwrite=False)
@@ -41,11 +42,7 @@ def submit(sweep: Sweep, sweep_dir: Path, options: Any, *, retries: int = 1) -> 
                           yaml.safe_dump({"name": sweep.name, **sweep.spec}, sort_keys=False))
         todo = [row["name"] for row in status_lib.table(sweep, sweep_dir) if row["status"] != "done"]
         for names in groups(sweep, todo, options.runs_per_job):
-            try:
-                job = executor.submit(run_job, sweep, sweep_dir, names, options.gpus_per_job, retries)
-            except Exception as exc:  # submitit raises its own types when sbatch fails  # noqa: BLE001
-                raise SlnError(f"submitting to Slurm failed ({exc.__class__.__name__}: {str(exc)[:200]}); "
-                               "is this a Slurm login node?") from exc
+            job = slurm_lib.submit_one(executor, run_job, sweep, sweep_dir, names, options.gpus_per_job, retries)
             submitted.append({"job_id": str(job.job_id), "runs": names, "job": job})
     return submitted
 
@@ -77,32 +74,3 @@ def run_job(sweep: Sweep, sweep_dir: Path, names: list[str], gpus: int, retries:
 
     display = SweepDisplay(Console(file=sys.stdout, force_terminal=False))
     return Scheduler(sweep, sweep_dir, options, display, names=names).run()
-
-
-def _slurm_executor(sweep: Sweep, sweep_dir: Path, options: Any) -> Any:
-    try:
-        import submitit
-    except ImportError:
-        raise SlnError(INSTALL) from None
-    import shutil
-
-    if shutil.which("srun") is None or shutil.which("sbatch") is None:  # submitit's own check raises RuntimeError
-        raise SlnError("--launcher slurm needs Slurm's srun and sbatch on the PATH; run it on a Slurm login node, "
-                       "or use --launcher local")
-    try:
-        executor = submitit.AutoExecutor(folder=sweep_dir / "slurm" / "%j", cluster="slurm")
-    except RuntimeError as exc:
-        raise SlnError(f"--launcher slurm: submitit cannot use Slurm here ({str(exc)[:160]}); run it on a Slurm "
-                       "login node, or use --launcher local") from None
-    per_job = max(1, options.runs_per_job)
-    parameters: dict[str, Any] = {"timeout_min": options.time_minutes, "nodes": 1, "tasks_per_node": 1,
-                                  "gpus_per_node": options.gpus_per_job, "name": f"sln-{sweep.name}",
-                                  "slurm_signal_delay_s": 120}
-    if options.partition:
-        parameters["slurm_partition"] = options.partition
-    if options.cpus_per_job:
-        parameters["cpus_per_task"] = options.cpus_per_job
-    elif options.gpus_per_job == 0:
-        parameters["cpus_per_task"] = per_job
-    executor.update_parameters(**parameters)
-    return executor

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,10 @@ def tune(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: str
     url = study_lib.storage_url(tune_dir, storage)
     name = study_name or tune_dir.resolve().name
     store = study_lib.open_storage(url) if storage is not None else None  # a bad URL: nothing written yet
-    if not ownership.is_owned(tune_dir, "tune"):
-        ownership.claim_new_directory(tune_dir, "tune", overwrite=False)
-    store = store or study_lib.open_storage(url)
+    claim(tune_dir)
+    if store is None:
+        with study_lib.setup_lock(tune_dir):  # processes starting one tune together make its tables one at a time
+            store = study_lib.open_storage(url)
     study_lib.create(spec, store, name, tune_dir)  # refuses another spec's study before anything more is written
     atomic_write_json(tune_dir / SPEC_FILE, {**spec.as_dict(), "study": name, "storage": url})
     if jobs == 1:
@@ -62,6 +64,19 @@ def tune(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: str
         for worker in workers:
             worker.join()
     return results(spec, tune_dir, store, name, url)
+
+
+def claim(tune_dir: Path) -> None:
+    """Make the tune directory sln's, or continue in it; another `sln tune` claiming it at the same moment (its
+    marker not yet written when this one looked) is no error."""
+    if ownership.is_owned(tune_dir, "tune"):
+        return
+    try:
+        ownership.claim_new_directory(tune_dir, "tune", overwrite=False)
+    except SlnError:
+        time.sleep(0.5)
+        if not ownership.is_owned(tune_dir, "tune"):
+            raise
 
 
 def work(spec: TuneSpec, tune_dir: Path, url: str, name: str, log: Any) -> None:

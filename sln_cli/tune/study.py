@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,16 @@ def storage_url(tune_dir: Path, storage: str | None) -> str:
 def open_storage(url: str) -> Any:
     optuna = require_optuna()
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # processes wait on SQLite's lock
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as exc:  # sqlalchemy's errors vary by backend: any failure to open is the user's URL
-        raise SlnError(f"cannot open the study storage {url}: {str(exc).splitlines()[0][:200]}") from None
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as exc:  # sqlalchemy's errors vary by backend: any failure to open is the user's URL
+            raced = ("already exists", "UNIQUE constraint failed", "duplicate key")
+            if any(text in str(exc) for text in raced) and attempt < 2:  # processes starting together raced to
+                time.sleep(0.2)  # make the tables (Optuna checks, then creates): they exist now
+                continue
+            raise SlnError(f"cannot open the study storage {url}: {str(exc).splitlines()[0][:200]}") from None
+    raise AssertionError("unreachable")
 
 
 def load(spec: TuneSpec, storage: Any, name: str, epochs: int) -> Any:
@@ -58,7 +65,7 @@ def load(spec: TuneSpec, storage: Any, name: str, epochs: int) -> Any:
 
 
 @contextlib.contextmanager
-def _setup_lock(tune_dir: Path) -> Iterator[None]:
+def setup_lock(tune_dir: Path) -> Iterator[None]:
     """Processes that start one tune together create and fill its study one at a time."""
     fd = os.open(tune_dir / SETUP_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -72,7 +79,7 @@ def _setup_lock(tune_dir: Path) -> Iterator[None]:
 def create(spec: TuneSpec, storage: Any, name: str, tune_dir: Path) -> None:
     """Create the study and enqueue its slots, or check that an existing one was made with this spec."""
     optuna = require_optuna()
-    with _setup_lock(tune_dir):
+    with setup_lock(tune_dir):
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
         saved = study.user_attrs.get(SPEC_ATTR)
         if saved is not None:
@@ -100,7 +107,7 @@ def work(study: Any, storage: Any, run_trial: Callable[[Any], float], log: Calla
         trial = _pop(study, storage)
         if trial is None:
             return
-        trial.set_user_attr("owner", locks.process_record())
+        trial.set_user_attr("owner", owner_record())
         try:
             value = run_trial(trial)
         except optuna.TrialPruned:
@@ -118,13 +125,20 @@ def work(study: Any, storage: Any, run_trial: Callable[[Any], float], log: Calla
         log(f"trial {trial.number} (slot {trial.user_attrs['slot']}): {value:.4f}")
 
 
-def recover_interrupted(study: Any, storage: Any) -> None:
+def owner_record() -> dict[str, Any]:
+    """The process running a trial; inside a Slurm job also the job's id, so that `sln tune --launcher slurm` can
+    ask Slurm (from another host) whether the job has ended."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return {**locks.process_record(), **({"slurm_job": job} if job else {})}
+
+
+def recover_interrupted(study: Any, storage: Any, gone: Callable[[dict[str, Any]], bool] = locks.is_gone) -> None:
     """A RUNNING trial whose process is gone (killed) fails, and its slot is enqueued again with the same values:
     the trial that pops it resumes the slot's run directory. Only one process wins the state change."""
     optuna = require_optuna()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = trial.user_attrs.get("owner")
-        if not isinstance(owner, dict) or not locks.is_gone(owner):
+        if not isinstance(owner, dict) or not gone(owner):
             continue
         trial_id = _trial_id(study, storage, trial.number)
         try:  # the reason first (a finished trial takes no more attributes), then the state, which one process wins
