@@ -74,9 +74,11 @@ def claim(tune_dir: Path) -> None:
     try:
         ownership.claim_new_directory(tune_dir, "tune", overwrite=False)
     except SlnError:
-        time.sleep(0.5)
-        if not ownership.is_owned(tune_dir, "tune"):
-            raise
+        for _ in range(50):  # up to 5 s for the other process to write its marker (a loaded machine is slow)
+            time.sleep(0.1)
+            if ownership.is_owned(tune_dir, "tune"):
+                return
+        raise
 
 
 def work(spec: TuneSpec, tune_dir: Path, url: str, name: str, log: Any) -> None:
