@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,3 +135,18 @@ def write_run(path: Path, overrides: tuple[str, ...] = (), *, acc: float = 0.8, 
     (path / "summary.json").write_text(json.dumps({"epochs": epochs, "best": None, "last": rows[-1]}))
     (path / "meta.json").write_text(json.dumps({"working_directory": str(path.parent), "seed": 0}))
     return path
+
+
+@contextmanager
+def within(seconds: int = 20) -> Iterator[None]:
+    """Fail (instead of hanging the suite) if the block takes longer than `seconds`, e.g. blocked on a FIFO."""
+    def expire(*_):
+        raise TimeoutError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -7,10 +7,8 @@ hangs, and the files that were there before are byte-identical afterwards.
 from __future__ import annotations
 
 import math
-import signal
 import string
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,27 +19,12 @@ from hypothesis import strategies as st
 from sln_cli.config import Config, to_dict
 from sln_cli.errors import SlnError
 from sln_cli.labels import read_label_file
-from tests.hostile import assert_one_line_error, sln, snapshot
+from tests.hostile import assert_one_line_error, sln, snapshot, within
 
 GENERATED = settings(max_examples=40, deadline=None, derandomize=True,
                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 KEYS = [f"{section}.{key}" for section, values in to_dict(Config()).items() if isinstance(values, dict)
         for key in values]
-
-
-@contextmanager
-def within(seconds: int):
-    """Fail (instead of hanging the suite) if the block takes longer than `seconds`."""
-    def expire(*_):
-        raise TimeoutError(f"took more than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _fresh(tmp_path_factory) -> Path:

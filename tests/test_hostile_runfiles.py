@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,24 +14,9 @@ from hypothesis import strategies as st
 
 from sln_cli import readers, runs
 from sln_cli.errors import SlnError
-from tests.hostile import assert_one_line_error, sln, write_run
+from tests.hostile import assert_one_line_error, sln, within, write_run
 
 GENERATED = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-@contextmanager
-def no_hang(seconds: int = 20):
-    """Fail (instead of hanging the suite) if the block blocks, e.g. on a FIFO without a writer."""
-    def expired(*_):
-        raise TimeoutError(f"blocked for {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
@@ -75,7 +58,7 @@ def test_a_special_file_in_a_run_is_refused_without_blocking(two_runs, name, kin
     bad = two_runs / "bad"
     (bad / name).unlink()
     SPECIAL[kind](bad / name)
-    with no_hang():
+    with within():
         outcome = report(two_runs)
     if name == runs.META:  # the report does not read meta.json; the sweep's status does (below)
         assert outcome.exit_code == 0
@@ -88,7 +71,7 @@ def test_a_special_file_in_a_run_is_refused_without_blocking(two_runs, name, kin
 def test_a_huge_sparse_file_is_refused_by_its_size_before_it_is_read(two_runs, name):
     with open(two_runs / "bad" / name, "ab") as f:
         f.truncate(3 << 30)  # 3 GiB of holes: no disk used, but reading it whole needs 3 GiB of memory
-    with no_hang():
+    with within():
         outcome = report(two_runs)
     assert_listed_as_damaged(outcome, two_runs / "bad", name)
     assert "GiB" in outcome.stderr
@@ -158,7 +141,7 @@ def test_a_damaged_file_lists_the_run_as_damaged(two_runs, case):
     name, content, mentions = FILE_DAMAGE[case]
     bad = two_runs / "bad"
     (bad / name).write_bytes(content if content is not None else _config_edit(bad / name, case))
-    with no_hang(20):
+    with within(20):
         outcome = report(two_runs)
     assert_listed_as_damaged(outcome, bad, mentions)
 
@@ -277,7 +260,7 @@ def test_a_damaged_sweep_file_is_one_line_for_the_dry_run(tmp_path, case):
     write_run(sweep.cells[0].run_dir, ("run.seed=0",))
     damage(Path(str(tmp_path / "s" / name).replace("RUN", sweep.cells[0].name)))
     before = snapshot(tmp_path / "grid.yaml")
-    with no_hang():
+    with within():
         outcome = sln("sweep", tmp_path / "grid.yaml", "--out", tmp_path / "s", "--dry-run")
     assert_one_line_error(outcome, mentions=mentions)
     assert snapshot(tmp_path / "grid.yaml") == before
@@ -286,6 +269,6 @@ def test_a_damaged_sweep_file_is_one_line_for_the_dry_run(tmp_path, case):
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
 def test_a_label_file_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path, kind):
     SPECIAL[kind](tmp_path / "labels.csv")
-    with no_hang():
+    with within():
         outcome = sln("corrupt", "--inspect", tmp_path / "labels.csv")
     assert_one_line_error(outcome, mentions="not a regular file")

@@ -42,18 +42,8 @@ class TuneResult:
 def tune(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: str | None, jobs: int,
          log: Any = print) -> TuneResult:
     """Run (or continue) the tune; every trial an ordinary run directory under `tune_dir/trials/`."""
-    study_lib.require_optuna()
-    if jobs < 1:
-        raise SlnError(f"--jobs must be at least 1, got {jobs}")
-    url = study_lib.storage_url(tune_dir, storage)
-    name = study_name or tune_dir.resolve().name
-    store = study_lib.open_storage(url) if storage is not None else None  # a bad URL: nothing written yet
-    claim(tune_dir)
-    if store is None:
-        with study_lib.setup_lock(tune_dir):  # processes starting one tune together make its tables one at a time
-            store = study_lib.open_storage(url)
-    study_lib.create(spec, store, name, tune_dir)  # refuses another spec's study before anything more is written
-    atomic_write_json(tune_dir / SPEC_FILE, {**spec.as_dict(), "study": name, "storage": url})
+    url, name, store = locate(tune_dir, storage=storage, study_name=study_name, workers=jobs)
+    store = establish(spec, tune_dir, url, name, store)
     if jobs == 1:
         work(spec, tune_dir, url, name, log)
     else:  # Optuna's way to scale out: processes (here, or on other machines) on one study's storage
@@ -64,6 +54,28 @@ def tune(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: str
         for worker in workers:
             worker.join()
     return results(spec, tune_dir, store, name, url)
+
+
+def locate(tune_dir: Path, *, storage: str | None, study_name: str | None, workers: int) -> tuple[str, str, Any]:
+    """The study's URL and name, and its storage when the user named one (opened now: a bad URL fails before
+    anything is written); None for the default SQLite file, which `establish` opens inside the tune directory."""
+    study_lib.require_optuna()
+    if workers < 1:
+        raise SlnError(f"--jobs must be at least 1, got {workers}")
+    url = study_lib.storage_url(tune_dir, storage)
+    store = study_lib.open_storage(url) if storage is not None else None
+    return url, study_name or tune_dir.resolve().name, store
+
+
+def establish(spec: TuneSpec, tune_dir: Path, url: str, name: str, store: Any) -> Any:
+    """Claim the tune directory, create (or continue) its study and record the spec; returns the storage."""
+    claim(tune_dir)
+    if store is None:
+        with study_lib.setup_lock(tune_dir):  # processes starting one tune together make its tables one at a time
+            store = study_lib.open_storage(url)
+    study_lib.create(spec, store, name, tune_dir)  # refuses another spec's study before anything more is written
+    atomic_write_json(tune_dir / SPEC_FILE, {**spec.as_dict(), "study": name, "storage": url})
+    return store
 
 
 def claim(tune_dir: Path) -> None:

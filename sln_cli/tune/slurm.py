@@ -13,8 +13,6 @@ from typing import Any
 
 from sln_cli import locks
 from sln_cli import slurm as slurm_lib
-from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write_json
 from sln_cli.tune import commands
 from sln_cli.tune import study as study_lib
 from sln_cli.tune.spec import TuneSpec
@@ -31,19 +29,9 @@ def submit(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: s
            options: slurm_lib.SlurmOptions) -> Submission:
     """Create or continue the study, then ceil(min(workers, waiting slots) / runs_per_job) jobs of runs_per_job
     worker processes each."""
-    study_lib.require_optuna()
-    if workers < 1:
-        raise SlnError(f"--jobs must be at least 1, got {workers}")
-    url = study_lib.storage_url(tune_dir, storage)
-    name = study_name or tune_dir.resolve().name
-    store = study_lib.open_storage(url) if storage is not None else None  # a bad URL: nothing written yet
+    url, name, store = commands.locate(tune_dir, storage=storage, study_name=study_name, workers=workers)
     executor = slurm_lib.executor(tune_dir, f"sln-tune-{name}", options)  # no submitit, no Slurm: nothing written
-    commands.claim(tune_dir)
-    if store is None:
-        with study_lib.setup_lock(tune_dir):  # processes starting one tune together make its tables one at a time
-            store = study_lib.open_storage(url)
-    study_lib.create(spec, store, name, tune_dir)
-    atomic_write_json(tune_dir / commands.SPEC_FILE, {**spec.as_dict(), "study": name, "storage": url})
+    store = commands.establish(spec, tune_dir, url, name, store)
     recover_ended_jobs(tune_dir, store, name)
     waiting = waiting_slots(store, name)
     todo = min(workers, waiting)
