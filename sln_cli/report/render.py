@@ -94,13 +94,18 @@ def notes(cells: list[dict[str, Any]], *, total: dict[str, Any] | None = None) -
 
 
 def to_rich(cells: list[dict[str, Any]]) -> Table:
+    return _method_by_setting(cells, title(cells), lambda cell: cell_text(cell).replace("; ", "\n"))
+
+
+def _method_by_setting(cells: list[dict[str, Any]], heading: str, text: Any) -> Table:
+    """A rich table of one row per method and one column per setting, each cell `text(cell or None)`."""
     rows, columns, by = grid(cells)
-    table = Table(title=title(cells))
+    table = Table(title=heading)
     table.add_column("method")
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(row, *[cell_text(by.get((row, c))).replace("; ", "\n") for c in columns])
+        table.add_row(row, *[text(by.get((row, c))) for c in columns])
     return table
 
 
@@ -125,14 +130,7 @@ def cost_markdown(cells: list[dict[str, Any]]) -> list[str]:
 
 
 def to_rich_cost(cells: list[dict[str, Any]]) -> Table:
-    rows, columns, by = grid(cells)
-    table = Table(title=COST_TITLE)
-    table.add_column("method")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(row, *[_cost(by.get((row, c))).replace(", ", "\n") for c in columns])
-    return table
+    return _method_by_setting(cells, COST_TITLE, lambda cell: _cost(cell).replace(", ", "\n"))
 
 
 def _cost(cell: dict[str, Any] | None) -> str:
