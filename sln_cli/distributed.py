@@ -85,6 +85,10 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield
+        # Every rank's collectives finished before any rank tears the group down: a gloo worker thread still
+        # holding work when its process exits aborts it ("terminate called without an active exception"), as
+        # one CI run of the torchrun test here did.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
