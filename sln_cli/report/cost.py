@@ -8,16 +8,15 @@ the grid total counts every epoch once (an LC run branched from its twin did not
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 from sln_cli import runs
+from sln_cli.errors import SlnError
 
 if TYPE_CHECKING:
     from sln_cli.report.collect import Run
 
-META_LIMIT = 1 << 20  # meta.json is ~1 KiB: anything bigger is not sln's
 
 
 def of_runs(members: list[Run]) -> dict[str, Any]:
@@ -88,11 +87,8 @@ def _wall(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
 def _branched_at(run: Run) -> int:
     """The epoch an LC run was branched at from its twin's kept state (meta.json), else 0."""
     try:
-        path = run.run_dir / runs.META
-        if not path.is_file() or path.stat().st_size > META_LIMIT:
-            return 0
-        value = json.loads(path.read_text(encoding="utf-8")).get("branched_at", 0)
-    except (OSError, ValueError, AttributeError, RecursionError):
+        value = runs.read_meta(run.run_dir).get("branched_at", 0)  # bounded and checked as every run file
+    except SlnError:  # no meta.json, or a damaged one: the run counts as trained from scratch
         return 0
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
