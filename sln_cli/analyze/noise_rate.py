@@ -7,12 +7,13 @@ confident joint (Northcutt et al., 2021; `cleanlab.count.estimate_joint`, extra 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sln_cli import ownership, runs
+from sln_cli import ownership, readers, runs
 from sln_cli.errors import SlnError
 from sln_cli.methods.forward import estimate_transition
 
@@ -106,17 +107,11 @@ def analyze_noise(run_dir: Path, *, out: Path | None = None, overwrite: bool = F
 
 def _read_probs(path: Path, samples: int, num_classes: int) -> np.ndarray:
     """probs.npy, bounded: a regular file of the size an (N, K) float32 array has, no pickles, finite values."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise SlnError(f"{path.parent} has no {path.name}; train the run with --record-probs (run.record_probs), "
                        "which the estimates read")
-    limit = samples * num_classes * 8 + _HEADER_BYTES
-    if path.stat().st_size > limit:
-        raise SlnError(f"{path} is larger than an ({samples}, {num_classes}) array; was it replaced?")
-    try:
-        probs = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SlnError(f"cannot read {path} ({exc.__class__.__name__}); train the run again with --record-probs") \
-            from None
+    # regular file, no larger than an (N, K) float64 array, header checked before anything is allocated
+    probs = readers.read_npy(path, what="run's probabilities", max_bytes=samples * num_classes * 8 + _HEADER_BYTES)
     if probs.shape != (samples, num_classes) or not np.issubdtype(probs.dtype, np.floating):
         raise SlnError(f"{path} holds a {probs.dtype} array of shape {probs.shape}, expected ({samples}, "
                        f"{num_classes}) probabilities of the run's training samples")
