@@ -57,9 +57,13 @@ def test_a_run_in_use_is_refused_naming_its_holder(tmp_path):
     assert outcome.exit_code == 0, outcome.stderr
 
 
-def _start(*args: str) -> subprocess.Popen:
+def _start(*args: str, kill_in_checkpoint: int | None = None) -> subprocess.Popen:
+    """`sln ARGS` in a child process; with `kill_in_checkpoint=E` it SIGKILLs itself inside epoch E's checkpoint
+    write (tests/kill_in_checkpoint.py)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "sln_cli", *map(str, args)], env=env,
+    program = ["-m", "sln_cli"] if kill_in_checkpoint is None else \
+        [str(ROOT / "tests" / "kill_in_checkpoint.py"), str(kill_in_checkpoint)]
+    return subprocess.Popen([sys.executable, *program, *map(str, args)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -96,8 +100,8 @@ def _kill_when(process: subprocess.Popen, ready, delay: float) -> str:
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.002)
-    if process.poll() is not None:
-        return "finished"
+    if process.poll() is not None:  # ended by itself, or by its own SIGKILL (tests/kill_in_checkpoint.py)
+        return "killed" if process.returncode == -signal.SIGKILL else "finished"
     process.send_signal(signal.SIGKILL)
     process.wait()
     return "killed"
@@ -116,12 +120,12 @@ def test_a_run_killed_at_random_moments_ends_as_if_never_interrupted(tmp_path):
     assert sln("train", *TINY, *epochs, "--out", reference).exit_code == 0
     run, rng = tmp_path / "run", np.random.default_rng(0)
     metrics = run / "metrics.jsonl"  # one line per checkpointed epoch: the checkpoint is written first
-    plans = [  # (what, which checkpoint must already be saved, kill inside the next checkpoint write?, delay)
-        ("inside the checkpoint write of epoch 2", 1, True, 0.0),
-        ("during resume", 0, False, 0.02),
-        ("inside the checkpoint write of epoch 5 (label correction)", 4, True, 0.0),
-        ("at a random moment", 0, False, 0.5),
-        ("inside the checkpoint write of epoch 6", 5, True, 0.0),
+    plans = [  # (what, which checkpoint must already be saved, the epoch whose checkpoint write it dies in, delay)
+        ("inside the checkpoint write of epoch 2", 1, 2, 0.0),
+        ("during resume", 0, None, 0.02),
+        ("inside the checkpoint write of epoch 5 (label correction)", 4, 5, 0.0),
+        ("at a random moment", 0, None, 0.5),
+        ("inside the checkpoint write of epoch 6", 5, 6, 0.0),
     ]
     hits = []
     for number, (what, saved, inside, delay) in enumerate(plans):
@@ -131,10 +135,10 @@ def test_a_run_killed_at_random_moments_ends_as_if_never_interrupted(tmp_path):
         def writing(left=left) -> bool:  # a checkpoint write of this process has begun and not yet ended
             return bool(set(run.glob(".checkpoint.pt.*.tmp")) - left)
 
-        def ready(saved=saved, inside=inside) -> bool:
-            return (run / ".sln.lock").exists() and _lines(metrics) >= saved and (not inside or writing())
+        def ready(saved=saved, inside=inside) -> bool:  # a process killing itself in a write is left to it
+            return inside is None and (run / ".sln.lock").exists() and _lines(metrics) >= saved
 
-        outcome = _kill_when(_start(*args), ready, rng.uniform(0, delay))
+        outcome = _kill_when(_start(*args, kill_in_checkpoint=inside), ready, rng.uniform(0, delay))
         hits.append((what, outcome, _lines(metrics), writing()))
     finished = sln("train", "--resume", run, "--quiet")
     assert finished.exit_code == 0, finished.stderr
