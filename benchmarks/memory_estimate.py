@@ -1,4 +1,5 @@
-"""The memory guard's estimate (`sln_cli.memory`) against the measured peak of real training and evaluation steps.
+"""The memory guard's estimate (`sln_cli.training.memory`) against the measured peak of real training and
+evaluation steps.
 
 Each case runs in a fresh process: model, SGD with momentum, the EMA copy, two forward/backward/step iterations at
 the batch, one no-grad evaluation pass at the evaluation batch. CPU: peak RSS (ru_maxrss) above the RSS before the
@@ -26,8 +27,8 @@ def measure(model_name: str, side: int, batch: int, eval_batch: int, device_name
 
     import torch
 
-    from sln_cli.memory import estimate
     from sln_cli.models import build_model
+    from sln_cli.training.memory import estimate
 
     torch.set_num_threads(1)
     device = torch.device(device_name)

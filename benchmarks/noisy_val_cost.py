@@ -13,11 +13,11 @@ import torch
 
 from sln_cli import config as config_lib
 from sln_cli import presets
-from sln_cli.devices import autocast
-from sln_cli.epoch import evaluate, evaluate_noisy_val, train_pass
-from sln_cli.progress import TrainProgress
-from sln_cli.state import initial_state, place_splits
-from sln_cli.trainset import build_trainset
+from sln_cli.labels.trainset import build_trainset
+from sln_cli.render.progress import TrainProgress
+from sln_cli.training.devices import autocast
+from sln_cli.training.epoch import evaluate, evaluate_noisy_val, train_pass
+from sln_cli.training.state import initial_state, place_splits
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ A behaviour-preserving change (a refactor) must print the same JSON before and a
     python scripts/fingerprint.py --out /tmp/fp-after.json      # on the new one
     diff /tmp/fp-before.json /tmp/fp-after.json                 # nothing: bit-identical
 
-Timing columns of metrics.jsonl (`*_seconds`, `*_per_second`) are left out; every other number is hashed exactly, and so is
-every tensor of checkpoint.pt (weights, EMA, optimiser, method state, RNG) and final.pt.
+Timing columns of metrics.jsonl (`*_seconds`, `*_per_second`) are left out; every other number is hashed exactly,
+and so is every tensor of checkpoint.pt (weights, EMA, optimiser, method state, RNG) and final.pt.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def _console(stderr: bool = False):
 
 
 def _print_json(obj: Any) -> None:
-    from sln_cli.files import json_text
+    from sln_cli.rundir.files import json_text
 
     print(json_text(obj), end="")
 
@@ -172,7 +172,7 @@ def corrupt(
       $ sln corrupt --dataset digits --mode sym --rate 0.4 --out labels.csv
       $ sln corrupt --inspect labels.csv --dataset digits --plot noise.png
     """
-    from sln_cli import corrupt as corrupt_lib
+    from sln_cli.labels import corrupt as corrupt_lib
 
     generation_flags = {"--mode": mode, "--rate": rate, "--out": out, "--matrix": matrix, "--probs": probs}
     generation_flags |= {"--source-dataset": source_dataset, "--exact": exact or None, "--overwrite": overwrite or None}
@@ -214,7 +214,7 @@ def corrupt(
 
 
 def _fetch_official(which: str, other_flags: dict[str, Any], json_output: bool) -> None:
-    from sln_cli import official
+    from sln_cli.labels import official
 
     if given := [flag for flag, value in other_flags.items() if value is not None]:
         raise SlnError(f"--fetch-official only fills the label cache; drop {', '.join(given)}")
@@ -381,8 +381,8 @@ def train(
     if resume is not None:
         _check_resume_changes(base, config)
 
-    from sln_cli.progress import summary_table
-    from sln_cli.train import train as train_lib
+    from sln_cli.render.progress import summary_table
+    from sln_cli.training.train import train as train_lib
 
     summary = train_lib(config, preset=preset, resume=resume, quiet=quiet, overwrite=overwrite)
     if _is_main_process():
@@ -395,12 +395,12 @@ def _str(path: Path | None) -> str | None:
 
 def _resume_base(run_dir: Path, preset: str | None) -> tuple[str, dict[str, Any]]:
     from sln_cli import config as config_lib
-    from sln_cli import runs
+    from sln_cli.rundir import runs
 
     if preset is not None:
         raise SlnError("--resume continues a run with its own config; drop --preset")
     runs.check_run_dir(run_dir)
-    from sln_cli.experiments import with_past_defaults
+    from sln_cli.rundir.experiments import with_past_defaults
 
     tree = runs.relocate(config_lib.load_yaml(run_dir / runs.CONFIG), run_dir)
     return str(run_dir / runs.CONFIG), with_past_defaults(tree)
@@ -1022,7 +1022,7 @@ def doctor(
       $ sln doctor
       $ sln doctor --device cuda --json
     """
-    from sln_cli import doctor as doctor_lib
+    from sln_cli.bench import doctor as doctor_lib
 
     result = doctor_lib.diagnose(device)
     if json_output:

@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 import yaml
 
-from sln_cli import seeds, yamlfile
+from sln_cli import seeds
 from sln_cli.errors import SlnError
+from sln_cli.rundir import yamlfile
 
 DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m", "animal10n", "webvision-mini"]
 NoiseMode = Literal["none", "sym", "uniform", "asym", "asym-superclass", "transition", "dependent", "idn", "openset"]

@@ -1,6 +1,6 @@
 """`sln evaluate`: load runs and checkpoints, predict un-augmented class probabilities, and compare accuracy and
 calibration across runs (mean ± std over seeds) as a table, JSON, CSV, saved predictions and a reliability diagram.
-Finding and loading runs lives in `sln_cli.checkpoints`, shared with `sln analyze`.
+Finding and loading runs lives in `sln_cli.training.checkpoints`, shared with `sln analyze`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from sln_cli import experiments
-from sln_cli.calibration import BINS, calibration_report
-from sln_cli.checkpoints import (
+from sln_cli.analyze.calibration import BINS, calibration_report
+from sln_cli.config import Config, to_dict
+from sln_cli.errors import SlnError
+from sln_cli.methods import display_name
+from sln_cli.rundir import experiments
+from sln_cli.rundir.files import atomic_write, atomic_write_text
+from sln_cli.rundir.ownership import check_replaceable, prepare_output_dir
+from sln_cli.training.checkpoints import (
     NOISY_VAL,
     SPLITS,
     LoadedRun,
@@ -31,12 +36,7 @@ from sln_cli.checkpoints import (
     resolve_targets,
     split_data,
 )
-from sln_cli.config import Config, to_dict
-from sln_cli.devices import resolve_device
-from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write, atomic_write_text
-from sln_cli.methods import display_name
-from sln_cli.ownership import check_replaceable, prepare_output_dir
+from sln_cli.training.devices import resolve_device
 
 WEIGHTS = ("raw", "ema")  # the network trained (SLN) and its weight EMA (SLN-MO)
 SEED_KEYS = experiments.SEED_KEYS  # runs whose configs differ only here are repeats over seeds (as `sln report`)
@@ -95,7 +95,7 @@ def evaluate(targets: Sequence[str | Path], *, checkpoint: str | None = None, we
     files = {}
     prepare_output_dir(out_dir, _owned_names(split), overwrite=overwrite)
     files["reliability_diagram"] = str(out_dir / f"reliability-{split}.png")
-    from sln_cli.plots import plot_reliability
+    from sln_cli.render.plots import plot_reliability
 
     plot_reliability(files["reliability_diagram"], diagrams,
                      title=f"Reliability diagram, {split} split ({BINS} equal-width bins)")
@@ -144,7 +144,7 @@ def per_class_report(predicted: np.ndarray, labels: np.ndarray, classes: Sequenc
 
 
 def _plot_confusion(out_dir: Path, row: dict[str, Any]) -> str:
-    from sln_cli.plots import plot_confusion_matrix
+    from sln_cli.render.plots import plot_confusion_matrix
 
     path = out_dir / f"confusion-{row['split']}-{file_label(row['name'])}-{row['weights']}.png"
     report = row["per_class"]
@@ -221,7 +221,7 @@ def _save_predictions(path: Path, probs: np.ndarray, data: SplitData, row: dict[
 
 def seed_aggregates(rows: list[dict[str, Any]], configs: dict[str, Config]) -> list[dict[str, Any]]:
     """Mean and sample standard deviation (ddof=1) of each metric over runs of the same experiment
-    (`sln_cli.experiments`, as `sln report` pools them), per checkpoint choice and weights; groups of one run
+    (`sln_cli.rundir.experiments`, as `sln report` pools them), per checkpoint choice and weights; groups of one run
     give nothing."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -267,7 +267,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def render(evaluation: Evaluation, console: Any) -> None:
     """The comparison table (per run and weights, then mean ± std over seeds) and the files written."""
-    from sln_cli.tables import Column, print_table
+    from sln_cli.render.tables import Column, print_table
 
     rows = evaluation.rows
     columns = [("accuracy", "acc", True), ("top5", "top-5", True), ("nll", "NLL", False), ("brier", "Brier", False),
@@ -300,7 +300,7 @@ def render(evaluation: Evaluation, console: Any) -> None:
 
 def _render_per_class(rows: list[dict[str, Any]], split: str, console: Any) -> None:
     """One line per class: its sample count and every (run, weights)'s accuracy on it."""
-    from sln_cli.tables import Column, print_table
+    from sln_cli.render.tables import Column, print_table
 
     classes, counts = rows[0]["per_class"]["classes"], rows[0]["per_class"]["count"]
     values = [Column("N")] + [Column(f"{row['name']} {row['weights']}") for row in rows]

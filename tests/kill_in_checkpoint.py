@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import sln_cli.runs as runs
+import sln_cli.rundir.runs as runs
 from sln_cli.cli import main
 
 

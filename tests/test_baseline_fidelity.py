@@ -99,8 +99,8 @@ def test_a_bad_grad_clip_is_refused_naming_the_key(value):
 
 
 def test_the_step_clips_the_global_gradient_norm():
-    from sln_cli.ema import WeightEMA
-    from sln_cli.step import Step, sgd_step
+    from sln_cli.training.ema import WeightEMA
+    from sln_cli.training.step import Step, sgd_step
 
     def run(clip):
         torch.manual_seed(0)

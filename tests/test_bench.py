@@ -29,8 +29,8 @@ from sln_cli.bench.pipeline import (
 from sln_cli.bench.reference import OfficialCifar, OfficialEMA, official_targets, official_transforms
 from sln_cli.cli import app
 from sln_cli.data.augment import crop_flip, normalize
-from sln_cli.ema import WeightEMA
 from sln_cli.models import build_model
+from sln_cli.training.ema import WeightEMA
 from tests.synthetic import write_cifar10
 
 runner = CliRunner()

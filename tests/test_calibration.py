@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sln_cli.calibration import (
+from sln_cli.analyze.calibration import (
     PROBABILITY_FLOOR,
     adaptive_calibration_error,
     brier_score,

@@ -161,7 +161,7 @@ def test_sop_presets_carry_the_official_recipe(name, dataset, method, lr_u, lr_v
 def test_the_cosine_schedule_is_torchs_cosine_annealing():
     import torch
 
-    from sln_cli.train import learning_rate
+    from sln_cli.training.train import learning_rate
 
     optim = config.resolve(presets.load("sop-cifar10-sym"), ["optim.epochs=7"]).optim
     parameter = torch.nn.Parameter(torch.zeros(1))

@@ -12,11 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from sln_cli import config as config_lib
-from sln_cli import devices
 from sln_cli.cli import app
 from sln_cli.data import Split
 from sln_cli.data.batches import Augmentation, FileImages
 from sln_cli.errors import SlnError
+from sln_cli.training import devices
 from tests.fakecuda import CUDA, fake_cuda
 
 runner = CliRunner()
@@ -40,8 +40,9 @@ def test_a_checkpoint_of_the_foreach_kernel_resumes_into_the_fused_one_under_the
     """A CPU fp16 run (foreach SGD) resumed where the fused kernel is used (CUDA): CPU fused SGD and the CPU
     GradScaler are the same code paths as on CUDA; without the fix the first step raises
     "Expected grad_scale and found_inf to be None"."""
-    from sln_cli import runs, state
-    from sln_cli.trainset import build_trainset
+    from sln_cli.labels.trainset import build_trainset
+    from sln_cli.rundir import runs
+    from sln_cli.training import state
 
     config = _tiny_config(precision="fp16")
     trainset = build_trainset(config.data, config.noise)
@@ -50,7 +51,7 @@ def test_a_checkpoint_of_the_foreach_kernel_resumes_into_the_fused_one_under_the
     assert saved.optimizer.defaults["foreach"] is True
     runs.save_torch(tmp_path / runs.CHECKPOINT, state.to_checkpoint(saved))
 
-    from sln_cli import recording
+    from sln_cli.training import recording
 
     monkeypatch.setattr(recording, "optimizer_kernel", lambda device: {"fused": True})  # what CUDA gets
     resumed = state.initial_state(trainset, config, cpu)
@@ -233,8 +234,8 @@ def _noise_on_the_gradient(scaler: torch.amp.GradScaler) -> torch.Tensor:
     `sgd_step` (lr 0, so the gradient stays readable): the gradient with noise minus the gradient without."""
     import contextlib
 
-    from sln_cli.ema import WeightEMA
-    from sln_cli.step import Step, sgd_step
+    from sln_cli.training.ema import WeightEMA
+    from sln_cli.training.step import Step, sgd_step
 
     grads = []
     for sigma in (0.5, 0.0):
@@ -275,7 +276,7 @@ def restore_determinism():
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_run_deterministic_chooses_cudnn_benchmark_or_deterministic_kernels(
         deterministic: bool, restore_determinism: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sln_cli import train
+    from sln_cli.training import train
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     config = _tiny_config(deterministic=deterministic)
@@ -307,8 +308,8 @@ def test_a_run_saved_before_a_new_config_key_still_resumes() -> None:
 @pytest.mark.parametrize(("world_size", "mode"), [(1, "reduce-overhead"), (2, "default")])
 def test_training_compiles_without_cuda_graphs_under_ddp(monkeypatch: pytest.MonkeyPatch, world_size: int,
                                                          mode: str) -> None:
-    from sln_cli import train
-    from sln_cli.distributed import World
+    from sln_cli.training import train
+    from sln_cli.training.distributed import World
 
     modes = []
     monkeypatch.setattr(torch, "compile", lambda network, mode, dynamic: modes.append(mode) or network)

@@ -14,15 +14,15 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from sln_cli import distributed
 from sln_cli.config import load_yaml, resolve
-from sln_cli.devices import autocast
-from sln_cli.distributed import SINGLE, World
-from sln_cli.epoch import evaluate
 from sln_cli.errors import SlnError
+from sln_cli.labels.trainset import build_trainset
 from sln_cli.models import build_model
-from sln_cli.state import place_splits
-from sln_cli.trainset import build_trainset
+from sln_cli.training import distributed
+from sln_cli.training.devices import autocast
+from sln_cli.training.distributed import SINGLE, World
+from sln_cli.training.epoch import evaluate
+from sln_cli.training.state import place_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from sln_cli.methods.base import EpochPass, MethodContext
 from sln_cli.methods.dividemix_defaults import default_lambda_u
 from sln_cli.models.pair import NetworkPair
 from sln_cli.presets import load
-from sln_cli.step import EpochMetrics
+from sln_cli.training.step import EpochMetrics
 
 K, N = 3, 8
 SETTINGS = MethodConfig(name="dividemix", warmup_epochs=1, p_threshold=0.5, lambda_u=25.0, mixmatch_alpha=4.0,

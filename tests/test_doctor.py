@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sln_cli import doctor
+from sln_cli.bench import doctor
 from sln_cli.cli import app
 
 runner = CliRunner()
@@ -63,7 +63,7 @@ def test_the_table_says_pass_skip_and_the_verdict(few_checks: list) -> None:
 
 
 def test_the_ema_check_fails_when_the_ema_does_not_average(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sln_cli.ema import WeightEMA
+    from sln_cli.training.ema import WeightEMA
 
     monkeypatch.setattr(WeightEMA, "update", lambda self: None)  # sabotage: the momentum model stands still
     check = doctor._run("ema", doctor._ema, torch.device("cpu"), Path("unused"))

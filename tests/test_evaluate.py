@@ -181,7 +181,7 @@ def test_errors_are_one_line_with_exit_code_1(tiny_runs, tmp_path) -> None:
 
 
 def test_train_split_without_true_labels_is_an_error(tiny_runs, monkeypatch) -> None:
-    import sln_cli.checkpoints as checkpoints
+    import sln_cli.training.checkpoints as checkpoints
 
     real = checkpoints.build_trainset
 
@@ -193,7 +193,7 @@ def test_train_split_without_true_labels_is_an_error(tiny_runs, monkeypatch) -> 
 
 
 def test_val_split_of_a_dataset_that_has_one(tiny_runs, monkeypatch, tmp_path) -> None:
-    import sln_cli.checkpoints as checkpoints
+    import sln_cli.training.checkpoints as checkpoints
 
     real = checkpoints.build_trainset
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from sln_cli import noisy_val
 from sln_cli.cli import app
+from sln_cli.labels import noisy_val
 
 runner = CliRunner()
 TINY = ["--preset", "quickstart", "--train-limit", "300", "--test-limit", "100", "--set", "model.name=mlp",

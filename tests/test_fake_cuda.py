@@ -67,8 +67,8 @@ class StepMarks:
 def _fake_state(monkeypatch: pytest.MonkeyPatch, sln: dict | None = None, **run: object):
     """Config, splits and state of a tiny digits run built on fake CUDA (inside the fake_cuda block)."""
     from sln_cli import config as config_lib
-    from sln_cli.state import initial_state, place_splits
-    from sln_cli.trainset import build_trainset
+    from sln_cli.labels.trainset import build_trainset
+    from sln_cli.training.state import initial_state, place_splits
 
     tree = {**TINY, "sln": {**TINY["sln"], **(sln or {})}, "run": {**TINY["run"], **run}}
     config = config_lib.resolve(tree)
@@ -87,7 +87,7 @@ def _fake_state(monkeypatch: pytest.MonkeyPatch, sln: dict | None = None, **run:
 ])
 def test_a_training_step_copies_nothing_and_never_waits_for_the_device(
         monkeypatch: pytest.MonkeyPatch, precision: str, sln: dict, run: dict) -> None:
-    from sln_cli import epoch
+    from sln_cli.training import epoch
 
     config, _, build = _fake_state(monkeypatch, sln, precision=precision, **run)
     with fake_cuda(monkeypatch) as traffic:
@@ -106,7 +106,7 @@ def test_a_training_step_copies_nothing_and_never_waits_for_the_device(
 def test_label_correction_and_evaluation_copy_nothing_and_read_back_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-epoch passes: no copy at all, and the host reads only the final sums (evaluation) or the corrected
     accuracy (label correction), once, after the last batch."""
-    from sln_cli import epoch
+    from sln_cli.training import epoch
 
     config, _, build = _fake_state(monkeypatch)
     with fake_cuda(monkeypatch) as traffic:
@@ -131,9 +131,9 @@ def test_label_correction_and_evaluation_copy_nothing_and_read_back_once(monkeyp
 def test_on_a_real_gpu_a_training_step_copies_nothing_either(precision: str) -> None:
     """The same recorder on real CUDA tensors (host reads give the real values): what the fake run promises."""
     from sln_cli import config as config_lib
-    from sln_cli import epoch
-    from sln_cli.state import initial_state, place_splits
-    from sln_cli.trainset import build_trainset
+    from sln_cli.labels.trainset import build_trainset
+    from sln_cli.training import epoch
+    from sln_cli.training.state import initial_state, place_splits
     from tests.fakecuda import DeviceTraffic
 
     config = config_lib.resolve({**TINY, "run": {**TINY["run"], "precision": precision}})
@@ -153,9 +153,9 @@ def test_a_sop_step_copies_nothing_and_never_waits_for_the_device(  # torch.rand
         monkeypatch: pytest.MonkeyPatch, method: str) -> None:  # cannot answer: it needs a real GPU
     """SOP's u, v and their optimiser live on the device: a step adds no copy and no wait."""
     from sln_cli import config as config_lib
-    from sln_cli import epoch
-    from sln_cli.state import initial_state, place_splits
-    from sln_cli.trainset import build_trainset
+    from sln_cli.labels.trainset import build_trainset
+    from sln_cli.training import epoch
+    from sln_cli.training.state import initial_state, place_splits
 
     tree = {**TINY, "sln": {"sigma": 0.0}, "method": {"name": method}}
     config = config_lib.resolve(tree)
@@ -175,10 +175,10 @@ def test_dividemix_steps_copy_nothing_and_never_wait_for_the_device(monkeypatch:
     import numpy as np
 
     from sln_cli import config as config_lib
-    from sln_cli import epoch as epoch_lib
+    from sln_cli.labels.trainset import build_trainset
     from sln_cli.methods.dividemix import DivideMix
-    from sln_cli.state import initial_state, place_splits
-    from sln_cli.trainset import build_trainset
+    from sln_cli.training import epoch as epoch_lib
+    from sln_cli.training.state import initial_state, place_splits
 
     method = {"name": "dividemix", "warmup_epochs": 1, "p_threshold": 0.5, "lambda_u": 25.0, "mixmatch_alpha": 4.0,
               "sharpen_t": 0.5, "rampup_epochs": 16, "gmm_window": 1, "warmup_penalty": True}

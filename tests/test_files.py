@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write, atomic_write_text
+from sln_cli.rundir.files import atomic_write, atomic_write_text
 
 
 def test_a_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path):

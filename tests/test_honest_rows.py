@@ -8,10 +8,11 @@ import yaml
 from typer.testing import CliRunner
 
 from sln_cli import config as config_lib
-from sln_cli import evaluate, experiments, methods, presets
+from sln_cli import evaluate, methods, presets
 from sln_cli.cli import app
 from sln_cli.errors import SlnError
 from sln_cli.report import collect, cost, render
+from sln_cli.rundir import experiments
 
 runner = CliRunner()
 

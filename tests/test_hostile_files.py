@@ -278,11 +278,11 @@ def test_a_folder_we_may_not_write_is_one_line_naming_it(tmp_path):
     NotADirectoryError(20, "Not a directory", "/data/file/run"),
 ])
 def test_any_os_error_a_user_can_cause_names_its_path_and_cause(monkeypatch, error):
-    import sln_cli.corrupt
+    import sln_cli.labels.corrupt
 
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(sln_cli.corrupt, "inspect", fail)
+    monkeypatch.setattr(sln_cli.labels.corrupt, "inspect", fail)
     line = assert_one_line_error(sln("corrupt", "--inspect", "x.csv"))
     assert error.filename in line and error.strerror in line

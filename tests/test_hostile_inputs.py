@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from sln_cli.config import Config, to_dict
 from sln_cli.errors import SlnError
-from sln_cli.labels import read_label_file
+from sln_cli.labels.labelfile import read_label_file
 from tests.hostile import assert_one_line_error, sln, snapshot, within
 
 GENERATED = settings(max_examples=40, deadline=None, derandomize=True,
@@ -109,7 +109,7 @@ def test_a_label_file_costs_memory_in_proportion_to_its_size(tmp_path):
 
     path = tmp_path / "big.csv"
     path.write_bytes(b"label,label_noisy\n" + b"13,57\n" * 2_000_000)
-    code = ("import resource, sys; from sln_cli.labels import read_label_file; import numpy;"
+    code = ("import resource, sys; from sln_cli.labels.labelfile import read_label_file; import numpy;"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
             f"labels = read_label_file({str(path)!r}); assert labels.noisy.size == 2_000_000;"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)")

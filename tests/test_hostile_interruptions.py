@@ -26,7 +26,7 @@ TIMING = ("epoch_seconds", "images_per_second", "wall_seconds")
 HOLD = """
 import sys, time
 from pathlib import Path
-from sln_cli.locks import lock_directory
+from sln_cli.rundir.locks import lock_directory
 with lock_directory(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(120)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sln_cli.ownership import MARKER
+from sln_cli.rundir.ownership import MARKER
 from tests.hostile import assert_one_line_error, sln, snapshot, write_run
 
 TINY = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--set", "model.name=mlp",

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from sln_cli import readers, runs
 from sln_cli.errors import SlnError
+from sln_cli.rundir import readers, runs
 from tests.hostile import assert_one_line_error, sln, within, write_run
 
 GENERATED = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

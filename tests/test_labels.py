@@ -11,7 +11,7 @@ import pytest
 
 import sln_cli
 from sln_cli.errors import SlnError
-from sln_cli.labels import (
+from sln_cli.labels.labelfile import (
     WRONG_FILE,
     NoisyLabels,
     check_against,

@@ -1,4 +1,4 @@
-"""`sln_cli.locks`: one holder per directory across processes; stale locks taken over, other hosts respected."""
+"""`sln_cli.rundir.locks`: one holder per directory across processes; stale locks taken over, other hosts respected."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sln_cli.errors import SlnError
-from sln_cli.locks import LOCK, holder, lock_directory
+from sln_cli.rundir.locks import LOCK, holder, lock_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from sln_cli.errors import SlnError
-from sln_cli.locks import lock_directory
+from sln_cli.rundir.locks import lock_directory
 directory, go, release, report = map(Path, sys.argv[1:5])
 while not go.exists():
     time.sleep(0.01)

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sln_cli.ema import WeightEMA
-from sln_cli.losses import add_label_noise, correct_targets, soft_cross_entropy
+from sln_cli.methods.sln import add_label_noise, correct_targets, soft_cross_entropy
+from sln_cli.training.ema import WeightEMA
 
 
 def test_soft_cross_entropy_equals_the_direct_sum():

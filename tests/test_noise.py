@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sln_cli import noise
 from sln_cli.errors import SlnError
+from sln_cli.labels import corruption as noise
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

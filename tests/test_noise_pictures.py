@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from sln_cli import gallery, noise_pictures, plots
 from sln_cli.cli import app
+from sln_cli.labels import pictures as noise_pictures
+from sln_cli.render import gallery, plots
 from tests.synthetic import CIFAR10_NAMES, cifar_arrays, write_cifar10
 from tests.test_evaluate import assert_one_line_error
 

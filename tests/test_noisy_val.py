@@ -7,14 +7,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sln_cli import epoch as epoch_lib
-from sln_cli import noisy_val
-from sln_cli import train as train_lib
 from sln_cli.cli import app
 from sln_cli.config import resolve
 from sln_cli.errors import SlnError
+from sln_cli.labels import noisy_val
+from sln_cli.labels.trainset import build_trainset
 from sln_cli.presets import load
-from sln_cli.trainset import build_trainset
+from sln_cli.training import epoch as epoch_lib
+from sln_cli.training import train as train_lib
 
 runner = CliRunner()
 TINY = ["--preset", "quickstart", "--train-limit", "300", "--test-limit", "100", "--set", "model.name=mlp",

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sln_cli import official
 from sln_cli.cli import app
+from sln_cli.labels import official
 from tests.synthetic import cifar_arrays, write_cifar10
 
 runner = CliRunner()

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sln_cli import memory
 from sln_cli.cli import app
 from sln_cli.config import DataConfig
 from sln_cli.data import load_dataset
 from sln_cli.data.sizing import input_size
+from sln_cli.training import memory
 from tests.synthetic import write_imagefolder
 from tests.test_evaluate import assert_one_line_error
 

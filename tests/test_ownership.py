@@ -1,11 +1,11 @@
-"""`sln_cli.ownership`: sln re-claims only directories it marked, deletes only its own files, and says so."""
+"""`sln_cli.rundir.ownership`: sln re-claims only directories it marked, deletes only its own files, and says so."""
 
 import json
 
 import pytest
 
 from sln_cli.errors import SlnError
-from sln_cli.ownership import MARKER, check_replaceable, claim_new_directory, is_owned, prepare_output_dir
+from sln_cli.rundir.ownership import MARKER, check_replaceable, claim_new_directory, is_owned, prepare_output_dir
 
 RUN_FILES = ["config.yaml", "meta.json", "metrics.jsonl", "checkpoint.pt", "final.pt", "summary.json",
              "labels.csv", "labels.json", ".final.pt.abc123.tmp"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sln_cli import plots
+from sln_cli.analyze.calibration import reliability_bins
 from sln_cli.analyze.confidence import confidence_scores
 from sln_cli.analyze.landscape import LandscapeCurve, LandscapeGrid
-from sln_cli.calibration import reliability_bins
+from sln_cli.render import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -66,9 +66,9 @@ def test_recorded_probabilities_are_the_average_of_eval_mode_passes(workdir: Pat
     augmented as in training (digits: 1-pixel crops) with that epoch's draws."""
     import torch
 
-    from sln_cli.checkpoints import load_run, predict, resolve_targets, split_data
     from sln_cli.data.batches import Augmentation
-    from sln_cli.epoch import epoch_generator
+    from sln_cli.training.checkpoints import load_run, predict, resolve_targets, split_data
+    from sln_cli.training.epoch import epoch_generator
 
     epochs = 3
     run_dir = train(workdir, "runs/eval", f"optim.epochs={epochs}", "run.record_probs=true",
@@ -109,7 +109,7 @@ def test_reset_optimizer_drops_the_momentum_buffers() -> None:
 
     from sln_cli.config import OptimConfig
     from sln_cli.methods.base import Method
-    from sln_cli.recording import new_optimizer, reset_optimizer
+    from sln_cli.training.recording import new_optimizer, reset_optimizer
 
     class Holder:
         model = torch.nn.Linear(3, 2)

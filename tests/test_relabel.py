@@ -11,7 +11,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from sln_cli.cli import app
-from sln_cli.labels import DROPPED, read_label_file
+from sln_cli.labels.labelfile import DROPPED, read_label_file
 from tests.conftest import TINY_RUN as TINY
 from tests.test_evaluate import assert_one_line_error
 

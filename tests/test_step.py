@@ -1,4 +1,5 @@
-"""The paper's mechanism inside the real training loop (`sln_cli.train.run_epoch` -> `sln_cli.step.sgd_step`).
+"""The paper's mechanism inside the real training loop
+(`sln_cli.training.train.run_epoch` -> `sln_cli.training.step.sgd_step`).
 
 Each test observes what the loop really does, through an injected loss, optimizer hooks or a recording
 wrapper around the training split, never by reading the config back: the label noise the loss receives,
@@ -19,13 +20,13 @@ from torch import Tensor
 
 from sln_cli import presets
 from sln_cli.config import Config, resolve
-from sln_cli.distributed import SINGLE
-from sln_cli.losses import correct_targets
-from sln_cli.progress import TrainProgress
-from sln_cli.state import Splits, State, initial_state, place_splits
-from sln_cli.step import EpochMetrics, sln_loss
-from sln_cli.train import run_epoch
-from sln_cli.trainset import build_trainset
+from sln_cli.labels.trainset import build_trainset
+from sln_cli.methods.sln import correct_targets
+from sln_cli.render.progress import TrainProgress
+from sln_cli.training.distributed import SINGLE
+from sln_cli.training.state import Splits, State, initial_state, place_splits
+from sln_cli.training.step import EpochMetrics, sln_loss
+from sln_cli.training.train import run_epoch
 
 CPU = torch.device("cpu")
 TINY = ["data.train_limit=96", "data.test_limit=16", "optim.batch_size=32", "model.name=cnn", "run.device=cpu"]

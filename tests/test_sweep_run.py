@@ -144,7 +144,7 @@ def test_more_epochs_in_the_spec_extend_finished_runs(tmp_path, control):
 
 
 def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, control):
-    from sln_cli.locks import lock_directory
+    from sln_cli.rundir.locks import lock_directory
 
     sweep, sweep_dir = _sweep(tmp_path)
     run_sweep(sweep, sweep_dir, Options(jobs=2))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sln_cli import runs
 from sln_cli.cli import app
-from sln_cli.tensorboard import MEMORISATION_TAG, RELIABILITY_TAG, TensorBoardLogger, metric_tag
+from sln_cli.rundir import runs
+from sln_cli.training.tensorboard import MEMORISATION_TAG, RELIABILITY_TAG, TensorBoardLogger, metric_tag
 from tests.conftest import TINY_RUN as TINY
 from tests.conftest import require_extra
 from tests.test_evaluate import assert_one_line_error

@@ -197,7 +197,7 @@ def test_a_file_backed_dataset_with_a_validation_split_selects_on_it(tmp_path):
 
 
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, monkeypatch):
-    import sln_cli.train as train_module
+    import sln_cli.training.train as train_module
 
     real = train_module.run_epoch
 
@@ -242,8 +242,8 @@ def test_a_transition_matrix_drives_generated_noise(tmp_path):
 
 
 def test_a_metrics_line_cut_off_by_a_kill_is_dropped_but_damage_elsewhere_is_an_error(tmp_path):
-    from sln_cli import runs
     from sln_cli.errors import SlnError
+    from sln_cli.rundir import runs
 
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
     assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]

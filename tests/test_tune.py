@@ -60,7 +60,7 @@ def test_a_killed_tune_resumes_the_interrupted_trial_from_its_checkpoint(tmp_pat
 
     def killed_in_slot_1(trial, spec, tune_dir):
         if trial.user_attrs["slot"] == 1:
-            import sln_cli.train as train_module
+            import sln_cli.training.train as train_module
 
             original = train_module.train
 

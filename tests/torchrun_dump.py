@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-import sln_cli.train as train_module
+import sln_cli.training.train as train_module
 from sln_cli.cli import main
 
 

@@ -1,5 +1,6 @@
 """`sln analyze confidence` and `sln analyze landscape` on trained runs: load a checkpoint and its exact training
-data (`sln_cli.checkpoints`), run the analyses of `sln_cli.analyze.*`, and return JSON-ready results beside PNGs.
+data (`sln_cli.training.checkpoints`), run the analyses of `sln_cli.analyze.*`, and
+return JSON-ready results beside PNGs.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sln_cli import readers, runs
 from sln_cli.analyze import Batch, mean_loss
 from sln_cli.analyze.confidence import confidence_report, confidence_scores, per_sample_loss
-from sln_cli.checkpoints import (
+from sln_cli.errors import SlnError
+from sln_cli.rundir import readers, runs
+from sln_cli.rundir.files import atomic_write, atomic_write_json
+from sln_cli.rundir.ownership import prepare_output_dir
+from sln_cli.training.checkpoints import (
     LoadedRun,
     SplitData,
     Target,
@@ -31,10 +35,7 @@ from sln_cli.checkpoints import (
     resolve_targets,
     split_data,
 )
-from sln_cli.devices import ieee_fp32, resolve_device
-from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write, atomic_write_json
-from sln_cli.ownership import prepare_output_dir
+from sln_cli.training.devices import ieee_fp32, resolve_device
 
 CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
 LABELS = ("noisy", "true")
@@ -95,7 +96,7 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
     out_dir, label = _out_dir(out, run.target), f"{file_label(run.target.name)}-{weights}"
     prepare_output_dir(out_dir, outputs, overwrite=overwrite)
 
-    from sln_cli.plots import plot_confidence_histograms, plot_memorisation
+    from sln_cli.render.plots import plot_confidence_histograms, plot_memorisation
 
     plots = {"histograms": str(out_dir / f"confidence-{label}.png")}
     plot_confidence_histograms(plots["histograms"], confidence_scores(probs), mislabelled,
@@ -389,7 +390,7 @@ def _grid_progress(show: bool, name: str, total: int, partial: np.ndarray | None
         return
     from rich.console import Console
 
-    from sln_cli.progress import progress_bar
+    from sln_cli.render.progress import progress_bar
 
     done = 0 if partial is None else int(np.count_nonzero(~np.isnan(partial)))
     with progress_bar(Console(stderr=True)) as bar:
@@ -400,7 +401,7 @@ def _grid_progress(show: bool, name: str, total: int, partial: np.ndarray | None
 
 def _plot_landscapes(out_dir: Path, curves: dict, grids: dict, interpolations: dict, other: Target | None,
                      options: LandscapeSettings, samples: int) -> dict[str, str]:
-    from sln_cli.plots import plot_landscape_curves, plot_landscape_surfaces
+    from sln_cli.render.plots import plot_landscape_curves, plot_landscape_surfaces
 
     where = f"{options.weights} weights, {samples} samples, {options.labels} labels, seed {options.seed}"
     plots = {"curves": str(out_dir / f"landscape-curve-{options.weights}.png")}
@@ -418,7 +419,7 @@ def _plot_landscapes(out_dir: Path, curves: dict, grids: dict, interpolations: d
 
 def render_landscape(results: list[dict[str, Any]], console: Any) -> None:
     """One row of sharpness numbers per run, then the PNGs."""
-    from sln_cli.tables import Column, print_table
+    from sln_cli.render.tables import Column, print_table
 
     first = results[0]
     caption = (f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos "

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from sln_cli.analyze import Batch, LossFn, batch_weights, cross_entropy_loss, evaluation_mode, trainable_parameters
-from sln_cli.devices import ieee_fp32
 from sln_cli.errors import SlnError
+from sln_cli.training.devices import ieee_fp32
 
 Operator = Callable[[torch.Tensor], torch.Tensor]  # flat vector (P,) -> H @ vector (P,)
 

@@ -14,10 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from sln_cli import runs
 from sln_cli.analyze import ranking, relabel
 from sln_cli.analyze.commands import _check_weights, _one_target, json_ready
-from sln_cli.checkpoints import (
+from sln_cli.errors import SlnError
+from sln_cli.rundir import runs
+from sln_cli.rundir.files import atomic_write
+from sln_cli.rundir.ownership import prepare_output_dir
+from sln_cli.training.checkpoints import (
     LoadedRun,
     SplitData,
     epoch_checkpoints,
@@ -27,10 +30,7 @@ from sln_cli.checkpoints import (
     predict,
     split_data,
 )
-from sln_cli.devices import resolve_device
-from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write
-from sln_cli.ownership import prepare_output_dir
+from sln_cli.training.devices import resolve_device
 
 CSV_NAME, SHEET_NAME = "issues.csv", "contact-sheet.png"
 SCORE_MEANINGS = {"loss": "loss: -log p(given label), high = suspect",
@@ -181,7 +181,7 @@ def _lc_weights(run: LoadedRun, data: SplitData, batch_size: int) -> np.ndarray:
     """The weight label correction gives the given label, `w = minmax(EMA loss against the run's targets)`
     (`losses.correction_weight`), from this checkpoint's EMA on un-augmented images and the targets saved in
     checkpoint.pt (the one-hot given labels when it holds none)."""
-    from sln_cli.losses import correction_weight
+    from sln_cli.methods.sln import correction_weight
 
     probs = torch.as_tensor(predict(run.network("ema"), data.images, batch_size=batch_size), dtype=torch.float64)
     targets = torch.nn.functional.one_hot(torch.as_tensor(data.noisy), run.num_classes).double()
@@ -281,7 +281,7 @@ def _contact_sheet(path: Path, run: LoadedRun, table: dict[str, np.ndarray], opt
                    title: str) -> None:
     """The top samples' images, `#rank index`, given -> suggested class (and the true class when known); red
     captions: the given label is truly wrong."""
-    from sln_cli.gallery import Tile, contact_sheet, split_images
+    from sln_cli.render.gallery import Tile, contact_sheet, split_images
 
     classes, chosen = run.trainset.dataset.classes, [int(i) for i in table["order"][:options.top]]
     tiles = []

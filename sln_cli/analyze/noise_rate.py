@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from sln_cli import ownership, readers, runs
 from sln_cli.errors import SlnError
 from sln_cli.methods.forward import estimate_transition
+from sln_cli.rundir import ownership, readers, runs
 
 _HEADER_BYTES = 1 << 12  # a .npy header is at most a few hundred bytes
 FIGURES = ("noise-anchor.png", "noise-confident-joint.png", "noise-truth.png")
@@ -75,9 +75,9 @@ def estimates(probs: np.ndarray, noisy: np.ndarray, clean: np.ndarray | None) ->
 
 def analyze_noise(run_dir: Path, *, out: Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Read the run's probs.npy and its training labels; estimate; draw the heat maps; a JSON-ready result."""
-    from sln_cli.checkpoints import read_config
-    from sln_cli.plots import plot_transition_matrix
-    from sln_cli.trainset import build_trainset
+    from sln_cli.labels.trainset import build_trainset
+    from sln_cli.render.plots import plot_transition_matrix
+    from sln_cli.training.checkpoints import read_config
 
     runs.check_run_dir(run_dir)
     config = read_config(run_dir)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from sln_cli.checkpoints import LoadedRun, SplitData
 from sln_cli.errors import SlnError
-from sln_cli.labels import DROPPED, NoisyLabels, read_label_file, write_label_file
+from sln_cli.labels.labelfile import DROPPED, NoisyLabels, read_label_file, write_label_file
+from sln_cli.training.checkpoints import LoadedRun, SplitData
 
 ACTIONS = ("relabel", "drop")
 

@@ -9,16 +9,17 @@ from sln_cli.bench.hardware import synchronize
 from sln_cli.config import Config
 from sln_cli.data.augment import normalize
 from sln_cli.data.batches import Augmentation, DeviceImages
-from sln_cli.devices import autocast, set_determinism
-from sln_cli.epoch import evaluate, train_pass
-from sln_cli.losses import add_label_noise, soft_cross_entropy
-from sln_cli.progress import TrainProgress
-from sln_cli.state import initial_state, place_splits
-from sln_cli.trainset import TrainSet
+from sln_cli.labels.trainset import TrainSet
+from sln_cli.methods.sln import add_label_noise, soft_cross_entropy
+from sln_cli.render.progress import TrainProgress
+from sln_cli.training.devices import autocast, set_determinism
+from sln_cli.training.epoch import evaluate, train_pass
+from sln_cli.training.state import initial_state, place_splits
 
 
 class SlnRun:
-    """`sln_cli.epoch.train_pass` on a `State` and `Splits` from `sln_cli.state`: the very code `sln train`
+    """`sln_cli.training.epoch.train_pass` on a `State` and `Splits` from `sln_cli.training.state`:
+    the very code `sln train`
     runs each epoch (data, augmentation, label noise, step, EMA, metrics), over `trainset`."""
 
     def __init__(self, trainset: TrainSet, warmup: TrainSet, config: Config, device: torch.device) -> None:
@@ -43,7 +44,8 @@ class SlnRun:
         return len(images)
 
     def evaluate(self) -> int:
-        """`sln_cli.epoch.evaluate` of the raw and the EMA network over the test split; returns forward images."""
+        """`sln_cli.training.epoch.evaluate` of the raw and the EMA network over the test split; returns forward
+        images."""
         _sln_cudnn(self.device)
         models = [self.state.model, self.state.ema.module]
         evaluate(models, self.splits.test, self.splits.test_labels, batch_size=self.config.run.eval_batch_size,

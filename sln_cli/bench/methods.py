@@ -16,8 +16,8 @@ from sln_cli import methods, presets
 from sln_cli.bench.contenders import SlnRun
 from sln_cli.bench.training import _alternate, bench_dataset, trainset_of
 from sln_cli.config import resolve
-from sln_cli.devices import resolve_device
-from sln_cli.trainset import build_trainset
+from sln_cli.labels.trainset import build_trainset
+from sln_cli.training.devices import resolve_device
 
 VARIANTS = ("ce", "sln", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward", "elr",
             "coteaching", "sop", "sop-plus", "dividemix", "ce+sam")

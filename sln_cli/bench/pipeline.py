@@ -25,7 +25,7 @@ from sln_cli.data.augment import normalize
 from sln_cli.data.files import decode_batch, read_bytes, resize_shorter, train_view
 from sln_cli.data.files import decode_image as decode
 from sln_cli.data.files import random_crop_flip as random_crop_flip  # re-exported: the benchmark's pipeline pieces
-from sln_cli.devices import resolve_device
+from sln_cli.training.devices import resolve_device
 
 CLOTHING1M_MEAN, CLOTHING1M_STD = (0.6959, 0.6537, 0.6371), (0.3113, 0.3192, 0.3214)  # official script
 RESIZE, CROP = 256, 224  # official Resize(256), RandomCrop(224)

@@ -22,11 +22,11 @@ from sln_cli.bench.contenders import CeilingRun, SlnRun, augment_pass
 from sln_cli.bench.reference import OfficialCifar, ReferenceRun, official_loader, official_transforms
 from sln_cli.config import Config
 from sln_cli.data import Dataset, Split, load_dataset
-from sln_cli.devices import resolve_device
 from sln_cli.errors import SlnError
-from sln_cli.labels import NoisyLabels
+from sln_cli.labels.labelfile import NoisyLabels
+from sln_cli.labels.trainset import TrainSet
 from sln_cli.models import build_model
-from sln_cli.trainset import TrainSet
+from sln_cli.training.devices import resolve_device
 
 EVAL_EPOCH_IMAGES = 10_000  # evaluation cost is reported per epoch of the CIFAR test set, both networks
 CPU_STEPS, GPU_STEPS = 2, 50  # default steps per contender and round: a few minutes on a 2-core CPU
@@ -214,7 +214,7 @@ def _drain(batches: Any, steps: int) -> int:
 def _alternate(work: dict[str, Work], rounds: int,
                console: Any) -> dict[str, list[float]]:
     """Warm every measurement up once, then run them in turn `rounds` times; the rate of each (units/s) per round."""
-    from sln_cli.progress import progress_bar
+    from sln_cli.render.progress import progress_bar
 
     rates: dict[str, list[float]] = {name: [] for name in work}
     hidden = console is None or not console.is_terminal

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from sln_cli.data.imagefolder import IMAGE_SUFFIXES
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write
-from sln_cli.locks import LOCK, lock_directory
-from sln_cli.ownership import MARKER, claim_new_directory, is_owned
+from sln_cli.rundir.files import atomic_write
+from sln_cli.rundir.locks import LOCK, lock_directory
+from sln_cli.rundir.ownership import MARKER, claim_new_directory, is_owned
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -147,7 +147,7 @@ def _progress(total: int, *, quiet: bool, console: Any) -> Iterator[Callable[[],
     if quiet:
         yield lambda: None
         return
-    from sln_cli.progress import progress_bar
+    from sln_cli.render.progress import progress_bar
 
     with progress_bar(console) as bar:
         task = bar.add_task("caching", total=total)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sln_cli.losses import soft_cross_entropy
+from sln_cli.methods.sln import soft_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,17 @@ class MethodContext:
 class EpochPass:
     """What a method that runs its own training pass (`Method.train_pass`) is given by `epoch.train_pass`."""
 
-    step: Any  # sln_cli.step.Step: optimizer, scaler, EMA, autocast, sigma and the epoch's noise generator
+    step: Any  # sln_cli.training.step.Step: optimizer, scaler, EMA, autocast, sigma and the epoch's noise generator
     model: nn.Module  # the trained model (DivideMix: its NetworkPair)
-    train: Any  # sln_cli.state.Images: the training split
+    train: Any  # sln_cli.training.state.Images: the training split
     epoch: int  # counted from 1
     batch_size: int
     eval_batch_size: int
     augmentation: Any  # sln_cli.data.batches.Augmentation
-    metrics: Any  # sln_cli.step.EpochMetrics: the pass's sums
+    metrics: Any  # sln_cli.training.step.EpochMetrics: the pass's sums
     noisy: Tensor  # (N,) the given labels
     clean: Tensor  # (N,) the true labels (the given ones when unknown)
-    progress: Any  # sln_cli.progress.TrainProgress
+    progress: Any  # sln_cli.render.progress.TrainProgress
     generator: Callable[[str], torch.Generator]  # an epoch generator for a purpose (resumes draw the same)
     seed: int  # the run's seed (host-side draws)
 

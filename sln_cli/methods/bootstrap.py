@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from sln_cli.losses import soft_cross_entropy
 from sln_cli.methods.base import Configured, probabilities
+from sln_cli.methods.sln import soft_cross_entropy
 
 
 class SoftBootstrapping(Configured):

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sln_cli.errors import SlnError
-from sln_cli.losses import add_label_noise
 from sln_cli.methods.base import Configured, EpochPass, MethodContext, probabilities
+from sln_cli.methods.sln import add_label_noise
 
 # eval_train: GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)
 GMM_SETTINGS = {"n_components": 2, "max_iter": 10, "tol": 1e-2, "reg_covar": 5e-4}

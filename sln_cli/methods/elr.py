@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from sln_cli.errors import SlnError
-from sln_cli.losses import soft_cross_entropy
 from sln_cli.methods.base import Configured, MethodContext, probabilities
+from sln_cli.methods.sln import soft_cross_entropy
 
 
 class EarlyLearningRegularization(Configured):

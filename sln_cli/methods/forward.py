@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sln_cli import readers
 from sln_cli.errors import SlnError
 from sln_cli.methods.base import Configured, MethodContext, probabilities
+from sln_cli.rundir import readers
 
 KEY = "method.forward_matrix"
 

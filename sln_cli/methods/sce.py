@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sln_cli.losses import soft_cross_entropy
 from sln_cli.methods.base import Configured, reverse_cross_entropy
+from sln_cli.methods.sln import soft_cross_entropy
 
 
 class SymmetricCrossEntropy(Configured):

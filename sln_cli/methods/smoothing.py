@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sln_cli.losses import soft_cross_entropy
 from sln_cli.methods.base import Configured
+from sln_cli.methods.sln import soft_cross_entropy
 
 
 class LabelSmoothing(Configured):

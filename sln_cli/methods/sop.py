@@ -115,7 +115,7 @@ class SparseOverParameterizationPlus(SparseOverParameterization):
         self.start_epoch(1)
 
     def start_epoch(self, epoch: int) -> None:
-        from sln_cli.epoch import epoch_generator  # epoch imports the methods: imported when used
+        from sln_cli.training.epoch import epoch_generator  # epoch imports the methods: imported when used
 
         # each epoch's views depend only on (seed, epoch): a resumed run draws what the uninterrupted one drew
         self.crops = epoch_generator(self.device, self.seed, epoch, "sop-plus strong view")

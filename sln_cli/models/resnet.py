@@ -55,7 +55,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file can fail anywhere inside the (weights-only, so safe) unpickler
-        from sln_cli.torchfile import reason
+        from sln_cli.rundir.torchfile import reason
 
         raise SlnError(f"cannot read {path} as a PyTorch state dict ({reason(exc)}); pass a ResNet-50 .pth "
                        "file") from None

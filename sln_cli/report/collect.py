@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from sln_cli import config as config_lib
-from sln_cli import experiments, runs
 from sln_cli.errors import SlnError
 from sln_cli.report import compare, cost
 from sln_cli.report import paper as paper_lib
+from sln_cli.rundir import experiments, runs
 
 METRICS = {"acc": ("test_acc", "test accuracy"), "nll": ("test_loss", "test NLL")}
 SELECTIONS = ("last", "best-val")

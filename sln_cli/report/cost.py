@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from sln_cli import runs
 from sln_cli.errors import SlnError
+from sln_cli.rundir import runs
 
 if TYPE_CHECKING:
     from sln_cli.report.collect import Run

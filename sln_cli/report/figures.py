@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sln_cli import ownership
-from sln_cli.plots import plot_seed_bands
+from sln_cli.render.plots import plot_seed_bands
 from sln_cli.report import collect
 from sln_cli.report.collect import Run
+from sln_cli.rundir import ownership
 
 FIGURES = ("accuracy.png", "memorisation.png")
 ownership.register_kind("report", (*FIGURES, ".*.tmp"))

@@ -15,9 +15,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sln_cli.files import json_text
 from sln_cli.report.compare import verdict_text
 from sln_cli.report.cost import cost_text, total_text
+from sln_cli.rundir.files import json_text
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet checked (sln_cli/paper_results.yaml)"

@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 
-from sln_cli import noisy_val, ownership, runs
-from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
-from sln_cli.locks import lock_directory
+from sln_cli.labels import noisy_val
+from sln_cli.rundir import ownership, runs
+from sln_cli.rundir.files import atomic_write, atomic_write_json, atomic_write_text
+from sln_cli.rundir.locks import lock_directory
 from sln_cli.sweep.spec import Cell
 
 
@@ -71,7 +72,7 @@ def keep_state(state: Any, run_dir: Path, epochs: tuple[int, ...]) -> None:
     state (and best.pt as it stands) for the LC runs that branch here."""
     if state.epoch not in epochs:
         return
-    from sln_cli.state import to_checkpoint
+    from sln_cli.training.state import to_checkpoint
 
     runs.save_torch(state_file(run_dir, state.epoch), to_checkpoint(state))
     if (run_dir / runs.BEST).is_file():

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sln_cli import runs
+from sln_cli.rundir import runs
 from sln_cli.sweep.spec import Cell
 
 REFRESH_SECONDS = 1.0  # how often running runs' metrics files are read for the table

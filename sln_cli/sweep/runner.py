@@ -21,10 +21,10 @@ from typing import Any
 
 import yaml
 
-from sln_cli import ownership
 from sln_cli.errors import Interrupted, SlnError
-from sln_cli.files import atomic_write_text
-from sln_cli.locks import lock_directory
+from sln_cli.rundir import ownership
+from sln_cli.rundir.files import atomic_write_text
+from sln_cli.rundir.locks import lock_directory
 from sln_cli.sweep import branch as branch_lib
 from sln_cli.sweep import status as status_lib
 from sln_cli.sweep.live import SweepDisplay
@@ -33,7 +33,7 @@ from sln_cli.sweep.spec import Cell, Sweep
 LOOK_SECONDS = 0.5  # how long the scheduler sleeps between looks at its children
 STOP_SECONDS = 30.0  # after Ctrl-C, how long children get to stop before they are killed
 TRAIN = [sys.executable, "-m", "sln_cli", "train"]  # the command of a run (tests put a fake trainer here)
-LOCKED = "is in use by"  # the words of sln_cli.locks' message when another process holds a run
+LOCKED = "is in use by"  # the words of sln_cli.rundir.locks' message when another process holds a run
 
 ownership.register_kind("sweep", (status_lib.SWEEP_FILE, status_lib.FAILURES, "logs/*.log", ".*.tmp", "logs/.*.tmp"))
 

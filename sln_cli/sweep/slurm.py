@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
-from sln_cli import ownership
 from sln_cli import slurm as slurm_lib
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write_text
-from sln_cli.locks import lock_directory
+from sln_cli.rundir import ownership
+from sln_cli.rundir.files import atomic_write_text
+from sln_cli.rundir.locks import lock_directory
 from sln_cli.sweep import status as status_lib
 from sln_cli.sweep.live import SweepDisplay
 from sln_cli.sweep.runner import Options, Scheduler

@@ -18,9 +18,9 @@ from typing import Any
 
 from sln_cli import config as config_lib
 from sln_cli import presets as presets_lib
-from sln_cli import runs
 from sln_cli import seeds as seeds_lib
 from sln_cli.errors import SlnError
+from sln_cli.rundir import runs
 
 SPEC_KEYS = ("description", "presets", "methods", "grid", "seeds", "set")
 # keys the sweep sets itself: a spec that names them would fight the runner

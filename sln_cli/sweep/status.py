@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sln_cli import config as config_lib
-from sln_cli import readers, runs
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write_json
+from sln_cli.rundir import readers, runs
+from sln_cli.rundir.files import atomic_write_json
 from sln_cli.sweep.spec import Cell, Sweep, comparable
 
 FAILURES = "failures.json"  # {run name: {"attempts": n, "exit_code": c, "log": path, "message": last error line}}

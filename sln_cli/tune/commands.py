@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from sln_cli import ownership, runs
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write_json, atomic_write_text
+from sln_cli.rundir import ownership, runs
+from sln_cli.rundir.files import atomic_write_json, atomic_write_text
 from sln_cli.tune import study as study_lib
 from sln_cli.tune.spec import TuneSpec, objective_of, trial_config
 from sln_cli.tune.trial import run as run_trial
@@ -152,7 +152,7 @@ def _any_range(spec: TuneSpec) -> dict[str, Any]:
 
 def _figures(spec: TuneSpec, trials: list[dict[str, Any]], tune_dir: Path) -> list[str]:
     """The objective against each parameter, and every trial's objective curve against the epoch."""
-    from sln_cli.plots import _figure, save_figure
+    from sln_cli.render.plots import _figure, save_figure
 
     shown = [t for t in trials if t["state"] in ("complete", "pruned") and t["run_dir"]]
     if not shown:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sln_cli import locks
 from sln_cli import slurm as slurm_lib
+from sln_cli.rundir import locks
 from sln_cli.tune import commands
 from sln_cli.tune import study as study_lib
 from sln_cli.tune.spec import TuneSpec

@@ -10,9 +10,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from sln_cli import yamlfile
 from sln_cli.config import Config, to_dict
 from sln_cli.errors import SlnError
+from sln_cli.rundir import yamlfile
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sln_cli import locks
 from sln_cli.errors import Interrupted, SlnError
+from sln_cli.rundir import locks
 from sln_cli.tune.spec import TuneSpec
 
 try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sln_cli import runs
+from sln_cli.rundir import runs
 from sln_cli.tune.spec import TuneSpec, objective_of, trial_config
 
 
@@ -31,7 +31,7 @@ def run(trial: Any, spec: TuneSpec, tune_dir: Path) -> float:
     """Train (or resume) the slot's run; the objective of its metrics. Raises optuna.TrialPruned when pruned."""
     import optuna
 
-    from sln_cli.train import train
+    from sln_cli.training.train import train
 
     run_dir = run_dir_of(tune_dir, trial.user_attrs["slot"])
     config = trial_config(spec, suggest(trial, spec), run_dir)

@@ -13,22 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sln_cli import runs
 from sln_cli.config import Config
 from sln_cli.data import Dataset, Split
 from sln_cli.data.batches import DeviceImages, FileImages
 from sln_cli.data.sizing import input_size
-from sln_cli.devices import autocast, grad_scaler
-from sln_cli.distributed import SINGLE, World
-from sln_cli.ema import WeightEMA
 from sln_cli.errors import SlnError
+from sln_cli.labels.trainset import TrainSet
 from sln_cli.methods import build_method
 from sln_cli.methods.base import Method, MethodContext
 from sln_cli.methods.sam import SharpnessAware
 from sln_cli.models import build_model
 from sln_cli.models.pair import NetworkPair
-from sln_cli.recording import new_optimizer
-from sln_cli.trainset import TrainSet
+from sln_cli.rundir import runs
+from sln_cli.training.devices import autocast, grad_scaler
+from sln_cli.training.distributed import SINGLE, World
+from sln_cli.training.ema import WeightEMA
+from sln_cli.training.recording import new_optimizer
 
 Images = DeviceImages | FileImages
 PEER_SEED_OFFSET = 1_000_003  # co-teaching's and DivideMix's second network is initialised from seed + this

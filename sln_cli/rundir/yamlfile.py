@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from sln_cli import readers
 from sln_cli.errors import SlnError
+from sln_cli.rundir import readers
 
 MAX_BYTES = 1 << 20  # 1 MiB: a resolved config is ~2 KiB
 MAX_NODES = 100_000  # scalars, lists and mappings after alias expansion; a resolved config has ~100

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sln_cli.files import atomic_write
+from sln_cli.rundir.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from sln_cli.analyze.calibration import ReliabilityBins
     from sln_cli.analyze.confidence import ConfidenceScores
     from sln_cli.analyze.landscape import LandscapeCurve, LandscapeGrid
-    from sln_cli.calibration import ReliabilityBins
 
 DPI = 100
 PANEL_INCHES = 4.0  # width and height of one subplot

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sln_cli.errors import SlnError
-from sln_cli.ownership import check_replaceable
+from sln_cli.rundir.ownership import check_replaceable
 
 if TYPE_CHECKING:
     from sln_cli.data import Dataset
@@ -38,7 +38,7 @@ def plot_paths(plot: Path, *, with_examples: bool, overwrite: bool = False) -> d
 def draw_noise(paths: dict[str, Path], summary: dict, clean: np.ndarray, noisy: np.ndarray,
                dataset: Dataset | None) -> dict[str, str]:
     """Write the heat map (and, with `dataset`, the example grid); return {what: path}."""
-    from sln_cli.plots import plot_transition_matrix
+    from sln_cli.render.plots import plot_transition_matrix
 
     names = summary.get("classes") or [str(i) for i in range(summary["num_classes"])]
     title = (f"{Path(summary['file']).name}: realised noise {summary['realized_noise_rate']:.3f} "
@@ -51,7 +51,7 @@ def draw_noise(paths: dict[str, Path], summary: dict, clean: np.ndarray, noisy: 
 
 def draw_examples(path: Path, dataset: Dataset, clean: np.ndarray, noisy: np.ndarray, *, title: str) -> None:
     """Rows of flipped training images, one row per true class (the most-flipped classes when there are many)."""
-    from sln_cli.gallery import Tile, class_grid, split_images
+    from sln_cli.render.gallery import Tile, class_grid, split_images
 
     flipped = np.flatnonzero(noisy != clean)
     order = flipped[np.random.default_rng(SEED).permutation(len(flipped))]

@@ -14,12 +14,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import clip_grad_norm_
 
-from sln_cli import distributed
-from sln_cli.distributed import World
-from sln_cli.ema import WeightEMA
-from sln_cli.losses import add_label_noise, add_parameter_gradient_noise, logit_gradient_noise_hook, soft_cross_entropy
 from sln_cli.methods.base import Method
 from sln_cli.methods.sam import SharpnessAware
+from sln_cli.methods.sln import (
+    add_label_noise,
+    add_parameter_gradient_noise,
+    logit_gradient_noise_hook,
+    soft_cross_entropy,
+)
+from sln_cli.training import distributed
+from sln_cli.training.distributed import World
+from sln_cli.training.ema import WeightEMA
 
 # The objective of a step: (logits (B, K), the targets it is given (B, K), the batch's sample indices (B,)) -> scalar.
 # The indices let per-sample methods (running targets, co-teaching selections) keep state across epochs.
@@ -38,7 +43,7 @@ class Step:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: WeightEMA
-    autocast: Callable[[], AbstractContextManager]  # the forward's precision (`sln_cli.devices.autocast`)
+    autocast: Callable[[], AbstractContextManager]  # the forward's precision (`sln_cli.training.devices.autocast`)
     sigma: float  # std of the Gaussian label noise (0 = CE, and during label correction)
     noise: torch.Generator  # label noise and logit-gradient noise
     method: Method = field(default_factory=Method)  # forward, per-sample state, and the loss (`sln_cli.methods`)

@@ -1,7 +1,8 @@
 """Noisy labels for a dataset: a label-noise mode applied to its training labels, with the manifest that says how.
 
-`sln corrupt` writes them to a file (`sln_cli.corrupt`); `sln train` makes them the same way on the fly.
-The noise generators themselves are `sln_cli.noise` (pure numpy); the file format is `sln_cli.labels`.
+`sln corrupt` writes them to a file (`sln_cli.labels.corrupt`); `sln train` makes them the same way on the fly.
+The noise generators themselves are `sln_cli.labels.corruption` (pure numpy); the file format is
+`sln_cli.labels.labelfile`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sln_cli import __version__, noise, readers
+from sln_cli import __version__
 from sln_cli.errors import SlnError
-from sln_cli.labels import NoisyLabels, summarize
+from sln_cli.labels import corruption as noise
+from sln_cli.labels.labelfile import NoisyLabels, summarize
+from sln_cli.rundir import readers
 
 if TYPE_CHECKING:
     from sln_cli.data import Dataset

@@ -1,6 +1,6 @@
 """The passes of one training epoch over the data: SGD steps, label correction, evaluation.
 
-`train_pass` runs `sln_cli.step.sgd_step` over the epoch's batches and keeps the bookkeeping out of it:
+`train_pass` runs `sln_cli.training.step.sgd_step` over the epoch's batches and keeps the bookkeeping out of it:
 the compiled-or-eager choice per batch, the metrics, the recorded softmax, the reduction over torchrun's ranks.
 Every pass draws from generators keyed by (seed, epoch, purpose), so a resumed run repeats its draws.
 """
@@ -16,18 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sln_cli import distributed
 from sln_cli.config import Config
 from sln_cli.data.batches import Augmentation
-from sln_cli.devices import autocast
-from sln_cli.distributed import SINGLE, World
 from sln_cli.errors import NonFiniteLoss
-from sln_cli.losses import correct_targets
 from sln_cli.methods.base import EpochPass, FunctionLoss, Method
-from sln_cli.progress import TrainProgress
-from sln_cli.recording import records_batches
-from sln_cli.state import Images, Splits, State
-from sln_cli.step import EpochMetrics, Loss, Step, sgd_step
+from sln_cli.methods.sln import correct_targets
+from sln_cli.render.progress import TrainProgress
+from sln_cli.training import distributed
+from sln_cli.training.devices import autocast
+from sln_cli.training.distributed import SINGLE, World
+from sln_cli.training.recording import records_batches
+from sln_cli.training.state import Images, Splits, State
+from sln_cli.training.step import EpochMetrics, Loss, Step, sgd_step
 
 
 def train_pass(state: State, train: Images, config: Config, sigma: float, epoch: int, device: torch.device,

@@ -3,7 +3,7 @@
 Every epoch: set the learning rate; from epoch `correction + 1` on, correct the targets with the EMA
 network and stop the label noise; train one pass with fresh Gaussian noise on the targets; evaluate the
 raw (SLN) and EMA (SLN-MO) networks; log one metrics line; checkpoint atomically. Under torchrun every
-process runs this loop on its shard of each epoch (see `sln_cli.distributed`); rank 0 alone writes.
+process runs this loop on its shard of each epoch (see `sln_cli.training.distributed`); rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -20,21 +20,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from sln_cli import distributed, memory, methods, noisy_val, runs
+from sln_cli import methods
 from sln_cli.config import Config, OptimConfig, dump
-from sln_cli.devices import compile_mode, set_determinism
-from sln_cli.distributed import SINGLE, World
-from sln_cli.epoch import correct_labels, epoch_generator, epoch_samples, evaluate_both, rank_key, train_pass
 from sln_cli.errors import Interrupted, NonFiniteLoss, SlnError
-from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
-from sln_cli.labels import write_label_file
-from sln_cli.progress import TrainProgress
-from sln_cli.recording import record_eval_pass, reset_optimizer
-from sln_cli.state import Splits, State, image_shape, initial_state, place_splits, restore, to_checkpoint
-from sln_cli.step import Loss
+from sln_cli.labels import noisy_val
+from sln_cli.labels.labelfile import write_label_file
+from sln_cli.labels.trainset import TrainSet, build_trainset
+from sln_cli.render.progress import TrainProgress
+from sln_cli.rundir import runs
+from sln_cli.rundir.files import atomic_write, atomic_write_json, atomic_write_text
 from sln_cli.sweep import branch
-from sln_cli.tensorboard import open_logger, require_tensorboard
-from sln_cli.trainset import TrainSet, build_trainset
+from sln_cli.training import distributed, memory
+from sln_cli.training.devices import compile_mode, set_determinism
+from sln_cli.training.distributed import SINGLE, World
+from sln_cli.training.epoch import correct_labels, epoch_generator, epoch_samples, evaluate_both, rank_key, train_pass
+from sln_cli.training.recording import record_eval_pass, reset_optimizer
+from sln_cli.training.state import Splits, State, image_shape, initial_state, place_splits, restore, to_checkpoint
+from sln_cli.training.step import Loss
+from sln_cli.training.tensorboard import open_logger, require_tensorboard
 
 EpochHook = Callable[[dict[str, Any]], None]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sln_cli import intcsv
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write_text
+from sln_cli.rundir import intcsv
+from sln_cli.rundir.files import atomic_write_text
 
 FILE = "noisy_val.csv"  # header `index`: positions of the held-out samples in the dataset's full training split
 _MAX_BYTES = 64 << 20  # 64 MiB: ~6M indices, beyond any training set sln reads

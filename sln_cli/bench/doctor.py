@@ -1,7 +1,7 @@
 """`sln doctor`: what this machine is, then a few real training steps of every path `sln train` can take on it.
 
-Each check trains sln's own loop (`sln_cli.train.train`) for an epoch or two on the bundled 8×8 digits (offline)
-in a temporary directory, or exercises one mechanism directly (EMA, nvJPEG, a one-process DDP group), and
+Each check trains sln's own loop (`sln_cli.training.train.train`) for an epoch or two on the bundled 8×8 digits
+(offline) in a temporary directory, or exercises one mechanism directly (EMA, nvJPEG, a one-process DDP group), and
 reports pass, fail or skip (with why) and its images/s. Any failure makes the command exit 1.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from sln_cli import __version__
-from sln_cli.devices import resolve_device
+from sln_cli.training.devices import resolve_device
 
 # A tiny real run: digits with 40% symmetric noise, the small CNN; 128 training images in batches of 32.
 BASE = {
@@ -130,8 +130,8 @@ def _host_memory() -> dict[str, float]:
 def _train(device: torch.device, out: Path, *, resume: bool = False, **sections: dict[str, Any]) -> list[dict]:
     """Train the tiny run (BASE with `sections` merged in) into `out`; its metrics rows."""
     from sln_cli import config as config_lib
-    from sln_cli import runs
-    from sln_cli.train import train
+    from sln_cli.rundir import runs
+    from sln_cli.training.train import train
 
     tree = {key: ({**value, **sections.get(key, {})} if isinstance(value, dict) else value)
             for key, value in BASE.items()}
@@ -156,7 +156,7 @@ def _precision(precision: str, *, channels_last: bool = False):
 
 
 def _compile(device: torch.device, out: Path) -> tuple[float, str]:
-    from sln_cli.devices import compile_mode
+    from sln_cli.training.devices import compile_mode
 
     rows = _train(device, out, optim={"epochs": 2}, run={"compile": "compile"})
     mode = compile_mode(device, world_size=1)
@@ -193,8 +193,8 @@ def _resume(device: torch.device, out: Path) -> tuple[float, str]:
 
 def _ema(device: torch.device, out: Path) -> tuple[float, str]:
     """The EMA of every float weight and BatchNorm buffer equals `decay * ema + (1 - decay) * model`."""
-    from sln_cli.ema import WeightEMA
     from sln_cli.models import build_model
+    from sln_cli.training.ema import WeightEMA
 
     torch.manual_seed(0)
     model = build_model("cnn", num_classes=10, in_channels=1, image_size=8).to(device)
@@ -243,8 +243,8 @@ def _ddp(device: torch.device, out: Path) -> tuple[float, str]:
     """A one-process group (gloo on the CPU, nccl on CUDA): DistributedDataParallel steps and an all-reduce."""
     import torch.distributed as dist
 
-    from sln_cli.distributed import _NO_FORWARD_BUFFER_SYNC
     from sln_cli.models import build_model
+    from sln_cli.training.distributed import _NO_FORWARD_BUFFER_SYNC
 
     if dist.is_initialized():
         raise Skip("a process group exists already (under torchrun): run sln doctor without torchrun")

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from sln_cli import noisy_val as noisy_val_lib
-from sln_cli import runs
 from sln_cli.config import Config, load_yaml, resolve
 from sln_cli.data.batches import DeviceImages, FileImages
 from sln_cli.errors import SlnError
-from sln_cli.experiments import as_it_ran
-from sln_cli.state import image_shape, place_split
-from sln_cli.trainset import TrainSet, build_trainset
+from sln_cli.labels import noisy_val as noisy_val_lib
+from sln_cli.labels.trainset import TrainSet, build_trainset
+from sln_cli.rundir import runs
+from sln_cli.rundir.experiments import as_it_ran
+from sln_cli.training.state import image_shape, place_split
 
 NOISY_VAL = "noisy-val"  # the samples a run held out of training (data.noisy_val, recorded in noisy_val.csv)
 SPLITS = ("test", "train", "val", "ilsvrc12", NOISY_VAL)  # ilsvrc12: mini-WebVision's second test set
@@ -107,7 +107,7 @@ def checkpoint_path(run_dir: Path, choice: str) -> Path:
 
 def _best_noisy_val(run_dir: Path) -> Path:
     """best.pt of a run that held out a noisy validation split (its selection, see `train.selection_key`)."""
-    from sln_cli import noisy_val
+    from sln_cli.labels import noisy_val
 
     if not (run_dir / noisy_val.FILE).is_file():
         raise SlnError(f"{run_dir} held out no noisy validation split; train with --set data.noisy_val=N (a count or "

@@ -31,11 +31,12 @@ from typing import Any
 
 import torch
 
-from sln_cli import __version__, readers, torchfile
+from sln_cli import __version__
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write, atomic_write_json, atomic_write_text
-from sln_cli.locks import lock_directory
-from sln_cli.ownership import claim_new_directory, remove_stale_temporaries
+from sln_cli.rundir import readers, torchfile
+from sln_cli.rundir.files import atomic_write, atomic_write_json, atomic_write_text
+from sln_cli.rundir.locks import lock_directory
+from sln_cli.rundir.ownership import claim_new_directory, remove_stale_temporaries
 
 CONFIG, META, METRICS, SUMMARY, PROBS = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "probs.npy"
 CHECKPOINT, FINAL, BEST = "checkpoint.pt", "final.pt", "best.pt"

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from sln_cli import distributed
 from sln_cli.config import Config, OptimConfig
 from sln_cli.data.batches import Augmentation
-from sln_cli.devices import autocast, optimizer_kernel
-from sln_cli.distributed import SINGLE, World
+from sln_cli.training import distributed
+from sln_cli.training.devices import autocast, optimizer_kernel
+from sln_cli.training.distributed import SINGLE, World
 
 if TYPE_CHECKING:
-    from sln_cli.state import Images, State
+    from sln_cli.training.state import Images, State
 
 MODES = ("batch", "eval")
 

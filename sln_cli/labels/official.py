@@ -13,9 +13,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from sln_cli import readers
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write
+from sln_cli.rundir import readers
+from sln_cli.rundir.files import atomic_write
 
 PREFIX = "official"  # `--labels official:NAME`, or `--labels official` for the preset's own setting
 CACHE_ENV = "SLN_CACHE"

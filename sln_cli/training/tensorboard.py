@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from sln_cli import runs
 from sln_cli.errors import SlnError
+from sln_cli.rundir import runs
 
 LOG_DIR = "tensorboard"
 INSTALL = "pip install 'sln-cli[tensorboard]'"
@@ -99,9 +99,9 @@ class TensorBoardLogger:
                batch_size: int) -> None:
         """The final images (only when this process trained an epoch, so a re-resumed finished run adds none)."""
         if self.logged:
-            from sln_cli.calibration import reliability_bins
-            from sln_cli.checkpoints import predict
-            from sln_cli.plots import memorisation_figure, reliability_figure
+            from sln_cli.analyze.calibration import reliability_bins
+            from sln_cli.render.plots import memorisation_figure, reliability_figure
+            from sln_cli.training.checkpoints import predict
 
             labels = test_labels.cpu().numpy()
             diagrams = {name: reliability_bins(predict(model, test_images, batch_size=batch_size), labels)
@@ -117,7 +117,7 @@ class TensorBoardLogger:
     def _image(self, tag: str, figure: Any, epoch: int) -> None:
         from PIL import Image
 
-        from sln_cli.plots import png_bytes
+        from sln_cli.render.plots import png_bytes
 
         with Image.open(io.BytesIO(png_bytes(figure))) as image:
             pixels = np.asarray(image.convert("RGB"))  # H×W×3 uint8

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sln_cli import noisy_val as noisy_val_lib
-from sln_cli import official
 from sln_cli.config import DataConfig, NoiseConfig
 from sln_cli.data import DEFAULT_DATA_DIRS, Dataset, Split, load_dataset
 from sln_cli.errors import SlnError
-from sln_cli.labels import DROPPED, NoisyLabels, check_against, read_label_file
+from sln_cli.labels import noisy_val as noisy_val_lib
+from sln_cli.labels import official
+from sln_cli.labels.labelfile import DROPPED, NoisyLabels, check_against, read_label_file
 
 # Datasets whose given training labels are themselves noisy: with no generated noise, the truth is unknown.
 _INHERENTLY_NOISY = ("clothing1m", "imagefolder", "animal10n", "webvision-mini")
@@ -82,7 +82,7 @@ def _noisy_labels(dataset: Dataset, data: DataConfig, noise: NoiseConfig) -> tup
         clean = None if dataset.name in _INHERENTLY_NOISY else dataset.train.labels
         manifest = {"dataset": dataset.name, "mode": "none"}
         return NoisyLabels(noisy=dataset.train.labels, clean=clean, source_index=None, manifest=manifest), None
-    from sln_cli.noisy_labels import make_labels
+    from sln_cli.labels.make import make_labels
 
     return make_labels(
         dataset,
@@ -104,7 +104,7 @@ def _swap_openset_images(dataset: Dataset, labels: NoisyLabels, source: Dataset 
     if labels.source_index is None or (labels.source_index < 0).all():
         return dataset
     if source is None:
-        from sln_cli.noisy_labels import load_source_dataset
+        from sln_cli.labels.make import load_source_dataset
 
         source = load_source_dataset(labels.manifest, dataset, source_dir)
     replaced = np.flatnonzero(labels.source_index >= 0)
@@ -132,7 +132,7 @@ def _path(value: str | None) -> Path | None:
 
 
 def _label_file(noise: NoiseConfig, data: DataConfig) -> Path:
-    """`official[:NAME]` from the verified cache (see `sln_cli.official`), else a path."""
+    """`official[:NAME]` from the verified cache (see `sln_cli.labels.official`), else a path."""
     assert noise.labels is not None
     if official.is_official(noise.labels):
         return official.label_path(noise.labels, dataset=data.dataset, mode=noise.mode, rate=noise.rate)

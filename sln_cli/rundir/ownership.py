@@ -20,10 +20,10 @@ from pathlib import Path
 
 from sln_cli import __version__
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write_json
+from sln_cli.rundir.files import atomic_write_json
 
 MARKER = ".sln-owned"  # JSON: {"kind": "run"|"sweep"|..., "sln_version": ..., "created": ...}
-_LOCK = ".sln.lock"  # sln_cli.locks.LOCK: the lock of the directory, held by the caller while it claims
+_LOCK = ".sln.lock"  # sln_cli.rundir.locks.LOCK: the lock of the directory, held by the caller while it claims
 _MAX_MARKER_BYTES = 4096
 
 # The files sln writes in a directory of each kind, as glob patterns relative to it (one folder level at most).

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sln_cli import intcsv, readers, torchfile
 from sln_cli.errors import SlnError
-from sln_cli.files import atomic_write
+from sln_cli.rundir import intcsv, readers, torchfile
+from sln_cli.rundir.files import atomic_write
 
 FORMAT = "sln-noisy-labels"
 FORMAT_VERSION = 1
@@ -141,7 +141,7 @@ def read_label_file(path: str | os.PathLike[str], *, label_set: str | None = Non
 
 def _read_csv(path: Path, expected_rows: int | None = None) -> NoisyLabels:
     """Bounded: the file's size is capped, its rows are counted before any is parsed (`expected_rows`: the
-    dataset's training samples), and parsing costs memory ~ the file (`sln_cli.intcsv`)."""
+    dataset's training samples), and parsing costs memory ~ the file (`sln_cli.rundir.intcsv`)."""
     header, body = intcsv.read_header(path)
     if not header and not body.strip():
         raise SlnError(f"{path} is empty; expected a header `label,label_noisy` and one row per training sample")

@@ -18,8 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from sln_cli.devices import resolve_device
 from sln_cli.errors import SlnError
+from sln_cli.training.devices import resolve_device
 
 T = TypeVar("T")
 

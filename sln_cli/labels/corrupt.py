@@ -9,10 +9,17 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sln_cli import official
 from sln_cli.errors import SlnError
-from sln_cli.labels import check_against, is_label_manifest, manifest_path, read_label_file, summarize, write_label_file
-from sln_cli.noisy_labels import MODES, check_request, load_source_dataset, make_labels
+from sln_cli.labels import official
+from sln_cli.labels.labelfile import (
+    check_against,
+    is_label_manifest,
+    manifest_path,
+    read_label_file,
+    summarize,
+    write_label_file,
+)
+from sln_cli.labels.make import MODES, check_request, load_source_dataset, make_labels
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -82,9 +89,9 @@ def inspect(
     plot: Path | None = None, overwrite: bool = False,
 ) -> dict:
     """Summarise an existing label file (ours, an official SLN CSV, or CIFAR-N); check it against `dataset`;
-    with `plot`, draw its noise (`sln_cli.noise_pictures`)."""
+    with `plot`, draw its noise (`sln_cli.labels.pictures`)."""
     if plot is not None:
-        from sln_cli.noise_pictures import draw_noise, plot_paths
+        from sln_cli.labels.pictures import draw_noise, plot_paths
 
         plot_paths_ = plot_paths(plot, with_examples=dataset is not None, overwrite=overwrite)  # before any work
     if official.is_official(path):  # `official:NAME`: the verified cached copy, fetched if missing

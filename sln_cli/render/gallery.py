@@ -1,6 +1,6 @@
 """Pictures of training images with their labels, to check by eye: the contact sheet of `sln analyze issues`
 (the most suspect samples, given -> suggested class) and the per-class example grid of `sln corrupt --inspect
---plot` (true -> noisy class). One PNG each, written atomically on an Agg canvas like `sln_cli.plots`.
+--plot` (true -> noisy class). One PNG each, written atomically on an Agg canvas like `sln_cli.render.plots`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sln_cli.plots import save_figure
+from sln_cli.render.plots import save_figure
 
 THUMBNAIL = 128  # pixels: the longer side of a file-backed image on a sheet (in-memory images are small already)
 CELL_INCHES = 1.7  # width of one image cell

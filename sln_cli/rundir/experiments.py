@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sln_cli import runs
+from sln_cli.rundir import runs
 
 # (section, key) pairs that do not make another experiment; ("description", None): the free-text description
 SEED_KEYS = frozenset({

@@ -1,0 +1,1 @@
+"""What sln shows: terminal tables, progress bars, PNG figures and image grids."""
