@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+TIMING = ("_seconds", "_per_second")  # key endings of timings: left out
 QUICK = ["--preset", "quickstart"]
 SHORT = [*QUICK, "--set", "optim.epochs=3"]
 METHODS = ["sln", "ce", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward", "elr",
@@ -41,15 +42,16 @@ def tensors(value: object, prefix: str = "") -> dict[str, str]:
     """sha256 of every tensor (and the repr of every other leaf) in a nested checkpoint, by path."""
     if isinstance(value, torch.Tensor):
         return {prefix: hashlib.sha256(value.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]}
-    if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in tensors(item, f"{prefix}/{key}").items()}
+    if isinstance(value, dict):  # timings (best.pt's metrics row has them) are not behaviour
+        return {k: v for key, item in value.items() if not str(key).endswith(TIMING)
+                for k, v in tensors(item, f"{prefix}/{key}").items()}
     if isinstance(value, (list, tuple)):
         return {k: v for i, item in enumerate(value) for k, v in tensors(item, f"{prefix}/{i}").items()}
     return {prefix: repr(value)}
 
 
 def fingerprint(run: Path) -> dict[str, object]:
-    rows = [{k: v for k, v in json.loads(line).items() if not k.endswith(("_seconds", "_per_second"))}
+    rows = [{k: v for k, v in json.loads(line).items() if not k.endswith(TIMING)}
             for line in (run / "metrics.jsonl").read_text().splitlines()]
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     checkpoint.pop("metrics", None)  # the same rows as metrics.jsonl, timings included
