@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sln_cli.methods.sln import soft_cross_entropy
+from sln_cli.training.distributed import SINGLE, World
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class MethodContext:
     make_network: Callable[[], nn.Module]  # a freshly (and differently) initialised network like the trained one
     forward: Callable[[], AbstractContextManager]  # the run's autocast
     world_size: int = 1  # processes under torchrun
+    rank: int = 0  # this process's rank under torchrun (draws that must differ across ranks: SOP+'s strong views)
     seed: int = 0  # run.seed: per-method random state (SOP's u, v initialisation, SOP+'s strong views)
     images: torch.Tensor | None = None  # (N, C, H, W) uint8 training images of in-memory datasets, as indexed
     mean: tuple[float, ...] = ()  # the dataset's per-channel normalisation
@@ -58,6 +60,7 @@ class EpochPass:
     progress: Any  # sln_cli.render.progress.TrainProgress
     generator: Callable[[str], torch.Generator]  # an epoch generator for a purpose (resumes draw the same)
     seed: int  # the run's seed (host-side draws)
+    world: World = SINGLE  # under torchrun: this rank's place (DivideMix shards its steps and gathers its division)
 
 
 class Method:
@@ -92,6 +95,10 @@ class Method:
         """Run the epoch's steps itself (DivideMix: division, then MixMatch) and return the extra metrics of its
         row; None (every method but DivideMix): the harness runs `step.sgd_step` over the batches."""
         return None
+
+    def end_pass(self, world: World) -> None:
+        """Under torchrun, after the pass and before the checkpoint: make per-sample state that each rank changed
+        on its own shard the same on every rank (SOP's u, v). Not called with one process."""
 
     def rescores(self, epoch: int) -> bool:
         """Whether `epoch` starts with a scoring pass over the training set (truncated GCE's weights)."""

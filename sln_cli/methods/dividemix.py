@@ -21,6 +21,7 @@ import hashlib
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ from torch import Tensor, nn
 from sln_cli.errors import SlnError
 from sln_cli.methods.base import Configured, EpochPass, MethodContext, probabilities
 from sln_cli.methods.sln import add_label_noise
+from sln_cli.models.pair import NetworkPair
+from sln_cli.training import distributed
+from sln_cli.training.distributed import SINGLE, World
 
 # eval_train: GaussianMixture(n_components=2, max_iter=10, tol=1e-2, reg_covar=5e-4)
 GMM_SETTINGS = {"n_components": 2, "max_iter": 10, "tol": 1e-2, "reg_covar": 5e-4}
@@ -128,13 +132,24 @@ def unlabelled_weight(current: float, warmup_epochs: int, rampup_epochs: int, la
 class DivideMix(Configured):
     def __init__(self, settings: Any, context: MethodContext) -> None:
         super().__init__(settings, context)
-        if context.world_size > 1:
-            raise SlnError("method dividemix trains two networks on one process; run it without torchrun")
         self.history = torch.zeros(2, 0, context.num_samples, device=context.device)  # (2, W, N) normalised losses
         self.probability: Tensor | None = None  # (2, N) the last division's clean posteriors (for analyze issues)
         self.truly_clean = None if context.clean is None else context.noisy == context.clean  # (N,) for the AUC
+        self.trainers: tuple[nn.Module, nn.Module] | None = None  # under torchrun: each network's DDP wrapper
+
+    def _trainers(self, run: EpochPass, nets: tuple[nn.Module, nn.Module]) -> tuple[nn.Module, nn.Module]:
+        """What each network's training forward goes through: the network, or under torchrun its own DDP wrapper
+        (gradients averaged over the ranks; one wrapper per network, as each trains alone on its own steps)."""
+        if run.world.size == 1:
+            return nets
+        if self.trainers is None:
+            first, second = (distributed.wrap(net, run.world, run.noisy.device, sync_batchnorm=False) for net in nets)
+            assert first is not None and second is not None  # wrap gives a wrapper with several ranks
+            self.trainers = (first, second)
+        return self.trainers
 
     def train_pass(self, run: EpochPass) -> dict[str, Any]:
+        assert isinstance(run.model, NetworkPair), "dividemix trains a NetworkPair (state.initial_state)"
         nets = (run.model.first, run.model.second)
         if run.epoch <= self.settings.warmup_epochs:
             self._warm_up(run, nets)
@@ -145,15 +160,18 @@ class DivideMix(Configured):
 
     def _warm_up(self, run: EpochPass, nets: tuple[nn.Module, nn.Module]) -> None:
         batch, n = 2 * run.batch_size, len(run.train)  # the warm-up loader's batch_size*2
-        run.progress.start_epoch(run.epoch, 2 * math.ceil(n / batch))
+        trainers = self._trainers(run, nets)
         number = 0
         for which, net in enumerate(nets):  # net1's whole pass, then net2's (as the official loop)
             net.train()
             order = torch.randperm(n, generator=run.generator(f"dividemix warm-up {which}"), device=run.noisy.device)
+            order = distributed.shard(order, run.world, batch_size=batch)  # under torchrun: this rank's part
+            if which == 0:
+                run.progress.start_epoch(run.epoch, 2 * math.ceil(len(order) / batch))
             for images, index in run.train.batches(order, batch, augmentation=run.augmentation,
                                                    generator=run.step.noise):
                 with run.step.autocast():
-                    logits = net(images)  # (B, K)
+                    logits = trainers[which](images)  # (B, K)
                 loss = F.cross_entropy(logits.float(), self.labels[index])
                 if self.settings.warmup_penalty:
                     loss = loss + negative_entropy(logits)
@@ -166,22 +184,35 @@ class DivideMix(Configured):
 
     @torch.no_grad()
     def divide(self, run: EpochPass, nets: tuple[nn.Module, nn.Module]) -> tuple[np.ndarray, float]:
-        """(2, N) clean posteriors, row i from network i's losses, and the seconds of the host-side GMM fits."""
+        """(2, N) clean posteriors, row i from network i's losses, and the seconds of the host-side GMM fits.
+
+        Under torchrun each rank scores its shard of the dataset order into zeros and a sum over the ranks gathers
+        the whole (2, N) losses on every rank (each entry comes from the one rank that scored it); rank 0 fits the
+        GMMs and broadcasts the posteriors, so every rank divides the data as one process would.
+        """
         n, device = len(run.train), run.noisy.device
         losses = torch.zeros(2, n, device=device)
         for net in nets:
             net.eval()
-        for images, index in run.train.batches(torch.arange(n, device=device), run.eval_batch_size):
+        order = distributed.shard(torch.arange(n, device=device), run.world)
+        for images, index in run.train.batches(order, run.eval_batch_size):
             for which, net in enumerate(nets):  # un-augmented, as eval_loader (transform_test)
                 with run.step.autocast():
                     logits = net(images)
                 losses[which, index] = F.cross_entropy(logits.float(), self.labels[index], reduction="none")
+        distributed.all_reduce_sum(losses, run.world)
         # the last gmm_window epochs' normalised losses (the official code averages 5 at 90% noise)
         self.history = torch.cat([self.history, normalise(losses)[:, None]], dim=1)[:, -self.settings.gmm_window:]
         inputs = self.history.mean(dim=1).cpu().numpy()  # (2, N): the epoch's one host copy
         started = time.perf_counter()
-        probability = np.stack([clean_probability(inputs[which], _seed(run.seed, run.epoch, "gmm", which))
-                                for which in (0, 1)])
+        if run.world.is_main:
+            probability = np.stack([clean_probability(inputs[which], _seed(run.seed, run.epoch, "gmm", which))
+                                    for which in (0, 1)])
+        else:
+            probability = np.zeros_like(inputs, dtype=np.float64)
+        if run.world.size > 1:
+            shared = torch.as_tensor(probability, dtype=torch.float64, device=device)
+            probability = distributed.broadcast(shared, run.world).cpu().numpy()
         return probability, time.perf_counter() - started
 
     # -- MixMatch -----------------------------------------------------------------------------------
@@ -194,30 +225,40 @@ class DivideMix(Configured):
         divisions = [co_divide(probability[which], self.settings.p_threshold) for which in (0, 1)]
         on_device = [tuple(torch.as_tensor(part, device=run.noisy.device) for part in division)
                      for division in divisions]  # the epoch's host-to-device copies, before its first step
-        steps = sum(len(labelled) // run.batch_size + (len(labelled) % run.batch_size > 0)
-                    for labelled, _ in divisions)
+        steps = sum(math.ceil(len(distributed.shard(torch.arange(len(labelled)), run.world,
+                                                     batch_size=run.batch_size)) / run.batch_size)
+                    for labelled, _ in divisions)  # this rank's steps
         run.progress.start_epoch(run.epoch, steps)
+        self._trainers(run, nets)
         number = 0
         # co-divide: the first network trains on the second's division, then the second on the first's
         for which, (net, peer) in enumerate((nets, nets[::-1])):
             labelled, unlabelled = on_device[1 - which]
             number = self._train_network(run, net, peer, labelled, unlabelled, self.probability[1 - which], which,
                                          number)
+            distributed.average_buffers([net], run.world)  # the peer of the next pass: the same on every rank
         return {"labelled_fraction": float(np.mean([len(labelled) for labelled, _ in divisions])) / len(run.train),
                 "division_auc": _division_auc(probability, self.truly_clean), "division_seconds": division_seconds,
                 "gmm_seconds": gmm_seconds}
 
     def _train_network(self, run: EpochPass, net: nn.Module, peer: nn.Module, labelled: Tensor,
                        unlabelled: Tensor, weight: Tensor, which: int, number: int) -> int:
-        """One network's MixMatch pass over its labelled set (train), the peer fixed in eval mode."""
-        device, batch, settings = run.noisy.device, run.batch_size, self.settings
+        """One network's MixMatch pass over its labelled set (train), the peer fixed in eval mode.
+
+        The training forward goes through the network's DDP wrapper under torchrun (`_trainers`). Under
+        torchrun each rank takes its shard of every global batch of the labelled and of the unlabelled order (the
+        same permutations on every rank) and the ramp-up counts global steps, so one process is the special case.
+        """
+        device, batch, settings, world = run.noisy.device, run.batch_size, self.settings, run.world
+        trainer = net if self.trainers is None else self.trainers[which]
         net.train()
         peer.eval()
         shuffle = run.generator(f"dividemix shuffle {which}")
         lambdas = np.random.default_rng(_seed(run.seed, run.epoch, "mixup", which))
         order = labelled[torch.randperm(len(labelled), generator=shuffle, device=device)]
-        unlabelled_batches = _cycle(unlabelled, batch, shuffle)
-        steps = len(labelled) // batch + 1  # num_iter, as the official ramp-up counts it
+        order = distributed.shard(order, world, batch_size=batch)  # this rank's part of every global batch
+        unlabelled_batches = _cycle(unlabelled, batch, shuffle, world)
+        steps = len(labelled) // (world.size * batch) + 1  # num_iter, as the official ramp-up counts it
         for step_index, start in enumerate(range(0, len(labelled), batch)):
             index_x, index_u = order[start:start + batch], next(unlabelled_batches)
             x1, x2 = self._views(run, index_x), self._views(run, index_x)
@@ -231,7 +272,7 @@ class DivideMix(Configured):
             permutation = torch.randperm(len(inputs), generator=run.step.noise, device=device)
             mixed_inputs, mixed_targets = mix(inputs, targets, lam, permutation)
             with run.step.autocast():
-                logits = net(mixed_inputs)  # (2Bx + 2Bu, K)
+                logits = trainer(mixed_inputs)  # (2Bx + 2Bu, K)
             n_x = 2 * len(index_x)
             loss_x, loss_u = semi_loss(logits[:n_x], mixed_targets[:n_x], logits[n_x:], mixed_targets[n_x:])
             weight_u = unlabelled_weight(run.epoch - 1 + step_index / steps, settings.warmup_epochs,
@@ -285,15 +326,19 @@ def _sgd(step: Any, loss: Tensor) -> None:
     step.ema.update()
 
 
-def _cycle(indices: Tensor, batch: int, generator: torch.Generator):
-    """Batches of a freshly shuffled `indices`, reshuffled whenever exhausted (the unlabelled loader's re-iter)."""
+def _cycle(indices: Tensor, batch: int, generator: torch.Generator, world: World = SINGLE) -> Iterator[Tensor]:
+    """Batches of a freshly shuffled `indices`, reshuffled whenever exhausted (the unlabelled loader's re-iter).
+
+    Under torchrun the global batches hold `world.size × batch` samples and this rank takes every size-th of
+    each: all ranks reshuffle at the same step (the same draws), and a rank whose share of the last global batch
+    is empty gets an empty batch (MixMatch on its labelled batch alone)."""
     while True:
         order = indices[torch.randperm(len(indices), generator=generator, device=indices.device)]
         if len(order) == 0:
             yield order
             continue
-        for start in range(0, len(order), batch):
-            yield order[start:start + batch]
+        for start in range(0, len(order), world.size * batch):
+            yield order[start:start + world.size * batch][world.rank::world.size]
 
 
 def _seed(*key: Any) -> int:

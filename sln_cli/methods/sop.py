@@ -26,6 +26,8 @@ from sln_cli.data.augment import channel_constants
 from sln_cli.data.strong import strong_views
 from sln_cli.errors import SlnError
 from sln_cli.methods.base import Configured, MethodContext, probabilities
+from sln_cli.training import distributed
+from sln_cli.training.distributed import World
 
 EPS = 1e-4  # the official clamps and normalisation epsilon
 INIT_STD = 1e-8  # u, v ~ N(0, 1e-8²): config_cifar100.json reparam_arch.args (mean 0, std 1e-8)
@@ -64,8 +66,6 @@ class SparseOverParameterization(Configured):
 
     def __init__(self, settings: Any, context: MethodContext) -> None:
         super().__init__(settings, context)
-        if context.world_size > 1:
-            raise SlnError(f"method {settings.name} keeps u and v per sample on one process; run it without torchrun")
         generator = torch.Generator().manual_seed(context.seed + SEED_OFFSET)
         n, k = context.num_samples, context.num_classes  # the training set this run trains on
         self.u = nn.Parameter(torch.empty(n, 1).normal_(0.0, INIT_STD, generator=generator).to(context.device))
@@ -75,9 +75,31 @@ class SparseOverParameterization(Configured):
                                           {"params": [self.v], "lr": settings.lr_v}],
                                          lr=settings.lr_u, momentum=0.0, weight_decay=0.0)
         self.strong_logits: Tensor | None = None  # SOP+: the strong views' logits of the current batch
+        self.world_size = context.world_size
+        self.before_pass: Tensor | None = None  # under torchrun: u and v as the pass started, (N, 1 + K)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer]
+
+    # Under torchrun each rank steps u and v on its own shard's samples only, with no per-step collective (a dense
+    # all-reduce of their gradients would move N × (K + 1) numbers every step). A pass visits each sample on one
+    # rank, so the rows a rank changed are its own; `end_pass` adds up the changes of all ranks and divides them by
+    # the number of ranks: with plain SGD (no momentum, no decay) that is the update of the gradient averaged over
+    # the ranks, as DDP averages the network's, so u and v move as in one process at the global batch.
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.world_size > 1:
+            self.before_pass = torch.cat([self.u.detach(), self.v.detach()], dim=1).clone()
+
+    def end_pass(self, world: World) -> None:
+        if self.before_pass is None:
+            return
+        with torch.no_grad():
+            change = torch.cat([self.u, self.v], dim=1) - self.before_pass  # (N, 1 + K): this rank's rows only
+            updated = self.before_pass + distributed.all_reduce_sum(change, world) / world.size
+            self.u.copy_(updated[:, :1])
+            self.v.copy_(updated[:, 1:])
+        self.before_pass = None
 
     def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         labels = F.one_hot(self.labels[index], self.num_classes).float()
@@ -111,15 +133,19 @@ class SparseOverParameterizationPlus(SparseOverParameterization):
         self.images = context.images.to(context.device)  # (N, C, H, W) uint8, indexed like u and v
         self.constants = channel_constants(context.mean, context.std, context.device)
         self.padding, self.flip, self.seed, self.device = context.padding, context.flip, context.seed, context.device
+        self.rank = context.rank
         self.strong: Tensor | None = None
         self.start_epoch(1)
 
     def start_epoch(self, epoch: int) -> None:
         from sln_cli.training.epoch import epoch_generator  # epoch imports the methods: imported when used
 
-        # each epoch's views depend only on (seed, epoch): a resumed run draws what the uninterrupted one drew
-        self.crops = epoch_generator(self.device, self.seed, epoch, "sop-plus strong view")
-        self.policies = epoch_generator(torch.device("cpu"), self.seed, epoch, "sop-plus autoaugment")
+        super().start_epoch(epoch)
+        # each epoch's views depend only on (seed, epoch): a resumed run draws what the uninterrupted one drew;
+        # under torchrun each rank draws its own for its own images (no key added with one process)
+        ranked = () if self.world_size == 1 else ("rank", self.rank)
+        self.crops = epoch_generator(self.device, self.seed, epoch, "sop-plus strong view", *ranked)
+        self.policies = epoch_generator(torch.device("cpu"), self.seed, epoch, "sop-plus autoaugment", *ranked)
 
     def start_step(self, index: Tensor) -> None:
         if self.settings.ratio_consistency == 0:  # as the official trainer: no strong view without its term
@@ -142,5 +168,6 @@ class SparseOverParameterizationPlus(SparseOverParameterization):
     def _extra(self, logits: Tensor, prediction: Tensor) -> Tensor | float:
         extra = self.settings.ratio_balance * balance(prediction) if self.settings.ratio_balance > 0 else 0.0
         if self.settings.ratio_consistency > 0:
+            assert self.strong_logits is not None, "forward ran the strong views (start_step drew them)"
             extra = extra + self.settings.ratio_consistency * consistency(logits, self.strong_logits)
         return extra

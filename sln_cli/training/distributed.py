@@ -117,7 +117,7 @@ def shard(order: Tensor, world: World, *, batch_size: int | None = None) -> Tens
 
 # Buffers are kept identical by `average_buffers` (or by SyncBatchNorm): DDP must not overwrite them with
 # rank 0's at every forward. torch >= 2.13 renamed the flag; the old name still works but warns.
-_NO_FORWARD_BUFFER_SYNC = (
+_NO_FORWARD_BUFFER_SYNC: dict[str, Any] = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
     else {"broadcast_buffers": False}
@@ -176,6 +176,13 @@ def all_reduce_min(tensor: Tensor, world: World) -> Tensor:
     """In place, the minimum of `tensor` over the ranks; returns `tensor`."""
     if world.size > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor
+
+
+def broadcast(tensor: Tensor, world: World) -> Tensor:
+    """In place, rank 0's `tensor` on every rank; returns `tensor`."""
+    if world.size > 1:
+        dist.broadcast(tensor, src=0)
     return tensor
 
 

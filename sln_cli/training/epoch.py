@@ -59,7 +59,7 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
     own = None if loss is not None else step.method.train_pass(EpochPass(
         step=step, model=state.model, train=train, epoch=epoch, batch_size=batch_size,
         eval_batch_size=config.run.eval_batch_size, augmentation=augmentation, metrics=metrics, noisy=state.noisy,
-        clean=clean, progress=progress, seed=config.run.seed,
+        clean=clean, progress=progress, seed=config.run.seed, world=world,
         generator=lambda purpose: epoch_generator(device, config.run.seed, epoch, purpose)))
     if own is not None:  # the method ran its own steps (DivideMix)
         return _pass_results(state, metrics, probs, epoch, world, sync_batchnorm=config.run.sync_batchnorm) | own
@@ -125,6 +125,7 @@ def _reduce_over_ranks(state: State, probs: Tensor | None, world: World, *, sync
     network and its EMA (unless SyncBatchNorm kept them equal)."""
     if world.size == 1:
         return
+    state.method.end_pass(world)  # per-sample state each rank changed on its shard (SOP's u, v), made equal
     if probs is not None:
         state.probs_sum += distributed.all_reduce_sum(probs, world)  # each sample's softmax from its one rank
     if not sync_batchnorm:

@@ -152,7 +152,7 @@ def _method(trainset: TrainSet, config: Config, device: torch.device, world: Wor
     dataset = trainset.dataset
     context = MethodContext(num_classes=dataset.num_classes, num_samples=len(trainset.noisy), device=device,
                             noisy=trainset.noisy, clean=trainset.clean, make_network=make_network,
-                            forward=autocast(device, config.run.precision), world_size=world.size,
+                            forward=autocast(device, config.run.precision), world_size=world.size, rank=world.rank,
                             seed=config.run.seed, images=dataset.train.images, mean=dataset.mean, std=dataset.std,
                             padding=config.data.padding, flip=config.data.flip)
     return build_method(config.method, context)
