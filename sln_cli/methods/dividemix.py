@@ -259,7 +259,7 @@ class DivideMix(Configured):
         order = distributed.shard(order, world, batch_size=batch)  # this rank's part of every global batch
         unlabelled_batches = _cycle(unlabelled, batch, shuffle, world)
         steps = len(labelled) // (world.size * batch) + 1  # num_iter, as the official ramp-up counts it
-        for step_index, start in enumerate(range(0, len(labelled), batch)):
+        for step_index, start in enumerate(range(0, len(order), batch)):
             index_x, index_u = order[start:start + batch], next(unlabelled_batches)
             x1, x2 = self._views(run, index_x), self._views(run, index_x)
             # an empty unlabelled set (every sample labelled): MixMatch on the labelled batch alone
