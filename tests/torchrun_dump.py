@@ -1,7 +1,8 @@
 """`sln train` under torchrun, with every rank saving its weights and targets after each epoch (test-side only).
 
 Usage: `python -m torch.distributed.run ... tests/torchrun_dump.py DUMP_DIR train ARGS...`; after the run
-DUMP_DIR/rank-R.pt holds rank R's final network, EMA and targets, so a test can check the replicas agree.
+DUMP_DIR/rank-R.pt holds rank R's final network, EMA, targets and method tensors, so a test can check the
+replicas agree.
 """
 
 import os
@@ -17,7 +18,9 @@ from sln_cli.cli import main
 def _dumping(run_epoch, folder: Path):
     def run_and_dump(state, *args, **kwargs):
         row = run_epoch(state, *args, **kwargs)
-        weights = {"model": state.model.state_dict(), "ema": state.ema.state_dict(), "targets": state.targets}
+        method = {key: value for key, value in state.method.state_dict().items() if isinstance(value, torch.Tensor)}
+        weights = {"model": state.model.state_dict(), "ema": state.ema.state_dict(), "targets": state.targets,
+                   "method": method}  # per-sample state too: SOP's u and v, DivideMix's losses and division
         torch.save(weights, folder / f"rank-{os.environ['RANK']}.pt")
         return row
 
