@@ -147,7 +147,7 @@ REFUSED_SLN_KEYS = {"sop": ("correction",), "sop-plus": ("correction",)}
 NO_SAM = ("sop", "sop-plus")  # SAM's second backward would add a second gradient to u and v
 _SOP_RULES = ("sln.sigma: SLN's noise on the targets SOP reads (the CE term's weights and the MSE term's target; "
               "u, v stay on the given label's one-hot mask); sln.correction: refused; --sam: refused; torchrun: "
-              "refused")
+              "each rank steps the u, v of its shard, the changes averaged over the ranks after each epoch")
 COMBINATIONS = {  # how SLN (and SAM) combine with a method, where it is more than the `soft_targets` rule
     "sop": _SOP_RULES,
     "sop-plus": _SOP_RULES + "; file-backed datasets: refused (strong views need the images in memory)",
@@ -263,8 +263,8 @@ COMBINATIONS |= {
     "dividemix": "sln.sigma adds SLN's Gaussian noise to the labelled targets after co-refinement and sharpening "
                  "(before mixup), fresh each step; the warm-up and the unlabelled targets get none. Refused: "
                  "sln.correction and the gradient-noise ablations, method.sam, run.compile, run.record_probs, "
-                 "data.balanced_per_class, optim.grad_clip, torchrun. The EMA (-MO) follows the averaged pair of "
-                 "networks.",
+                 "data.balanced_per_class, optim.grad_clip. The EMA (-MO) follows the averaged pair of "
+                 "networks. Under torchrun the division is gathered over all ranks and the steps are sharded.",
 }
 
 
