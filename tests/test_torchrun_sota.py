@@ -211,3 +211,25 @@ def test_a_resumed_torchrun_of_the_method_equals_the_uninterrupted_one(method_ru
         assert rows[0]["train_samples"] == 2 * 200
         for row in rows[1:]:
             assert 2 * row["labelled_fraction"] * 200 - 2 <= row["train_samples"] <= 2 * row["labelled_fraction"] * 200
+
+
+def test_sop_plus_ranks_draw_their_own_strong_views_and_one_process_keeps_its_draws():
+    def policy_seeds(world_size: int, rank: int) -> list[int]:
+        context = MethodContext(num_classes=K, num_samples=4, device=torch.device("cpu"), noisy=np.arange(4) % K,
+                                clean=None, make_network=lambda: None, forward=contextlib.nullcontext,
+                                world_size=world_size, rank=rank, seed=5,
+                                images=torch.zeros(4, 1, 8, 8, dtype=torch.uint8), mean=(0.5,), std=(0.25,))
+        method = build_method(MethodConfig(name="sop-plus", lr_u=1.0, lr_v=1.0, ratio_consistency=0.9,
+                                           ratio_balance=0.1), context)
+        method.start_epoch(3)
+        return [*torch.randint(0, 2**62, (3,), generator=method.policies).tolist(),
+                *torch.randint(0, 2**62, (3,), generator=method.crops).tolist()]
+
+    from sln_cli.training.epoch import epoch_generator
+
+    single = policy_seeds(1, 0)
+    unkeyed = torch.randint(0, 2**62, (3,), generator=epoch_generator(torch.device("cpu"), 5, 3,
+                                                                       "sop-plus autoaugment")).tolist()
+    assert single[:3] == unkeyed  # one process draws what it drew before torchrun was allowed
+    assert policy_seeds(2, 0) != policy_seeds(2, 1)  # two ranks: different views of their different images
+    assert policy_seeds(2, 0) != single
