@@ -13,6 +13,9 @@ plus the negative entropy (`NegEntropy`) under asymmetric noise. Then every epoc
      lambda' = max(lambda, 1 - lambda), lambda ~ Beta(alpha, alpha), over the batch [x1, x2, u1, u2];
      loss = Lx (soft CE) + lambda_u·ramp·Lu (MSE of probabilities) + KL(uniform || mean prediction).
 Only the GMM fit runs on the host: one copy of the (2, N) losses per epoch.
+Under torchrun (`EpochPass.world`): the (2, N) losses are scored on shards and summed over the ranks, rank 0 fits
+the GMMs and broadcasts the division, and every pass (warm-up and MixMatch) steps on this rank's shard of each global
+batch through the network's own DDP wrapper; one process is the special case (the same draws, bit for bit).
 """
 
 from __future__ import annotations
@@ -329,16 +332,18 @@ def _sgd(step: Any, loss: Tensor) -> None:
 def _cycle(indices: Tensor, batch: int, generator: torch.Generator, world: World = SINGLE) -> Iterator[Tensor]:
     """Batches of a freshly shuffled `indices`, reshuffled whenever exhausted (the unlabelled loader's re-iter).
 
-    Under torchrun the global batches hold `world.size × batch` samples and this rank takes every size-th of
-    each: all ranks reshuffle at the same step (the same draws), and a rank whose share of the last global batch
-    is empty gets an empty batch (MixMatch on its labelled batch alone)."""
+    Under torchrun this rank takes its share of every global batch of `world.size × batch` (`distributed.shard`:
+    every rank as many batches, none empty; a last global batch too small to give each rank one sample is left
+    out), so all ranks reshuffle at the same step with the same draws, and an unlabelled batch is empty on every
+    rank or on none (SyncBatchNorm's collectives in the co-guess then match)."""
     while True:
         order = indices[torch.randperm(len(indices), generator=generator, device=indices.device)]
+        order = distributed.shard(order, world, batch_size=batch)
         if len(order) == 0:
             yield order
             continue
-        for start in range(0, len(order), world.size * batch):
-            yield order[start:start + world.size * batch][world.rank::world.size]
+        for start in range(0, len(order), batch):
+            yield order[start:start + batch]
 
 
 def _seed(*key: Any) -> int:

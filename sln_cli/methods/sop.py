@@ -12,6 +12,10 @@ SOP+ adds ratio_balance · (−Σ_k (1/K) log clamp(mean_i q_ik, 1e-4, 1))      
 and ratio_consistency · mean_i KL(sg(softmax(z_i)) ‖ softmax(z'_i)), z' the strong view's logits (consistency_loss).
 t_i is the target the step passes: the one-hot given label, plus SLN's noise when sln.sigma > 0 (where y_i is a
 target: the CE and the MSE's target); the masks that place u on the given class and v on the others stay y_i.
+Under torchrun each rank steps the u, v rows of its shard and `end_pass` averages the changes over the ranks (see
+there); SOP+'s balance term takes the mean prediction of the rank's own batch, as the official code takes its one
+process's batch (`model/loss.py` @ 21a4017aa5a479f88a91211613143e15c7753d46: `torch.mean(prediction, dim=0)`;
+`trainer/trainer.py` @ 7abd9761ed0fda4112e58e2e038bf029ae7a47cb: one device, no DistributedDataParallel).
 """
 
 from __future__ import annotations
