@@ -8,7 +8,7 @@ LiJunnan1992/DivideMix `Train_CIFAR.py` @ 39740b267147466bac0779de91d969909ab3b6
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def settle_dividemix(config: Config, noisy: np.ndarray, clean: np.ndarray | None
                        f"optim.batch_size {config.optim.batch_size}; lower the batch size or raise data.train_limit")
     rate = noise_rate(config, noisy, clean)
     high = rate >= HIGH_NOISE - 0.05  # the nearest listed setting is 90%
-    filled = {
+    filled: dict[str, Any] = {
         "lambda_u": default_lambda_u(config.data.dataset, config.noise.mode, rate),
         "p_threshold": 0.6 if high else 0.5,
         "gmm_window": 5 if high else 1,
