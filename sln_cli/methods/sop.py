@@ -14,7 +14,7 @@ t_i is the target the step passes: the one-hot given label, plus SLN's noise whe
 target: the CE and the MSE's target); the masks that place u on the given class and v on the others stay y_i.
 Under torchrun each rank steps the u, v rows of its shard and `end_pass` averages the changes over the ranks (see
 there); SOP+'s balance term takes the mean prediction of the rank's own batch, as the official code takes its one
-process's batch (`model/loss.py` @ 21a4017aa5a479f88a91211613143e15c7753d46: `torch.mean(prediction, dim=0)`;
+process's batch (`model/loss.py` @ 9a3fd24073fd4d0877e848e46e9b827d14c7fccb: `torch.mean(prediction, dim=0)`;
 `trainer/trainer.py` @ 7abd9761ed0fda4112e58e2e038bf029ae7a47cb: one device, no DistributedDataParallel).
 """
 
