@@ -19,16 +19,16 @@ from typing import Any, Literal
 import yaml
 
 from sln_cli import seeds
+from sln_cli.data import registry as data_registry
 from sln_cli.errors import SlnError
 from sln_cli.rundir import yamlfile
 
-DatasetName = Literal["cifar10", "cifar100", "digits", "imagefolder", "clothing1m", "animal10n", "webvision-mini"]
 NoiseMode = Literal["none", "sym", "uniform", "asym", "asym-superclass", "transition", "dependent", "idn", "openset"]
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: DatasetName = "cifar10"  # which dataset reader (the datasets table: README, docs/guides/datasets.md)
+    dataset: str = "cifar10"  # a registered dataset reader (sln_cli/data/registry.py; docs/guides/datasets.md)
     data_dir: str | None = None  # folder holding the dataset; default data/CIFAR10, data/CIFAR100, data/Clothing1M, ...
     download: bool = False  # fetch the official archive (with its checksum) when missing
     train_limit: int | None = None  # seeded subset of the training set, after the label file is applied
@@ -281,6 +281,8 @@ def validate(config: Config) -> list[str]:
         problems.append(f"data.crop ({data.crop}) must not exceed data.resize ({data.resize})")
     if any(epoch < 1 for epoch in run.keep_state_at):
         problems.append(f"run.keep_state_at takes epoch numbers >= 1, got {list(run.keep_state_at)}")
+    if config.data.dataset not in data_registry.REGISTRY:
+        problems.append(_choice_problem("data.dataset", config.data.dataset, tuple(data_registry.REGISTRY)))
     if config.run.checkpoint_every < 1:
         problems.append(f"run.checkpoint_every must be at least 1, got {config.run.checkpoint_every}")
     return problems + _bound_problems(config)
@@ -376,6 +378,12 @@ def _build(tree: dict[str, Any], problems: list[str]) -> Config:
     return Config(**kwargs)
 
 
+def _choice_problem(key: str, value: Any, choices: tuple[Any, ...]) -> str:
+    close = difflib.get_close_matches(str(value), [str(a) for a in choices], n=1)
+    hint_text = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{key} must be one of {', '.join(map(str, choices))}; got {_show(value)}{hint_text}"
+
+
 def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
     """Check `value` against a field's type, converting only the lossless cases (int -> float, list -> tuple)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -386,9 +394,7 @@ def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
         return _coerce(value, inner, key, problems)
     if origin is Literal:
         if value not in args:
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
-            hint_text = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{key} must be one of {', '.join(map(str, args))}; got {_show(value)}{hint_text}")
+            problems.append(_choice_problem(key, value, args))
         return value
     if origin is tuple:
         if not isinstance(value, list | tuple):

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from sln_cli.data import DATASETS, FileList, load_dataset
+from sln_cli.data import FileList, load_dataset
 from sln_cli.data.clothing1m import CLASSES as CLOTHING_CLASSES
 from sln_cli.data.clothing1m import balanced_indices
 from sln_cli.data.files import FileDataset, decode_image, eval_transform, train_transform
+from sln_cli.data.registry import REGISTRY
 from sln_cli.errors import SlnError
 from tests.synthetic import (
     CIFAR10_NAMES,
@@ -392,7 +393,7 @@ def test_corrupt_image_is_named(tmp_path: Path) -> None:
 def test_unknown_dataset_gets_a_hint(name: str, hint: str) -> None:
     with pytest.raises(SlnError, match=f"did you mean '{hint}'") as error:
         load_dataset(name)
-    assert all(choice in str(error.value) for choice in DATASETS)
+    assert all(choice in str(error.value) for choice in REGISTRY)
 
 
 def test_dataset_name_spelling_is_forgiving(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Dataset readers: one `load_dataset(name, data_dir)` in front of cifar10, cifar100, digits, imagefolder, clothing1m,
-animal10n and webvision-mini.
+"""Dataset readers: one `load_dataset(name, data_dir)` in front of the readers the registry names
+(`registry.py`: cifar10, cifar100, digits, imagefolder, clothing1m, animal10n, webvision-mini).
 
 Small datasets come back in memory as uint8 N×C×H×W tensors; large ones as file lists decoded lazily (`files.py`).
 """
@@ -10,28 +10,15 @@ import difflib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
-import torch
 
+from sln_cli.data.registry import REGISTRY, canonical
 from sln_cli.errors import SlnError
 
-DATASETS: tuple[str, ...] = (
-    "cifar10", "cifar100", "digits", "imagefolder", "clothing1m", "animal10n", "webvision-mini",
-)
-# Read from files the user must fetch: no --download.
-_NOT_DOWNLOADABLE = ("imagefolder", "clothing1m", "animal10n", "webvision-mini")
-
-# Where each dataset is looked for when no --data-dir is given: the official SLN code's `--datapath` defaults
-# (`data/CIFAR10`, `data/Clothing1M`), relative to the working directory.
-DEFAULT_DATA_DIRS: dict[str, Path] = {
-    "cifar10": Path("data/CIFAR10"),
-    "cifar100": Path("data/CIFAR100"),
-    "clothing1m": Path("data/Clothing1M"),
-    "animal10n": Path("data/Animal-10N"),
-    "webvision-mini": Path("data/WebVision"),
-}
+if TYPE_CHECKING:  # the package itself stays torch-free: the config reads `registry` through it
+    import torch
 
 
 class FileList(Sequence[Path]):
@@ -75,8 +62,11 @@ class Split:
         count = len(self.images) if self.images is not None else len(self.files)  # type: ignore[arg-type]
         if count != len(self.labels):
             raise ValueError(f"{count} images but {len(self.labels)} labels")
-        if self.images is not None and (self.images.dtype != torch.uint8 or self.images.ndim != 4):
-            raise ValueError(f"images must be uint8 N×C×H×W, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images is not None:
+            import torch  # loaded already (the images are a tensor); the package's import stays torch-free
+
+            if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+                raise ValueError(f"images must be uint8 N×C×H×W, got {self.images.dtype} {tuple(self.images.shape)}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -112,47 +102,20 @@ class Dataset:
 
 
 def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = False) -> Dataset:
-    """Read dataset `name` from `data_dir` (or its default folder); `download` fetches CIFAR archives if missing."""
-    key = _canonical(name)
-    if key not in DATASETS:
-        raise SlnError(f"unknown dataset {name!r}{_did_you_mean(key, DATASETS)}; choose one of {', '.join(DATASETS)}")
-    if download and key in _NOT_DOWNLOADABLE:
+    """Read dataset `name` from `data_dir` (or its default folder); `download` fetches it if missing and it can be."""
+    key = canonical(name)
+    spec = REGISTRY.get(key)
+    if spec is None:
+        choices = tuple(REGISTRY)
+        raise SlnError(f"unknown dataset {name!r}{_did_you_mean(key, choices)}; choose one of {', '.join(choices)}")
+    if download and not spec.downloadable:
         raise SlnError(f"{key} cannot be downloaded automatically; drop --download (data.download) and pass "
                        "--data-dir to your copy")
-    if key == "digits":  # bundled with scikit-learn: nothing to read or download
-        from sln_cli.data.digits import load_digits
-
-        return load_digits()
-    if data_dir is None:
-        if key == "imagefolder":
-            raise SlnError("imagefolder needs --data-dir: a folder holding train/<class>/ and test/<class>/")
-        data_dir = DEFAULT_DATA_DIRS[key]
-    data_dir = Path(data_dir).expanduser()
-    if key in ("cifar10", "cifar100"):
-        from sln_cli.data.cifar import load_cifar
-
-        return load_cifar(key, data_dir, download=download)
-    if key == "imagefolder":
-        from sln_cli.data.imagefolder import load_imagefolder
-
-        return load_imagefolder(data_dir)
-    if key == "animal10n":
-        from sln_cli.data.animal10n import load_animal10n
-
-        return load_animal10n(data_dir)
-    if key == "webvision-mini":
-        from sln_cli.data.webvision import load_webvision_mini
-
-        return load_webvision_mini(data_dir)
-    from sln_cli.data.clothing1m import load_clothing1m
-
-    return load_clothing1m(data_dir)
-
-
-def _canonical(name: str) -> str:
-    """`CIFAR-10`, `cifar_10`, `Animal-10N`, `webvision_mini` -> the registered spelling (when there is one)."""
-    squeeze = name.strip().lower().replace("-", "").replace("_", "")
-    return next((known for known in DATASETS if known.replace("-", "") == squeeze), squeeze)
+    if spec.needs_files and data_dir is None:
+        if spec.default_dir is None:
+            raise SlnError(f"{key} needs --data-dir: {spec.layout}")
+        data_dir = spec.default_dir
+    return spec.load(Path(data_dir).expanduser() if data_dir is not None else None, download)
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:

@@ -236,3 +236,11 @@ def _superclass(batches: list[dict[bytes, Any]], folder: Path) -> np.ndarray:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def read_cifar10(data_dir: Path, download: bool) -> Dataset:
+    return load_cifar("cifar10", data_dir, download=download)
+
+
+def read_cifar100(data_dir: Path, download: bool) -> Dataset:
+    return load_cifar("cifar100", data_dir, download=download)

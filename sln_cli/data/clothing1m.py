@@ -145,3 +145,7 @@ def _split(root: Path, relative: list[str], labels: list[int], source: Path) -> 
     if not relative:
         raise SlnError(f"{source} lists no images; use the full annotation file")
     return Split(labels=np.asarray(labels, dtype=np.int64), files=FileList(root, relative))
+
+
+def read_clothing1m(data_dir: Path, download: bool) -> Dataset:
+    return load_clothing1m(data_dir)

@@ -84,3 +84,7 @@ def _images_under(folder: Path) -> list[Path]:
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         found += [Path(parent, name) for name in sorted(names) if name.lower().endswith(IMAGE_SUFFIXES)]
     return found
+
+
+def read_imagefolder(data_dir: Path, download: bool) -> Dataset:
+    return load_imagefolder(data_dir)

@@ -96,3 +96,7 @@ def _ilsvrc12(folder: Path, synsets: list[str]) -> Split:
         pairs += [(f"{found.name}/{name}", label) for name in sorted(os.listdir(found))
                   if name.lower().endswith(IMAGE_SUFFIXES)]
     return _split(folder, pairs, folder)
+
+
+def read_webvision_mini(data_dir: Path, download: bool) -> Dataset:
+    return load_webvision_mini(data_dir)

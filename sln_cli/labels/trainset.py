@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from sln_cli.config import DataConfig, NoiseConfig
-from sln_cli.data import DEFAULT_DATA_DIRS, Dataset, Split, load_dataset
+from sln_cli.data import Dataset, Split, load_dataset
+from sln_cli.data.registry import REGISTRY
 from sln_cli.errors import SlnError
 from sln_cli.labels import noisy_val as noisy_val_lib
 from sln_cli.labels import official
@@ -151,7 +152,7 @@ def _manifest_of(labels: NoisyLabels, noise: NoiseConfig, dataset: Dataset) -> d
 def _existing(path: str, data: DataConfig) -> Path:
     """A label file path as given, else inside the data directory (where presets expect CIFAR-N files)."""
     candidate = Path(path).expanduser()
-    data_dir = Path(data.data_dir) if data.data_dir else DEFAULT_DATA_DIRS.get(data.dataset)
+    data_dir = Path(data.data_dir) if data.data_dir else REGISTRY[data.dataset].default_dir
     if not candidate.exists() and data_dir is not None and (data_dir / candidate).exists():
         return data_dir / candidate
     return candidate
