@@ -21,7 +21,8 @@ def stripes(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_dataset_in_one_file_trains(stripes: None, tmp_path) -> None:
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--preset", "quickstart", "--set", "data.dataset=stripes",
-                                      "--set", "optim.epochs=8", "--set", "noise.rate=0.2", "--sigma", "0", "--out", str(run)])
+                                      "--set", "optim.epochs=8", "--set", "noise.rate=0.2", "--sigma", "0",
+                                      "--out", str(run)])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["test_acc"] > 0.9  # chance is 0.25

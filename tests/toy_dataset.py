@@ -1,4 +1,5 @@
-"""A dataset in one file, as docs/ARCHITECTURE.md's "How to add a dataset" says (tests/test_new_dataset.py registers it).
+"""A dataset in one file, as docs/ARCHITECTURE.md's "How to add a dataset" says (tests/test_new_dataset.py
+registers it).
 
 Stripes: 8×8 grey images whose class is the row of a bright bar, with pixel noise; 4 classes, learnable in a few
 epochs by the quick start's CNN.
