@@ -16,8 +16,8 @@ from tests.conftest import require_extra
 
 optuna = require_extra("optuna", "tune")
 
-from sln_cli.tune import commands as tune_lib  # noqa: E402
 from sln_cli.tune import slurm as tune_slurm  # noqa: E402
+from sln_cli.tune import workflow as tune_lib  # noqa: E402
 
 runner = CliRunner()
 TINY = ["--set", "data.train_limit=300", "--set", "data.test_limit=100", "--set", "model.name=mlp",

@@ -1,12 +1,11 @@
 """`sln analyze confidence` and `sln analyze landscape` on trained runs: load a checkpoint and its exact training
-data (`sln_cli.training.checkpoints`), run the analyses of `sln_cli.analyze.*`, and
-return JSON-ready results beside PNGs.
+data (`sln_cli.training.checkpoints`), run the analyses of `sln_cli.analyze.*`, and return JSON-ready results
+(`ConfidenceResult`, `LandscapeResult`) beside PNGs. The terminal views are `sln_cli/cli/analyze_view.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from sln_cli.analyze import Batch, mean_loss
 from sln_cli.analyze.confidence import confidence_report, confidence_scores, per_sample_loss
 from sln_cli.errors import SlnError
+from sln_cli.render.json import plain
 from sln_cli.rundir import readers, runs
 from sln_cli.rundir.files import atomic_write, atomic_write_json
 from sln_cli.rundir.ownership import prepare_output_dir
@@ -46,29 +46,22 @@ def _out_dir(out: Path | None, target: Target) -> Path:
     return Path(out) if out is not None else target.run_dir / "analysis"
 
 
-def _one_target(path: str | Path, checkpoint: str | None, what: str) -> Target:
+def one_target(path: str | Path, checkpoint: str | None, what: str) -> Target:
     targets = resolve_targets([path], checkpoint=checkpoint)
     if len(targets) != 1:
         raise SlnError(f"{what} takes one run or checkpoint; {path!r} matches {len(targets)}")
     return targets[0]
 
 
-def _check_weights(weights: str) -> None:
+def check_weights(weights: str) -> None:
     if weights not in ("raw", "ema"):
         raise SlnError(f"unknown --weights {weights!r}; use raw or ema")
 
 
 def json_ready(value: Any) -> Any:
-    """Non-finite floats become None (JSON has no NaN or Infinity), numpy scalars and arrays plain Python."""
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """Non-finite floats become None (JSON has no NaN or Infinity), numpy scalars and arrays plain Python: the
+    conversion of the one emitter (`sln_cli/render/json.py`)."""
+    return plain(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,8 +75,8 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
                        batch_size: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Max-probability, entropy, margin and loss of clean vs mislabelled training samples, how well the loss
     flags the mislabelled ones (AUROC; precision / recall of the r·N highest losses), and the memorisation curve."""
-    _check_weights(weights)
-    chosen = _one_target(target, checkpoint, "sln analyze confidence")
+    check_weights(weights)
+    chosen = one_target(target, checkpoint, "sln analyze confidence")
     name = file_label(chosen.name)
     outputs = [f"confidence-{name}-{weights}.png", f"memorisation-{name}.png"]
     prepare_output_dir(_out_dir(out, chosen), outputs, overwrite=overwrite, create=False)  # before any work
@@ -161,36 +154,6 @@ def _memorisation_lines(curve: dict[str, Any]) -> dict[str, tuple[list, list]]:
     return lines
 
 
-def render_confidence(result: dict[str, Any], console: Any) -> None:
-    """Clean vs mislabelled means, the detection metrics, the last memorisation point, and the PNGs."""
-    from rich.table import Table
-
-    table = Table(title=f"sln analyze confidence: {result['name']} ({result['weights']} weights, epoch "
-                        f"{result['epoch']}, training split)")
-    for header in ("samples", "count", "max-prob", "entropy", "margin", "loss vs noisy label"):
-        table.add_column(header, justify="left" if header == "samples" else "right")
-    sizes = {"clean": result["num_samples"] - result["num_mislabelled"], "mislabelled": result["num_mislabelled"]}
-    for name, count in sizes.items():
-        values = [result[name][key]["mean"] for key in ("max_probability", "entropy", "margin", "loss")]
-        table.add_row(name, str(count), *("-" if v is None else f"{v:.4f}" for v in values))
-    console.print(table)
-    detection = result["detection"]
-
-    def show(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4f}"
-
-    console.print(f"loss flags mislabelled samples: AUROC {show(result['auroc_loss'])}; flagging the "
-                  f"{detection['flagged']} highest losses: precision {show(detection['precision'])}, "
-                  f"recall {show(detection['recall'])}", markup=False, highlight=False)
-    curve = result["memorisation"]
-    if curve["epochs"]:
-        raw = curve["raw"]["noisy_label"][-1]
-        console.print(f"memorised (raw, epoch {curve['epochs'][-1]}, from {curve['source']}): {raw:.2%}",
-                      markup=False, highlight=False)
-    for what, path in result["plots"].items():
-        console.print(f"{what}: {path}", markup=False, highlight=False)
-
-
 # --------------------------------------------------------------------------------------------------
 # sln analyze landscape
 # --------------------------------------------------------------------------------------------------
@@ -228,7 +191,7 @@ class LandscapeSettings:
         if self.labels not in LABELS:
             problems.append(f"--labels must be noisy or true, not {self.labels!r}")
         if self.weights != "both":  # both: each run's raw network and its EMA, cut along the same directions
-            _check_weights(self.weights)
+            check_weights(self.weights)
         if problems:
             raise SlnError("; ".join(problems))
 
@@ -245,7 +208,7 @@ def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None =
     options.check()
     resolved = resolve_targets(targets, checkpoint=checkpoint)
     check_datasets(resolved)
-    other = None if interpolate is None else _one_target(interpolate, None, "--interpolate")
+    other = None if interpolate is None else one_target(interpolate, None, "--interpolate")
     torch_device = resolve_device(device)
     out_dir = _out_dir(out, resolved[0])
     prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite, create=False)  # before any work
@@ -415,32 +378,3 @@ def _plot_landscapes(out_dir: Path, curves: dict, grids: dict, interpolations: d
         plot_landscape_curves(plots["interpolation"], interpolations, xlabel=f"t (0 = run, 1 = {other.name})",
                               title=f"Linear interpolation towards {other.name}\n{where}")
     return plots
-
-
-def render_landscape(results: list[dict[str, Any]], console: Any) -> None:
-    """One row of sharpness numbers per run, then the PNGs."""
-    from sln_cli.render.tables import Column, print_table
-
-    first = results[0]
-    caption = (f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos "
-               f"tolerance {first['hessian']['tolerance']:g}; Hutchinson {first['hutchinson_samples']} Rademacher "
-               f"vectors; sharpness within rho {first['rho']:g}")
-    rows = []
-    for result in results:
-        eigen = ", ".join(f"{value:.4g}" for value in result["hessian_eigenvalues"])
-        if not result["hessian"]["converged"]:
-            eigen += " (not converged)"
-        rows.append([result["name"], result["weights"], _number(result["loss"]), eigen,
-                     f"{_number(result['hessian_trace'])} ± {_number(result['hessian_trace_stderr'])}",
-                     f"{_number(result['sharpness_avg'])} ± {_number(result['sharpness_avg_stderr'])}",
-                     _number(result["sharpness_worst"])])
-    values = [Column(header) for header in ("loss", "top eigenvalues", "trace ± s.e.", "avg sharpness ± s.e.",
-                                            "worst sharpness")]
-    print_table(console, title="sln analyze landscape", keys=[Column("run", left=True), Column("weights", left=True)],
-                values=values, rows=rows, caption=caption)
-    for what, path in first["plots"].items():
-        console.print(f"{what}: {path}", markup=False, highlight=False)
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
