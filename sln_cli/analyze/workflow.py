@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -36,6 +36,61 @@ from sln_cli.training.checkpoints import (
     split_data,
 )
 from sln_cli.training.devices import ieee_fp32, resolve_device
+
+
+class ConfidenceResult(TypedDict):
+    """`sln analyze confidence --json`: one run's clean vs mislabelled training samples."""
+
+    run: str
+    name: str
+    checkpoint: str
+    epoch: int | None
+    weights: str  # raw or ema
+    split: str  # train
+    num_samples: int
+    num_mislabelled: int
+    realized_noise_rate: float
+    auroc_loss: float | None  # how well the per-sample loss ranks the mislabelled samples first
+    detection: dict[str, Any]  # the r·N highest losses flagged: flagged, precision, recall, score, noise_rate
+    clean: dict[str, dict[str, Any]]  # per score (max_probability, entropy, margin, loss): mean, median, quantiles
+    mislabelled: dict[str, dict[str, Any]]  # the same for the mislabelled samples
+    memorisation: dict[str, Any]  # source, epochs, raw and ema: fraction predicted as the noisy and the true label
+    plots: dict[str, str]  # what -> PNG path
+
+
+class _Landscape(TypedDict):
+    run: str
+    name: str
+    checkpoint: str
+    epoch: int | None
+    weights: str  # raw or ema (`both` gives one result of each)
+    labels: str  # noisy or true: the labels the loss is measured against
+    samples: int
+    seed: int
+    loss: float
+    hessian_eigenvalues: list[float]
+    hessian: dict[str, Any]  # Lanczos: eigenvalues, residuals, iterations, converged, tolerance, method
+    hessian_trace: float
+    hessian_trace_stderr: float
+    hutchinson_samples: int
+    rho: float
+    sharpness_avg: float
+    sharpness_avg_stderr: float
+    sharpness_worst: float
+    sharpness: dict[str, Any]  # average and worst, in full
+    directions: str
+    span: list[float]
+    points: int
+    curve: list[dict[str, float]]  # alpha, loss
+    plots: dict[str, str]  # what -> PNG path (shared by every result of one call)
+
+
+class LandscapeResult(_Landscape, total=False):
+    """One entry of `sln analyze landscape --json` (always a list: one per run and weights)."""
+
+    grid: dict[str, Any]  # --grid: alphas, betas, losses (points × points)
+    interpolation: dict[str, Any]  # --interpolate: to, curve (t, loss)
+
 
 CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
 LABELS = ("noisy", "true")
@@ -72,7 +127,7 @@ def json_ready(value: Any) -> Any:
 @ieee_fp32()  # TF32 convolutions on GPUs would carry ~1e-3 relative error into every number
 def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, weights: str = "raw",
                        noise_rate: float | None = None, out: Path | None = None, device: str = "auto",
-                       batch_size: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+                       batch_size: int | None = None, overwrite: bool = False) -> ConfidenceResult:
     """Max-probability, entropy, margin and loss of clean vs mislabelled training samples, how well the loss
     flags the mislabelled ones (AUROC; precision / recall of the r·N highest losses), and the memorisation curve."""
     check_weights(weights)
@@ -82,10 +137,11 @@ def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, wei
     prepare_output_dir(_out_dir(out, chosen), outputs, overwrite=overwrite, create=False)  # before any work
     run = load_run(chosen, resolve_device(device))
     data = split_data(run, "train")
+    assert data.noisy is not None  # the training split always has the labels the run trained on
     batch_size = run.config.run.eval_batch_size if batch_size is None else batch_size
     probs = predict(run.network(weights), data.images, batch_size=batch_size)
     report = confidence_report(probs, data.noisy, data.labels, noise_rate=noise_rate)
-    mislabelled = data.noisy != data.labels
+    mislabelled: np.ndarray = data.noisy != data.labels
     out_dir, label = _out_dir(out, run.target), f"{file_label(run.target.name)}-{weights}"
     prepare_output_dir(out_dir, outputs, overwrite=overwrite)
 
@@ -199,7 +255,7 @@ class LandscapeSettings:
 @ieee_fp32()  # TF32 on GPUs: ~1e-3 relative error per Hessian-vector product, the Lanczos tolerance itself
 def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None = None,
                       interpolate: str | Path | None = None, out: Path | None = None, device: str = "auto",
-                      progress: bool = True, overwrite: bool = False, **settings: Any) -> list[dict[str, Any]]:
+                      progress: bool = True, overwrite: bool = False, **settings: Any) -> list[LandscapeResult]:
     """Loss along seeded filter-normalised directions (1D, optionally a resumable 2D grid), interpolation towards
     another checkpoint, Hessian top eigenvalues and trace, and sharpness within rho, for each target; every run is
     cut along the same directions (same seed and architecture) and plotted together. `settings`: the fields of
@@ -235,9 +291,10 @@ def _landscape_of(run: LoadedRun, options: LandscapeSettings, other: Target | No
                   all_checkpoints: list[Path], progress: bool) -> tuple[dict, Any, Any, Any]:
     """One run's numbers (a JSON-ready dict) and its 1D curve, 2D grid and interpolation (None when not asked)."""
     model, (batches, subset) = run.network(options.weights), _training_batches(run, options)
-    result = {"run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
-              "epoch": run.epoch, "weights": options.weights, "labels": options.labels, "samples": len(subset),
-              "seed": options.seed, "loss": mean_loss(model, batches)}
+    result: dict[str, Any] = {
+        "run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
+        "epoch": run.epoch, "weights": options.weights, "labels": options.labels, "samples": len(subset),
+        "seed": options.seed, "loss": mean_loss(model, batches)}
     curve, grid, interpolation = _cuts(run, model, batches, options, other, out_dir, all_checkpoints, progress)
     result |= _sharpness(model, batches, options)
     result |= {"directions": "Gaussian, filter-normalised (Li et al. 2018), biases and BatchNorm zero",
@@ -246,6 +303,7 @@ def _landscape_of(run: LoadedRun, options: LandscapeSettings, other: Target | No
     if grid is not None:
         result["grid"] = {"alphas": grid.alphas, "betas": grid.betas, "losses": grid.losses}
     if interpolation is not None:
+        assert other is not None  # an interpolation is made only towards --interpolate's target
         points = zip(interpolation.coordinates, interpolation.losses, strict=True)
         result["interpolation"] = {"to": str(other.checkpoint), "curve": [{"t": t, "loss": loss} for t, loss in points]}
     return result, curve, grid, interpolation

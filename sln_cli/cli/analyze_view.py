@@ -4,7 +4,10 @@ well the ranking and cleanlab find the mislabelled samples when the truth is kno
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # sln_cli/cli/ imports no torch at run time
+    from sln_cli.analyze.workflow import ConfidenceResult, LandscapeResult
 
 
 def render_issues(result: dict[str, Any], console: Any) -> None:
@@ -83,7 +86,7 @@ def _written(written: dict) -> str:
     return line + f"; retrain with: sln train ... --labels {written['path']}"
 
 
-def render_confidence(result: dict[str, Any], console: Any) -> None:
+def render_confidence(result: ConfidenceResult, console: Any) -> None:
     """Clean vs mislabelled means, the detection metrics, the last memorisation point, and the PNGs."""
     from rich.table import Table
 
@@ -91,9 +94,10 @@ def render_confidence(result: dict[str, Any], console: Any) -> None:
                         f"{result['epoch']}, training split)")
     for header in ("samples", "count", "max-prob", "entropy", "margin", "loss vs noisy label"):
         table.add_column(header, justify="left" if header == "samples" else "right")
-    sizes = {"clean": result["num_samples"] - result["num_mislabelled"], "mislabelled": result["num_mislabelled"]}
-    for name, count in sizes.items():
-        values = [result[name][key]["mean"] for key in ("max_probability", "entropy", "margin", "loss")]
+    groups = {"clean": (result["num_samples"] - result["num_mislabelled"], result["clean"]),
+              "mislabelled": (result["num_mislabelled"], result["mislabelled"])}
+    for name, (count, scores) in groups.items():
+        values = [scores[key]["mean"] for key in ("max_probability", "entropy", "margin", "loss")]
         table.add_row(name, str(count), *("-" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
     detection = result["detection"]
@@ -115,7 +119,7 @@ def render_confidence(result: dict[str, Any], console: Any) -> None:
 
 
 
-def render_landscape(results: list[dict[str, Any]], console: Any) -> None:
+def render_landscape(results: list[LandscapeResult], console: Any) -> None:
     """One row of sharpness numbers per run, then the PNGs."""
     from sln_cli.render.tables import Column, print_table
 

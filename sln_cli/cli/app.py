@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,10 +21,11 @@ class OneLineErrors(TyperGroup):
     a value of the wrong type, out of range or not a choice) all end in one `error:` line on stderr and exit code 1,
     with no usage box; the same under `CliRunner` as from the console script. `SLN_DEBUG=1` keeps the traceback."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
         except SlnError as exc:
             report(str(exc))
             code = exc.exit_code
@@ -32,7 +34,8 @@ class OneLineErrors(TyperGroup):
             code = 1
         except usage_errors() as exc:
             context = getattr(exc, "ctx", None)
-            report(exc.format_message() + (f" (see `{context.command_path} --help`)" if context is not None else ""))
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            report(message + (f" (see `{context.command_path} --help`)" if context is not None else ""))
             code = 1
         except typer.Abort:  # end of input at a prompt
             report("aborted")
@@ -145,7 +148,7 @@ class Launcher(str, Enum):
 # the Slurm options `sln sweep` and `sln tune` share (sln_cli/slurm.py)
 LauncherOption = Annotated[Launcher, typer.Option(help="local (child processes here) or slurm (submitit).")]
 PartitionOption = Annotated[str | None, typer.Option(help="slurm: the partition.")]
-TimeMinOption = Annotated[int, typer.Option(help="slurm: time limit of a job, in minutes.")]
+TimeMinOption = Annotated[int, typer.Option(help="slurm: time limit of a job, in minutes.", min=1)]
 GpusPerJobOption = Annotated[int, typer.Option(help="slurm: GPUs per job (0: CPU jobs).")]
 RunsPerJobOption = Annotated[int, typer.Option(help="slurm: runs (tune: trials) per job at once, sharing its GPUs.")]
 

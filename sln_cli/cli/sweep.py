@@ -36,7 +36,7 @@ def sweep(
     devices: Annotated[str, typer.Option(help="cpu, or GPUs such as cuda:0,cuda:1.")] = "cpu",
     per_device: Annotated[int, typer.Option(help="Runs sharing one GPU.")] = 1,
     cpu_threads: Annotated[
-        int | None, typer.Option(help="Threads per CPU run (default: the cores divided between the jobs).")
+        int | None, typer.Option(help="Threads per CPU run (default: the cores divided between the jobs).", min=1)
     ] = None,
     retries: Annotated[int, typer.Option(help="Restarts of a failing run in this invocation.", min=0)] = 1,
     dry_run: Annotated[bool, flag(help="Show every run and its state; run nothing.")] = False,

@@ -113,6 +113,7 @@ def generate(
         data, mode=mode, rate=rate, seed=seed, exact=exact, matrix=matrix, probs=probs,
         source_dataset=source_dataset, source_data_dir=source_data_dir or data_dir, download=download,
     )
+    assert labels.clean is not None  # generated labels always know the truth they corrupted
     summary = summarize(labels.clean, labels.noisy, data.num_classes, requested_rate=rate,
                         source_index=labels.source_index, mode=mode)
     written = write_label_file(out, labels)
@@ -179,7 +180,7 @@ def inspect(
     if dataset is not None:
         result["dataset"] = result["dataset"] or data.name  # checked against it just above
     if plot is not None:
-        result["plots"] = draw_noise(plot_paths_, result, labels.clean, labels.noisy,
+        result["plots"] = draw_noise(plot_paths_, dict(result), labels.clean, labels.noisy,
                                      data if dataset is not None else None)
     return result
 
@@ -245,7 +246,7 @@ def render(summary: CorruptSummary, console: Console) -> None:
         console.print(f"{what}: {plot}", markup=False, highlight=False)
 
 
-def _per_class_table(summary: dict, names: list[str]):
+def _per_class_table(summary: Mapping[str, Any], names: list[str]):
     """One row per class; with many classes, three classes side by side so CIFAR-100 fits on a screen."""
     from rich.table import Table
 
@@ -271,7 +272,7 @@ def _per_class_table(summary: dict, names: list[str]):
     return table
 
 
-def _matrix_table(summary: dict, names: list[str]):
+def _matrix_table(summary: Mapping[str, Any], names: list[str]):
     from rich import box
     from rich.table import Table
 
@@ -290,7 +291,7 @@ def _percent(fraction: float) -> str:
     return "<1" if fraction < 0.005 else f"{100 * fraction:.0f}"
 
 
-def _confusions(summary: dict, names: list[str]):
+def _confusions(summary: Mapping[str, Any], names: list[str]):
     from rich.table import Table
 
     table = Table(title=f"Top confusions ({summary['num_classes']} classes: matrix in --json)")

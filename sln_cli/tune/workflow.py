@@ -140,7 +140,13 @@ def _write_best(run_dir: Path, path: Path) -> Path:
 
 
 def _any_range(spec: TuneSpec) -> dict[str, Any]:
-    return {p.key: (int(p.low) if p.integer else p.low) for p in spec.params if not p.is_grid}
+    """A value inside each range (its low end), so a trial config can be built before any is sampled."""
+    values: dict[str, Any] = {}
+    for p in spec.params:
+        if not p.is_grid:
+            assert p.low is not None  # a range always has its ends
+            values[p.key] = int(p.low) if p.integer else p.low
+    return values
 
 
 def _figures(spec: TuneSpec, trials: list[dict[str, Any]], tune_dir: Path) -> list[str]:
