@@ -85,3 +85,14 @@ def test_a_bad_choice_or_number_is_one_line_from_the_app_itself(argv, says):
 def test_bare_group_prints_its_help_and_exits_0():
     result = runner.invoke(app, ["analyze"])
     assert result.exit_code == 0 and "confidence" in result.stdout and result.stderr == ""
+
+
+def test_the_choice_enums_are_the_library_lists():
+    """An Enum option lists what the library it calls accepts, no more and no less."""
+    from sln_cli.bench.dispatch import PIPELINES
+    from sln_cli.cli.bench import Pipeline
+    from sln_cli.cli.report import Format
+    from sln_cli.report.render import FORMATS
+
+    assert [choice.value for choice in Format] == list(FORMATS)
+    assert [choice.value for choice in Pipeline] == list(PIPELINES)

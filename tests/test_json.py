@@ -141,14 +141,13 @@ def test_every_json_flag_is_the_one_shared_declaration(command: list[str]) -> No
     assert "Print JSON instead of tables (its keys: docs/reference/json.md)." in result.stdout
 
 
-@dataclasses.dataclass
-class _Result:
-    loss: float
-    values: Any
-    where: Path
-
-
 def test_the_emitter_prints_strict_json_with_non_finite_numbers_as_null(capsys: pytest.CaptureFixture) -> None:
+    @dataclasses.dataclass  # inside the test: scripts/gen_docs.py loads this module for its constants only
+    class _Result:
+        loss: float
+        values: Any
+        where: Path
+
     result = [_Result(math.nan, np.array([1.5, np.inf, -np.inf], dtype=np.float32), Path("runs") / "a"),
               {"std": np.float64("nan"), "count": np.int64(3), "pair": (math.inf, 2), "ok": True}]
     emit(result)

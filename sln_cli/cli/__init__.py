@@ -3,11 +3,15 @@ command group, each command body parse -> one call into the library -> print. No
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-# Each module registers its commands on `app` when imported; the order here is the order of `sln --help`.
-from sln_cli.cli import analyze, bench, catalog, corrupt, evaluate, report, sweep, train, tune  # noqa: F401, I001
 from sln_cli.cli.app import app
+
+# Each module registers its commands on `app` when imported: this order is the order of `sln --help`.
+COMMAND_MODULES = ("corrupt", "catalog", "train", "sweep", "report", "tune", "evaluate", "analyze", "bench")
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"sln_cli.cli.{_module}")
 
 __all__ = ["app", "main"]
 
