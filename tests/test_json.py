@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from sln_cli.analyze.workflow import ConfidenceResult, LandscapeResult
 from sln_cli.cli import app
+from sln_cli.evaluate import METRICS, EvaluationRow, SeedAggregate
 from sln_cli.labels.corrupt import CorruptSummary
 from sln_cli.render.json import emit, text
 
@@ -86,6 +87,7 @@ def test_evaluate_json_schema(tiny_runs: dict[str, Path], tmp_path: Path) -> Non
     rows = _json("evaluate", str(tiny_runs["sln-0"]), "--split", "train", "--out", str(tmp_path))
     for row in rows:
         assert set(row) == EVALUATE, set(row) ^ EVALUATE
+        _keys_of(EvaluationRow, row)
         assert set(row["clean"]) == set(row["mislabelled"]) == {"num_samples", "accuracy"}
     _check_spelling(rows)
 
@@ -122,10 +124,20 @@ def test_analyze_landscape_json_is_a_list_even_for_one_run(tiny_runs: dict[str, 
 
 
 @pytest.mark.parametrize(("typed", "pinned"), [(CorruptSummary, CORRUPT), (ConfidenceResult, CONFIDENCE),
-                                               (LandscapeResult, LANDSCAPE)])
+                                               (LandscapeResult, LANDSCAPE), (EvaluationRow, EVALUATE)])
 def test_each_result_type_keeps_every_pinned_key(typed: Any, pinned: set[str]) -> None:
     """A key that exists is a contract: the type may gain keys, never lose one the JSON promised."""
-    assert pinned <= set(typed.__required_keys__), pinned - set(typed.__required_keys__)
+    assert pinned <= set(typed.__annotations__), pinned - set(typed.__annotations__)
+
+
+def test_seed_aggregates_match_their_type(tiny_runs: dict[str, Path], tmp_path: Path) -> None:
+    rows = _json("evaluate", str(tiny_runs["sln-0"]), str(tiny_runs["sln-1"]), "--out", str(tmp_path))
+    aggregates = [row for row in rows if row.get("aggregate")]
+    assert aggregates and all(_keys_of(SeedAggregate, row) is None for row in aggregates)
+    assert {f"{metric}{suffix}" for metric in METRICS for suffix in ("", "_std")} <= set(SeedAggregate.__annotations__)
+    for row in rows:
+        if not row.get("aggregate"):
+            _keys_of(EvaluationRow, row)
 
 
 def test_presets_json_schema() -> None:
