@@ -260,3 +260,16 @@ def test_gpu_decode_matches_the_cpu_decode(tmp_path: Path) -> None:
     cpu = load_batch(paths, torch.Generator().manual_seed(0)).float()
     gpu = load_batch_gpu(paths, torch.Generator().manual_seed(0), torch.device("cuda")).float().cpu()
     assert (cpu - gpu).abs().mean().item() < 2.0  # nvJPEG and libjpeg-turbo round apart
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    ({"threads": 0}, "--threads must be at least 1"),
+    ({"pipeline": "imagenet"}, "--pipeline knows only clothing1m"),
+    ({"pipeline": "clothing1m", "images": 0}, "--images must be at least 1"),
+])
+def test_the_bench_dispatch_checks_its_request_for_library_callers(request_: dict, message: str) -> None:
+    from sln_cli.bench.dispatch import BenchRequest, run
+    from sln_cli.errors import SlnError
+
+    with pytest.raises(SlnError, match=message):
+        run(BenchRequest(**request_))
