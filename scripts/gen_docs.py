@@ -47,9 +47,9 @@ def cli_page() -> str:
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     ).stdout
     intro = ("Every command and option of `sln`, as `sln COMMAND --help` prints them. Options shared by several "
-             "commands (`--json`, `--device`, `--checkpoint`) are declared once in `sln_cli/cli.py`.\n\n")
+             "commands (`--json`, `--device`, `--checkpoint`) are declared once in `sln_cli/cli/app.py`.\n\n")
     title, _, rest = text.partition("\n")
-    return f"{title}\n\n{header('the Typer app in `sln_cli/cli.py` (Typer `utils docs`)')}{intro}{rest.lstrip()}"
+    return f"{title}\n\n{header('the Typer app in `sln_cli/cli/` (Typer `utils docs`)')}{intro}{rest.lstrip()}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,13 +233,17 @@ def json_page() -> str:
     schemas = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(schemas)
     out = ["# JSON output\n", header("the schemas pinned by `tests/test_json.py`"),
-           "`--json` prints JSON instead of tables. These are the keys the tests hold each command to (a key "
-           "that exists is a contract: it stays). One spelling per idea across commands: "
+           "`--json` prints JSON instead of tables, through one emitter (`sln_cli/render/json.py`): strict JSON, "
+           "NaN and infinities as `null`, a list wherever a command takes several inputs. These are the keys the "
+           "tests hold each command to (a key that exists is a contract: it stays; each is a field of the "
+           "command's result type). One spelling per idea across commands: "
            "`realized_noise_rate`, `mislabelled`; never " +
            ", ".join(f"`{k}`" for k in sorted(schemas.BANNED)) + ".\n"]
     commands = [("sln corrupt --json, sln corrupt --inspect FILE --json", "one object", schemas.CORRUPT),
                 ("sln evaluate RUN --json", "a list: one object per run and weights", schemas.EVALUATE),
-                ("sln analyze confidence RUN --json", "one object", schemas.CONFIDENCE)]
+                ("sln analyze confidence RUN --json", "one object", schemas.CONFIDENCE),
+                ("sln analyze landscape RUN... --json", "a list, also for one run: one object per run and weights "
+                 "(with `grid` under --grid and `interpolation` under --interpolate)", schemas.LANDSCAPE)]
     for command, shape, keys in commands:
         out.append(f"\n## `{command}`\n\n{shape}, with the keys:\n\n")
         out.append(", ".join(f"`{k}`" for k in sorted(keys)) + "\n")

@@ -11,7 +11,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -49,9 +49,90 @@ TOP5_MIN_CLASSES = 20
 # --------------------------------------------------------------------------------------------------
 
 
+class _Row(TypedDict):
+    run: str
+    name: str
+    checkpoint: str
+    epoch: int | None
+    weights: str  # raw or ema
+    method: str  # the method that trained the run and these weights (CE, SLN-MO, GCE-MO, ...)
+    split: str
+    num_samples: int
+    num_classes: int
+    seed: int
+    sigma: float
+    accuracy: float
+    nll: float
+    brier: float
+    ece: float
+    ece_adaptive: float
+    mce: float
+    ece_bins: int
+    binning: str
+    ece_adaptive_bins: int
+    ece_adaptive_binning: str
+    nll_probability_floor: float
+    brier_convention: str
+    labels: str  # which labels the metrics use
+    reliability: dict[str, Any]  # the equal-width bins: edges, counts, confidence, accuracy
+    reliability_diagram: str  # its PNG
+
+
+class EvaluationRow(_Row, total=False):
+    """One run and weights of `sln evaluate --json` (the seed aggregates after them are `SeedAggregate`s); the
+    keys below only where they apply."""
+
+    top5: float  # K >= 20
+    accuracy_noisy: float  # against the labels trained on (train split), or the only labels (noisy-val)
+    clean: dict[str, Any]  # train split: num_samples, accuracy of the correctly labelled samples
+    mislabelled: dict[str, Any]  # the same for the mislabelled ones
+    memorized: float | None  # mislabelled samples predicted as their wrong label
+    per_class: dict[str, Any]  # --per-class: accuracy, count, confusion matrix
+    confusion_matrix_png: str  # --per-class
+    predictions: str  # --save-predictions: this row's .npz
+
+
+class _Aggregate(TypedDict):
+    aggregate: bool  # true
+    run: str  # the names of its runs
+    name: str
+    runs: list[str]
+    seeds: list[int]
+    weights: str
+    method: str
+    split: str
+    num_runs: int
+    num_samples: int
+    std_ddof: int
+
+
+class SeedAggregate(_Aggregate, total=False):
+    """Mean and sample std (`<metric>` and `<metric>_std`) of runs that differ only in their seed; a metric
+    some run lacks is left out."""
+
+    accuracy: float
+    accuracy_std: float
+    top5: float
+    top5_std: float
+    nll: float
+    nll_std: float
+    brier: float
+    brier_std: float
+    ece: float
+    ece_std: float
+    ece_adaptive: float
+    ece_adaptive_std: float
+    mce: float
+    mce_std: float
+    accuracy_noisy: float
+    accuracy_noisy_std: float
+    memorized: float
+    memorized_std: float
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    rows: list[dict[str, Any]]  # one per run and weights, then the seed aggregates ("aggregate": true)
+    rows: list[dict[str, Any]]  # `EvaluationRow`s (one per run and weights), then `SeedAggregate`s
     split: str
     files: dict[str, str]  # what was written: reliability diagram, csv, predictions
 

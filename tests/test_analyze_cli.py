@@ -81,7 +81,7 @@ def test_memorisation_curve_falls_back_to_the_training_log(tiny_runs, tmp_path) 
 
 def test_landscape_contract_and_the_curve_at_zero_is_the_plain_loss(tiny_runs, tmp_path) -> None:
     run = tiny_runs["sln-0"]
-    result = invoke_json("analyze", "landscape", str(run), *CHEAP, "--out", str(tmp_path))
+    (result,) = invoke_json("analyze", "landscape", str(run), *CHEAP, "--out", str(tmp_path))  # a list of one
     for key in ("hessian_eigenvalues", "hessian_trace", "hessian_trace_stderr", "sharpness_avg", "sharpness_worst",
                 "rho", "curve"):
         assert key in result, key
@@ -101,9 +101,9 @@ def test_same_seed_same_directions(tiny_runs, tmp_path) -> None:
     run = str(tiny_runs["sln-1"])
     cheap = ["--points", "3", "--samples", "50", "--top-k", "1", "--lanczos-iterations", "3",
              "--hutchinson-samples", "2", "--sharpness-samples", "2", "--ascent-steps", "1", "--out", str(tmp_path)]
-    first = invoke_json("analyze", "landscape", run, *cheap, "--seed", "3")
-    again = invoke_json("analyze", "landscape", run, *cheap, "--seed", "3")
-    other = invoke_json("analyze", "landscape", run, *cheap, "--seed", "4")
+    (first,) = invoke_json("analyze", "landscape", run, *cheap, "--seed", "3")
+    (again,) = invoke_json("analyze", "landscape", run, *cheap, "--seed", "3")
+    (other,) = invoke_json("analyze", "landscape", run, *cheap, "--seed", "4")
     assert first["curve"] == again["curve"] and first["hessian_trace"] == again["hessian_trace"]
     assert first["curve"][0]["loss"] != other["curve"][0]["loss"]
 
@@ -125,7 +125,7 @@ def test_interrupted_grid_resumes_only_with_the_same_settings(tiny_runs, tmp_pat
     run = str(tiny_runs["sln-0"])
     cheap = ["--grid", "--points", "3", "--samples", "40", "--top-k", "1", "--lanczos-iterations", "3",
              "--hutchinson-samples", "2", "--sharpness-samples", "2", "--ascent-steps", "1", "--out", str(tmp_path)]
-    full = invoke_json("analyze", "landscape", run, *cheap)
+    (full,) = invoke_json("analyze", "landscape", run, *cheap)
     saved = tmp_path / "landscape-grid-sln-0-raw.npy"
     grid = np.array(full["grid"]["losses"])
     assert np.array_equal(np.load(saved), grid) and full["grid"]["losses"][1][1] == full["loss"]
@@ -133,10 +133,10 @@ def test_interrupted_grid_resumes_only_with_the_same_settings(tiny_runs, tmp_pat
     interrupted[2, :] = np.nan  # the last row never ran
     interrupted[0, 0] = 123.0  # a marker: a resumed grid keeps what it finds
     np.save(saved, interrupted)
-    resumed = np.array(invoke_json("analyze", "landscape", run, *cheap)["grid"]["losses"])
+    resumed = np.array(invoke_json("analyze", "landscape", run, *cheap)[0]["grid"]["losses"])
     assert resumed[0, 0] == 123.0 and np.allclose(resumed[2], grid[2], rtol=1e-6)
     np.save(saved, interrupted)
-    other_seed = np.array(invoke_json("analyze", "landscape", run, *cheap, "--seed", "1")["grid"]["losses"])
+    other_seed = np.array(invoke_json("analyze", "landscape", run, *cheap, "--seed", "1")[0]["grid"]["losses"])
     assert other_seed[0, 0] != 123.0 and not np.isnan(other_seed).any()
     assert Path(full["plots"]["surfaces"]).read_bytes().startswith(b"\x89PNG")
 
@@ -148,17 +148,17 @@ def test_progress_bar_is_on_stderr_and_not_with_json(tiny_runs, tmp_path) -> Non
     assert shown.exit_code == 0, shown.output
     assert "2D grid ce-0" in shown.stderr and "sln analyze landscape" in shown.stdout
     quiet = runner.invoke(app, ["analyze", "landscape", str(tiny_runs["ce-0"]), *cheap, "--seed", "5", "--json"])
-    assert quiet.exit_code == 0 and quiet.stderr == "" and json.loads(quiet.stdout)["seed"] == 5
+    assert quiet.exit_code == 0 and quiet.stderr == "" and json.loads(quiet.stdout)[0]["seed"] == 5
 
 
 def test_analyze_errors_are_one_line_with_exit_code_1(tiny_runs, tmp_path) -> None:
     run, root = str(tiny_runs["sln-0"]), tiny_runs["sln-0"].parent
     assert_one_line_error(["analyze", "confidence", str(root / "sln-*")], "takes one run or checkpoint")
-    assert_one_line_error(["analyze", "confidence", run, "--weights", "both"], "use raw or ema")
+    assert_one_line_error(["analyze", "confidence", run, "--weights", "both"], "Invalid value for '--weights'")
     assert_one_line_error(["analyze", "confidence", str(tmp_path / "missing")], "neither a run directory nor")
     assert_one_line_error(["analyze", "landscape", run, "--checkpoint", "best"], "no best.pt")
     assert_one_line_error(["analyze", "landscape", run, "--points", "1", "--rho", "0"],
                           "--points must be at least 2; --rho must be positive")
-    assert_one_line_error(["analyze", "landscape", run, "--labels", "clean"], "--labels must be noisy or true")
+    assert_one_line_error(["analyze", "landscape", run, "--labels", "clean"], "Invalid value for '--labels'")
     assert_one_line_error(["analyze", "landscape", run, str(incompatible_copy(tiny_runs["sln-0"], tmp_path))],
                           "incompatible runs")

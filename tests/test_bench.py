@@ -4,6 +4,7 @@ targets, transforms), the precision choice, and the Clothing1M pipelines."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -34,11 +35,25 @@ from sln_cli.training.ema import WeightEMA
 from tests.synthetic import write_cifar10
 
 runner = CliRunner()
-TINY = ["--model", "cnn", "--batch-size", "16", "--steps", "2", "--rounds", "1", "--eval-images", "8",
-        "--device", "cpu", "--json"]
+TINY = ["--steps", "2", "--rounds", "1", "--device", "cpu", "--json"]
 REQUIRED = ("reference_ips", "sln_fp32_ips", "sln_fast_ips", "ceiling_fp32_ips", "ceiling_fast_ips", "augment_ips",
             "ema_update_ms", "eval_seconds_per_epoch")
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
+@pytest.fixture(autouse=True)
+def tiny_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sln bench` on a small CNN at batch 16 with 8 test images (the published figures use the defaults: WRN-28-2,
+    batch 128), through the settings' defaults: sln has no option for it."""
+    from sln_cli.bench import training
+
+    @dataclasses.dataclass(frozen=True)
+    class Tiny(training.BenchSettings):
+        batch_size: int = 16
+        model: str = "cnn"
+        eval_images: int | None = 8
+
+    monkeypatch.setattr(training, "BenchSettings", Tiny)
 
 
 def _bench(*args: str) -> dict:
@@ -113,7 +128,7 @@ def test_busy_machines_are_flagged(rounds: dict, load: list[float], expected: in
 
 
 def test_bench_refuses_more_steps_than_images(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["bench", *TINY[:4], "--steps", "9", "--device", "cpu",
+    result = runner.invoke(app, ["bench", "--steps", "9", "--device", "cpu",
                                  "--data-dir", str(write_cifar10(tmp_path, n_train=40, n_test=10))])
     assert result.exit_code == 1
     assert "lower --steps" in result.output
@@ -245,3 +260,16 @@ def test_gpu_decode_matches_the_cpu_decode(tmp_path: Path) -> None:
     cpu = load_batch(paths, torch.Generator().manual_seed(0)).float()
     gpu = load_batch_gpu(paths, torch.Generator().manual_seed(0), torch.device("cuda")).float().cpu()
     assert (cpu - gpu).abs().mean().item() < 2.0  # nvJPEG and libjpeg-turbo round apart
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    ({"threads": 0}, "--threads must be at least 1"),
+    ({"pipeline": "imagenet"}, "--pipeline knows only clothing1m"),
+    ({"pipeline": "clothing1m", "images": 0}, "--images must be at least 1"),
+])
+def test_the_bench_dispatch_checks_its_request_for_library_callers(request_: dict, message: str) -> None:
+    from sln_cli.bench.dispatch import BenchRequest, run
+    from sln_cli.errors import SlnError
+
+    with pytest.raises(SlnError, match=message):
+        run(BenchRequest(**request_))

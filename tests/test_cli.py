@@ -63,3 +63,36 @@ def test_usage_errors_of_the_console_script_are_one_line_and_exit_1(argv, says):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
     assert "Traceback" not in result.stderr and "╭" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["bench", "--pipeline", "imagenet"], "Invalid value for '--pipeline'"),  # a choice (an Enum option)
+    (["report", "runs", "--format", "html"], "Invalid value for '--format'"),
+    (["sweep", "quickstart-sweep", "--retries", "-1"], "Invalid value for '--retries'"),  # a range (min=0)
+    (["sweep", "quickstart-sweep", "--time-min", "0"], "Invalid value for '--time-min'"),
+])
+def test_a_bad_choice_or_number_is_one_line_from_the_app_itself(argv, says):
+    """The root group formats Typer's usage errors, so `CliRunner` (and any caller of `app`) sees what the console
+    script prints: one `error:` line naming the option and its help, exit code 1, no usage box."""
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
+    assert lines[0].endswith(f" {argv[0]} --help`)"), lines[0]  # where to read the option's help
+    assert "╭" not in result.output and "Usage" not in result.output
+
+
+def test_bare_group_prints_its_help_and_exits_0():
+    result = runner.invoke(app, ["analyze"])
+    assert result.exit_code == 0 and "confidence" in result.stdout and result.stderr == ""
+
+
+def test_the_choice_enums_are_the_library_lists():
+    """An Enum option lists what the library it calls accepts, no more and no less."""
+    from sln_cli.bench.dispatch import PIPELINES
+    from sln_cli.cli.bench import Pipeline
+    from sln_cli.cli.report import Format
+    from sln_cli.report.render import FORMATS
+
+    assert [choice.value for choice in Format] == list(FORMATS)
+    assert [choice.value for choice in Pipeline] == list(PIPELINES)

@@ -104,12 +104,12 @@ def test_landscape_takes_both_weights_and_repeats_the_single_runs(tiny_runs) -> 
              "2", "--sharpness-samples", "2", "--ascent-steps", "1", "--json"]
     run = str(tiny_runs["ce-0"])
 
-    def landscape(weights: str) -> list[dict] | dict:  # one result is printed as an object, several as a list
+    def landscape(weights: str) -> list[dict]:  # always a list: one entry per run and weights
         result = runner.invoke(app, ["analyze", "landscape", run, "--weights", weights, *quick])
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
 
     both = landscape("both")
     assert [row["weights"] for row in both] == ["raw", "ema"]
-    for row, single in zip(both, (landscape("raw"), landscape("ema")), strict=True):
+    for row, (single,) in zip(both, (landscape("raw"), landscape("ema")), strict=True):
         assert row["loss"] == single["loss"] and row["curve"] == single["curve"]

@@ -375,3 +375,18 @@ def test_failed_generation_keeps_an_existing_output_untouched(workdir: Path) -> 
                  "--overwrite")
     assert result.exit_code == 1 and "does not exist" in result.stderr
     assert ((workdir / "keep.csv").read_bytes(), (workdir / "keep.json").read_bytes()) == before
+
+
+def test_the_flag_conflicts_are_the_library_s_for_every_caller() -> None:
+    """`labels.corrupt.check_flags` holds the policy `sln corrupt` applies, so a library caller gets it too."""
+    from sln_cli.errors import SlnError
+    from sln_cli.labels.corrupt import check_flags
+
+    with pytest.raises(SlnError, match="--inspect summarises an existing file; drop --mode, --out$"):
+        check_flags({"--inspect": "a.csv", "--mode": "sym", "--out": "b.csv"})
+    check_flags({"--inspect": "a.csv", "--plot": "p.png", "--overwrite": True})  # replaces an earlier --plot
+    with pytest.raises(SlnError, match="only fills the label cache; drop --dataset$"):
+        check_flags({"--fetch-official": "all", "--dataset": "digits"})
+    with pytest.raises(SlnError, match="--plot draws the file given to --inspect"):
+        check_flags({"--mode": "sym", "--plot": "p.png"})
+    check_flags({"--mode": "sym", "--rate": 0.2, "--out": "b.csv", "--overwrite": True})  # generation: fine

@@ -100,7 +100,8 @@ def test_hessian_vector_products_and_the_analyses_run_in_ieee_fp32(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from sln_cli.analyze import commands, hessian
+    from sln_cli.analyze import hessian
+    from sln_cli.analyze import workflow as commands
 
     seen = []
 
@@ -120,7 +121,7 @@ def test_hessian_vector_products_and_the_analyses_run_in_ieee_fp32(tmp_path: Pat
     seen.clear()
     monkeypatch.setattr(commands, "load_run", stop)
     target = SimpleNamespace(run_dir=tmp_path, name="run")
-    monkeypatch.setattr(commands, "_one_target", lambda *args: target)
+    monkeypatch.setattr(commands, "one_target", lambda *args: target)
     monkeypatch.setattr(commands, "resolve_targets", lambda *args, **kwargs: [target])
     monkeypatch.setattr(commands, "check_datasets", lambda targets: None)
     for analysis in (commands.analyze_confidence, commands.analyze_landscape):
@@ -295,7 +296,7 @@ def test_run_deterministic_chooses_cudnn_benchmark_or_deterministic_kernels(
 
 
 def test_a_run_saved_before_a_new_config_key_still_resumes() -> None:
-    from sln_cli.cli import _check_resume_changes
+    from sln_cli.training.resume import check_changes as _check_resume_changes
 
     saved = config_lib.to_dict(_tiny_config())
     del saved["run"]["deterministic"]  # a config.yaml written before the key existed

@@ -28,7 +28,7 @@ ALIAS_GRID = ("presets: [quickstart]\ngrid:\n  optim.lr: &v [0.1, 0.2, 0.3, 0.4,
 def peak_growth(*args: str, cwd: Path) -> tuple[int, str]:
     """(bytes the peak RSS grew by while the command ran, its stderr), in a fresh process whose imports are done
     before the measurement starts (torch alone is ~700 MiB)."""
-    code = ("import resource, sys; from sln_cli.cli import app; import sln_cli.sweep.commands, sln_cli.training.train;"
+    code = ("import resource, sys; from sln_cli.cli import app; import sln_cli.sweep.plan, sln_cli.training.train;"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             f"try: app({list(args)!r}, standalone_mode=True)\n"
             "except SystemExit: pass\n"

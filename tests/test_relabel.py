@@ -68,7 +68,8 @@ def test_drop_the_top_n_and_train_on_the_rest(tiny_runs, tmp_path: Path) -> None
 
 def test_requests_that_make_no_sense_are_one_line_errors(tiny_runs, tmp_path: Path) -> None:
     run, out = str(tiny_runs["sln-0"]), ["--out", str(tmp_path / "o")]
-    assert_one_line_error(["analyze", "issues", run, "--write-labels", "fix", *out], "relabel or drop")
+    assert_one_line_error(["analyze", "issues", run, "--write-labels", "fix", *out],
+                          "Invalid value for '--write-labels'")
     assert_one_line_error(["analyze", "issues", run, "--write-labels", "drop", "--top", "3", "--threshold", "2",
                            *out], "give one of them")
     assert not (tmp_path / "o").exists()

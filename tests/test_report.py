@@ -168,7 +168,7 @@ def test_a_png_sln_did_not_write_is_kept(sweep, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--metric", "ece"], "`sln evaluate RUN...` computes it"), (["--select", "best"], "--select takes"),
-    (["--select", "best-val"], "no validation split"), (["--format", "html"], "--format takes"),
+    (["--select", "best-val"], "no validation split"), (["--format", "html"], "Invalid value for '--format'"),
 ])
 def test_report_mistakes_are_one_line_errors(sweep, args, message):
     result = cli.invoke(app, ["report", str(sweep), "--no-figures", *args])

@@ -105,7 +105,7 @@ def test_a_sigkilled_sweep_rerun_gives_the_metrics_of_an_uninterrupted_one(tmp_p
 @pytest.mark.slow
 def test_submitit_local_executor_runs_the_jobs(tmp_path, monkeypatch):
     submitit = require_extra("submitit", "slurm")
-    from sln_cli.sweep.commands import SlurmOptions
+    from sln_cli.slurm import SlurmOptions
     from sln_cli.sweep.slurm import submit
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))

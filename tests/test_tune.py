@@ -14,8 +14,8 @@ from sln_cli.cli import app
 
 optuna = pytest.importorskip("optuna")
 
-from sln_cli.tune import commands as tune_lib  # noqa: E402
 from sln_cli.tune import trial as trial_lib  # noqa: E402
+from sln_cli.tune import workflow as tune_lib  # noqa: E402
 
 runner = CliRunner()
 TINY = ["--set", "data.train_limit=300", "--set", "data.test_limit=100", "--set", "model.name=mlp",

@@ -16,8 +16,8 @@ from tests.conftest import require_extra
 
 optuna = require_extra("optuna", "tune")
 
-from sln_cli.tune import commands as tune_lib  # noqa: E402
 from sln_cli.tune import slurm as tune_slurm  # noqa: E402
+from sln_cli.tune import workflow as tune_lib  # noqa: E402
 
 runner = CliRunner()
 TINY = ["--set", "data.train_limit=300", "--set", "data.test_limit=100", "--set", "model.name=mlp",
@@ -147,7 +147,7 @@ def test_without_srun_and_sbatch_it_is_one_line_and_nothing_is_written(tmp_path,
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [(["--launcher", "pbs"], "--launcher takes local or slurm"),
+@pytest.mark.parametrize(("args", "message"), [(["--launcher", "pbs"], "Invalid value for '--launcher'"),
                                                (["--launcher", "slurm", "--runs-per-job", "0"], "--runs-per-job"),
                                                (["--launcher", "slurm", "--jobs", "0"], "--jobs must be at least 1")])
 def test_bad_slurm_values_are_one_line_errors_and_write_nothing(tmp_path, slurm, args, message):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sln_cli.analyze import ranking, relabel
-from sln_cli.analyze.commands import _check_weights, _one_target, json_ready
+from sln_cli.analyze.workflow import check_weights, json_ready, one_target
 from sln_cli.errors import SlnError
 from sln_cli.rundir import runs
 from sln_cli.rundir.files import atomic_write
@@ -54,7 +54,7 @@ class IssuesSettings:
     write_top: int | None = None  # with write_labels: change the top N most suspect instead of the flagged ones
 
     def check(self) -> None:
-        _check_weights(self.weights)
+        check_weights(self.weights)
         if self.score not in ranking.SCORES + ranking.RUN_SCORES:
             raise SlnError(f"unknown --score {self.score!r}; use loss, probability or clean-probability")
         if self.top < 1:
@@ -79,7 +79,7 @@ def analyze_issues(target: str | Path, *, checkpoint: str | None = None, out: Pa
         from sln_cli.analyze.cleanlab_issues import cleanlab_version, require_cleanlab
 
         require_cleanlab()  # before any work
-    run = load_run(_one_target(target, checkpoint, "sln analyze issues"), resolve_device(device))
+    run = load_run(one_target(target, checkpoint, "sln analyze issues"), resolve_device(device))
     data = split_data(run, "train", true_labels=False)
     if options.top > len(data.noisy):
         raise SlnError(f"--top {options.top} is larger than the training set ({len(data.noisy)} samples)")

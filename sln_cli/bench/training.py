@@ -297,7 +297,7 @@ def _warnings(rates: dict[str, list[float]], load_before: list[float] | None) ->
 def _check(settings: BenchSettings, steps: int, eval_images: int) -> None:
     problems = [f"{flag} must be at least 1, got {value}" for flag, value in
                 (("--steps", steps), ("--rounds", settings.rounds), ("warmup steps", settings.warmup_steps),
-                 ("--batch-size", settings.batch_size), ("--eval-images", eval_images)) if value < 1]
+                 ("batch size", settings.batch_size), ("evaluation images", eval_images)) if value < 1]
     if settings.warmup_steps > steps:
         problems.append(f"warmup steps ({settings.warmup_steps}) must not exceed --steps ({steps})")
     if problems:

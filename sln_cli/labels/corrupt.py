@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from sln_cli.errors import SlnError
 from sln_cli.labels import official
@@ -24,9 +25,62 @@ from sln_cli.labels.make import MODES, check_request, load_source_dataset, make_
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["MODES", "generate", "inspect", "load_source_dataset", "make_labels", "render"]  # make_labels: old path
+__all__ = ["MODES", "CorruptSummary", "check_flags", "generate", "inspect", "load_source_dataset", "make_labels",
+           "render"]  # make_labels: old path
 
 MATRIX_LIMIT = 20  # a transition matrix with more classes is shown as its top confusions
+GENERATION_FLAGS = ("--mode", "--rate", "--out", "--matrix", "--probs", "--source-dataset", "--exact", "--overwrite")
+
+
+class _Summary(TypedDict):
+
+    mode: str | None
+    num_samples: int
+    num_classes: int
+    requested_noise_rate: float | None
+    realized_noise_rate: float
+    num_mislabelled: int
+    per_class_noise_rate: list[float]
+    class_counts: list[int]
+    transition_matrix: list[list[float]]
+    top_confusions: list[dict[str, Any]]
+    expected_noise_rate: float | None
+    dataset: str | None
+    seed: int | None
+    file: str
+    manifest: str | None
+    classes: list[str] | None
+    note: str | None
+
+
+class CorruptSummary(_Summary, total=False):
+    """What `generate` and `inspect` return (`sln corrupt --json`): the realised noise of a label file; the keys
+    below are present only when they apply."""
+
+    num_dropped: int  # samples a label file leaves out (label_noisy -1)
+    label_set: str  # CIFAR-N: the label set inspected
+    source_dataset: str  # open-set noise: whose images replace ours
+    plots: dict[str, str]  # --inspect --plot: the PNGs drawn
+
+
+def check_flags(given: Mapping[str, object]) -> None:
+    """Refuse the flags that would do nothing for the task asked (fetch the official files, inspect a file, or
+    generate one); `given` maps each flag of `sln corrupt` to its value, None when absent (an off switch too)."""
+    generation = {flag: given.get(flag) for flag in GENERATION_FLAGS}
+    if given.get("--fetch-official") is not None:
+        others = generation | {flag: given.get(flag) for flag in ("--inspect", "--dataset", "--plot")}
+        if named := [flag for flag, value in others.items() if value is not None]:
+            raise SlnError(f"--fetch-official only fills the label cache; drop {', '.join(named)}")
+    elif given.get("--inspect") is not None:
+        # --overwrite replaces the --plot PNGs of an earlier inspect
+        replaces_plot = given.get("--plot") is not None and given.get("--overwrite") is not None
+        if named := [flag for flag, value in generation.items()
+                     if value is not None and not (flag == "--overwrite" and replaces_plot)]:
+            raise SlnError(f"--inspect summarises an existing file; drop {', '.join(named)}")
+    elif given.get("--label-set") is not None:
+        raise SlnError("--label-set picks the labels of a CIFAR-N file given to --inspect; drop it")
+    elif given.get("--plot") is not None:
+        raise SlnError("--plot draws the file given to --inspect; write the file first, then inspect it")
 
 
 def generate(
@@ -44,7 +98,7 @@ def generate(
     source_data_dir: Path | None = None,
     out: Path | None,
     overwrite: bool = False,
-) -> dict:
+) -> CorruptSummary:
     """Corrupt the training labels of `dataset` with `mode`, write `out` (+ manifest), return the summary.
 
     An existing `out` is replaced only with `overwrite`, and only when it is a label file sln wrote (its
@@ -59,6 +113,7 @@ def generate(
         data, mode=mode, rate=rate, seed=seed, exact=exact, matrix=matrix, probs=probs,
         source_dataset=source_dataset, source_data_dir=source_data_dir or data_dir, download=download,
     )
+    assert labels.clean is not None  # generated labels always know the truth they corrupted
     summary = summarize(labels.clean, labels.noisy, data.num_classes, requested_rate=rate,
                         source_index=labels.source_index, mode=mode)
     written = write_label_file(out, labels)
@@ -87,7 +142,7 @@ def _check_out(out: Path | None, overwrite: bool) -> None:
 def inspect(
     path: Path, *, label_set: str | None = None, dataset: str | None = None, data_dir: Path | None = None,
     plot: Path | None = None, overwrite: bool = False,
-) -> dict:
+) -> CorruptSummary:
     """Summarise an existing label file (ours, an official SLN CSV, or CIFAR-N); check it against `dataset`;
     with `plot`, draw its noise (`sln_cli.labels.pictures`)."""
     if plot is not None:
@@ -121,18 +176,18 @@ def inspect(
     )
     if label_set is not None:
         summary["label_set"] = label_set
-    summary = _finish(summary, manifest, classes, expected=manifest.get("expected_noise_rate"), file=path)
+    result = _finish(summary, manifest, classes, expected=manifest.get("expected_noise_rate"), file=path)
     if dataset is not None:
-        summary["dataset"] = summary["dataset"] or data.name  # checked against it just above
+        result["dataset"] = result["dataset"] or data.name  # checked against it just above
     if plot is not None:
-        summary["plots"] = draw_noise(plot_paths_, summary, labels.clean, labels.noisy,
-                                      data if dataset is not None else None)
-    return summary
+        result["plots"] = draw_noise(plot_paths_, dict(result), labels.clean, labels.noisy,
+                                     data if dataset is not None else None)
+    return result
 
 
 def _finish(
     summary: dict, manifest: dict, classes: tuple[str, ...] | None, *, expected: float | None, file: Path
-) -> dict:
+) -> CorruptSummary:
     """Add what the summary does not know by itself: the file, its manifest, class names, the expected rate."""
     summary["expected_noise_rate"] = expected
     summary["dataset"] = manifest.get("dataset")
@@ -143,7 +198,7 @@ def _finish(
     if manifest.get("source_dataset"):
         summary["source_dataset"] = manifest["source_dataset"]
     summary["note"] = _note(summary)
-    return summary
+    return cast(CorruptSummary, summary)
 
 
 def _note(summary: dict) -> str | None:
@@ -164,7 +219,7 @@ def _note(summary: dict) -> str | None:
     return None
 
 
-def render(summary: dict, console: Console) -> None:
+def render(summary: CorruptSummary, console: Console) -> None:
     """Rich tables: requested vs realised rate, per-class rates, the transition matrix or its top confusions."""
     from rich.table import Table
 
@@ -191,7 +246,7 @@ def render(summary: dict, console: Console) -> None:
         console.print(f"{what}: {plot}", markup=False, highlight=False)
 
 
-def _per_class_table(summary: dict, names: list[str]):
+def _per_class_table(summary: Mapping[str, Any], names: list[str]):
     """One row per class; with many classes, three classes side by side so CIFAR-100 fits on a screen."""
     from rich.table import Table
 
@@ -217,7 +272,7 @@ def _per_class_table(summary: dict, names: list[str]):
     return table
 
 
-def _matrix_table(summary: dict, names: list[str]):
+def _matrix_table(summary: Mapping[str, Any], names: list[str]):
     from rich import box
     from rich.table import Table
 
@@ -236,7 +291,7 @@ def _percent(fraction: float) -> str:
     return "<1" if fraction < 0.005 else f"{100 * fraction:.0f}"
 
 
-def _confusions(summary: dict, names: list[str]):
+def _confusions(summary: Mapping[str, Any], names: list[str]):
     from rich.table import Table
 
     table = Table(title=f"Top confusions ({summary['num_classes']} classes: matrix in --json)")

@@ -1,4 +1,5 @@
-"""The report's table in five formats: a rich table, markdown, CSV (one line per cell), LaTeX, JSON.
+"""The report's table in five formats: a rich table, markdown, CSV (one line per cell), LaTeX, and the cells JSON
+prints (`json_cells`, through the one emitter `sln_cli/render/json.py`).
 
 Rows are methods, columns settings; a cell is mean ± std over the finished runs (sample std, n − 1) with their
 count, the paper's mean ± std and our difference to it beside (within 1 point? inside the combined spread?),
@@ -17,7 +18,6 @@ from rich.table import Table
 
 from sln_cli.report.compare import verdict_text
 from sln_cli.report.cost import cost_text, total_text
-from sln_cli.rundir.files import json_text
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 NOTE_UNCHECKED = "? the paper's value was typed in from memory and is not yet checked (sln_cli/paper_results.yaml)"
@@ -26,9 +26,10 @@ NOTE_SPREAD = ("reproduced: |Δ| ≤ spread = 2·√(s²/n + s_paper²/5), two s
 
 
 def render(cells: list[dict[str, Any]], fmt: str, console: Console, *, total: dict[str, Any] | None = None) -> None:
-    if fmt == "json":
-        print(json_text([_with_null_reason(cell) for cell in cells]), end="")
-    elif fmt == "csv":
+    """Print the table in `fmt` (every format but json, which the command emits from `json_cells`)."""
+    if fmt not in FORMATS or fmt == "json":
+        raise ValueError(f"render prints table, markdown, csv or latex, not {fmt!r}")
+    if fmt == "csv":
         print(to_csv(cells), end="")
     elif fmt == "markdown":
         print(to_markdown(cells, total=total))
@@ -163,9 +164,15 @@ def to_csv(cells: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def json_cells(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cells as `sln report --json` prints them (the emitter turns NaN into null)."""
+    return [_with_null_reason(cell) for cell in cells]
+
+
 def _with_null_reason(cell: dict[str, Any]) -> dict[str, Any]:
-    """NaN and ±Infinity are not JSON: they print as null (`files.json_text`), and `non_finite` names the keys
-    that were (e.g. a diverged run's loss), so a null that means "not a number" differs from one that means "none"."""
+    """NaN and ±Infinity are not JSON: they print as null (the emitter, `sln_cli/render/json.py`), and `non_finite`
+    names the keys that were (e.g. a diverged run's loss), so a null that means "not a number" differs from one that
+    means "none"."""
     bad = [key for key, value in cell.items() if _non_finite(value)]
     return {**cell, "non_finite": bad} if bad else cell
 

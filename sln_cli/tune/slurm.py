@@ -13,14 +13,14 @@ from typing import Any
 
 from sln_cli import slurm as slurm_lib
 from sln_cli.rundir import locks
-from sln_cli.tune import commands
 from sln_cli.tune import study as study_lib
+from sln_cli.tune import workflow
 from sln_cli.tune.spec import TuneSpec
 
 
 @dataclass(frozen=True)
 class Submission:
-    result: commands.TuneResult  # the study as it stands now
+    result: workflow.TuneResult  # the study as it stands now
     waiting: int  # slots no worker holds yet
     jobs: list[dict[str, Any]]  # {"job_id", "workers", "job"}: nothing when no slot waits
 
@@ -29,9 +29,9 @@ def submit(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: s
            options: slurm_lib.SlurmOptions) -> Submission:
     """Create or continue the study, then ceil(min(workers, waiting slots) / runs_per_job) jobs of runs_per_job
     worker processes each."""
-    url, name, store = commands.locate(tune_dir, storage=storage, study_name=study_name, workers=workers)
+    url, name, store = workflow.locate(tune_dir, storage=storage, study_name=study_name, workers=workers)
     executor = slurm_lib.executor(tune_dir, f"sln-tune-{name}", options)  # no submitit, no Slurm: nothing written
-    store = commands.establish(spec, tune_dir, url, name, store)
+    store = workflow.establish(spec, tune_dir, url, name, store)
     recover_ended_jobs(tune_dir, store, name)
     waiting = waiting_slots(store, name)
     todo = min(workers, waiting)
@@ -40,7 +40,7 @@ def submit(spec: TuneSpec, tune_dir: Path, *, storage: str | None, study_name: s
         count = min(options.runs_per_job, todo - index * options.runs_per_job)
         job = slurm_lib.submit_one(executor, run_job, spec, tune_dir, url, name, count, options.gpus_per_job)
         jobs.append({"job_id": str(job.job_id), "workers": count, "job": job})
-    return Submission(commands.results(spec, tune_dir, store, name, url), waiting, jobs)
+    return Submission(workflow.results(spec, tune_dir, store, name, url), waiting, jobs)
 
 
 def waiting_slots(store: Any, name: str) -> int:
@@ -98,16 +98,4 @@ def _worker(spec: TuneSpec, tune_dir: Path, url: str, name: str, gpu: int | None
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         parts = visible.split(",") if visible else [str(i) for i in range(gpu + 1)]
         os.environ["CUDA_VISIBLE_DEVICES"] = parts[gpu % len(parts)]
-    commands.work(spec, tune_dir, url, name, print)
-
-
-def render(submission: Submission, console: Any) -> None:
-    commands.render(submission.result, console)
-    if submission.jobs:
-        ids = ", ".join(j["job_id"] for j in submission.jobs)
-        line = (f"{submission.waiting} slots wait: submitted {len(submission.jobs)} Slurm jobs ({ids}) of "
-                f"{sum(j['workers'] for j in submission.jobs)} workers; rerun the same command to see the study "
-                "and resubmit while slots wait")
-    else:
-        line = "no slot waits: nothing submitted (trials still running finish in their jobs)"
-    console.print(line, markup=False, highlight=False)
+    workflow.work(spec, tune_dir, url, name, print)

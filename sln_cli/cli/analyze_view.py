@@ -1,10 +1,13 @@
-"""The terminal view of `sln analyze issues`: the most suspect rows, and how well the ranking (and cleanlab) finds
-the mislabelled samples when the truth is known."""
+"""The terminal views of `sln analyze`: confidence (clean vs mislabelled), issues (the most suspect rows, and how
+well the ranking and cleanlab find the mislabelled samples when the truth is known), landscape (sharpness per run)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # sln_cli/cli/ imports no torch at run time
+    from sln_cli.analyze.workflow import ConfidenceResult, LandscapeResult
 
 
 def render_issues(result: dict[str, Any], console: Any) -> None:
@@ -69,6 +72,10 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _short_number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _written(written: dict) -> str:
     """One line on the new label file: what changed, and how well when the truth is known."""
     verb = "relabelled" if written["action"] == "relabel" else "dropped"
@@ -77,3 +84,61 @@ def _written(written: dict) -> str:
         line += (f"; {written['precision']:.1%} of them were truly mislabelled; training noise "
                  f"{written['noise_rate_before']:.1%} -> {written['noise_rate_after']:.1%}")
     return line + f"; retrain with: sln train ... --labels {written['path']}"
+
+
+def render_confidence(result: ConfidenceResult, console: Any) -> None:
+    """Clean vs mislabelled means, the detection metrics, the last memorisation point, and the PNGs."""
+    from rich.table import Table
+
+    table = Table(title=f"sln analyze confidence: {result['name']} ({result['weights']} weights, epoch "
+                        f"{result['epoch']}, training split)")
+    for header in ("samples", "count", "max-prob", "entropy", "margin", "loss vs noisy label"):
+        table.add_column(header, justify="left" if header == "samples" else "right")
+    groups = {"clean": (result["num_samples"] - result["num_mislabelled"], result["clean"]),
+              "mislabelled": (result["num_mislabelled"], result["mislabelled"])}
+    for name, (count, scores) in groups.items():
+        values = [scores[key]["mean"] for key in ("max_probability", "entropy", "margin", "loss")]
+        table.add_row(name, str(count), *("-" if v is None else f"{v:.4f}" for v in values))
+    console.print(table)
+    detection = result["detection"]
+
+    def show(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    console.print(f"loss flags mislabelled samples: AUROC {show(result['auroc_loss'])}; flagging the "
+                  f"{detection['flagged']} highest losses: precision {show(detection['precision'])}, "
+                  f"recall {show(detection['recall'])}", markup=False, highlight=False)
+    curve = result["memorisation"]
+    if curve["epochs"]:
+        raw = curve["raw"]["noisy_label"][-1]
+        console.print(f"memorised (raw, epoch {curve['epochs'][-1]}, from {curve['source']}): {raw:.2%}",
+                      markup=False, highlight=False)
+    for what, path in result["plots"].items():
+        console.print(f"{what}: {path}", markup=False, highlight=False)
+
+
+
+
+def render_landscape(results: list[LandscapeResult], console: Any) -> None:
+    """One row of sharpness numbers per run, then the PNGs."""
+    from sln_cli.render.tables import Column, print_table
+
+    first = results[0]
+    caption = (f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos "
+               f"tolerance {first['hessian']['tolerance']:g}; Hutchinson {first['hutchinson_samples']} Rademacher "
+               f"vectors; sharpness within rho {first['rho']:g}")
+    rows = []
+    for result in results:
+        eigen = ", ".join(f"{value:.4g}" for value in result["hessian_eigenvalues"])
+        if not result["hessian"]["converged"]:
+            eigen += " (not converged)"
+        rows.append([result["name"], result["weights"], _short_number(result["loss"]), eigen,
+                     f"{_short_number(result['hessian_trace'])} ± {_short_number(result['hessian_trace_stderr'])}",
+                     f"{_short_number(result['sharpness_avg'])} ± {_short_number(result['sharpness_avg_stderr'])}",
+                     _short_number(result["sharpness_worst"])])
+    values = [Column(header) for header in ("loss", "top eigenvalues", "trace ± s.e.", "avg sharpness ± s.e.",
+                                            "worst sharpness")]
+    print_table(console, title="sln analyze landscape", keys=[Column("run", left=True), Column("weights", left=True)],
+                values=values, rows=rows, caption=caption)
+    for what, path in first["plots"].items():
+        console.print(f"{what}: {path}", markup=False, highlight=False)

@@ -1,16 +1,15 @@
 """`sln analyze confidence` and `sln analyze landscape` on trained runs: load a checkpoint and its exact training
-data (`sln_cli.training.checkpoints`), run the analyses of `sln_cli.analyze.*`, and
-return JSON-ready results beside PNGs.
+data (`sln_cli.training.checkpoints`), run the analyses of `sln_cli.analyze.*`, and return JSON-ready results
+(`ConfidenceResult`, `LandscapeResult`) beside PNGs. The terminal views are `sln_cli/cli/analyze_view.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ import torch
 from sln_cli.analyze import Batch, mean_loss
 from sln_cli.analyze.confidence import confidence_report, confidence_scores, per_sample_loss
 from sln_cli.errors import SlnError
+from sln_cli.render.json import plain
 from sln_cli.rundir import readers, runs
 from sln_cli.rundir.files import atomic_write, atomic_write_json
 from sln_cli.rundir.ownership import prepare_output_dir
@@ -37,6 +37,61 @@ from sln_cli.training.checkpoints import (
 )
 from sln_cli.training.devices import ieee_fp32, resolve_device
 
+
+class ConfidenceResult(TypedDict):
+    """`sln analyze confidence --json`: one run's clean vs mislabelled training samples."""
+
+    run: str
+    name: str
+    checkpoint: str
+    epoch: int | None
+    weights: str  # raw or ema
+    split: str  # train
+    num_samples: int
+    num_mislabelled: int
+    realized_noise_rate: float
+    auroc_loss: float | None  # how well the per-sample loss ranks the mislabelled samples first
+    detection: dict[str, Any]  # the r·N highest losses flagged: flagged, precision, recall, score, noise_rate
+    clean: dict[str, dict[str, Any]]  # per score (max_probability, entropy, margin, loss): mean, median, quantiles
+    mislabelled: dict[str, dict[str, Any]]  # the same for the mislabelled samples
+    memorisation: dict[str, Any]  # source, epochs, raw and ema: fraction predicted as the noisy and the true label
+    plots: dict[str, str]  # what -> PNG path
+
+
+class _Landscape(TypedDict):
+    run: str
+    name: str
+    checkpoint: str
+    epoch: int | None
+    weights: str  # raw or ema (`both` gives one result of each)
+    labels: str  # noisy or true: the labels the loss is measured against
+    samples: int
+    seed: int
+    loss: float
+    hessian_eigenvalues: list[float]
+    hessian: dict[str, Any]  # Lanczos: eigenvalues, residuals, iterations, converged, tolerance, method
+    hessian_trace: float
+    hessian_trace_stderr: float
+    hutchinson_samples: int
+    rho: float
+    sharpness_avg: float
+    sharpness_avg_stderr: float
+    sharpness_worst: float
+    sharpness: dict[str, Any]  # average and worst, in full
+    directions: str
+    span: list[float]
+    points: int
+    curve: list[dict[str, float]]  # alpha, loss
+    plots: dict[str, str]  # what -> PNG path (shared by every result of one call)
+
+
+class LandscapeResult(_Landscape, total=False):
+    """One entry of `sln analyze landscape --json` (always a list: one per run and weights)."""
+
+    grid: dict[str, Any]  # --grid: alphas, betas, losses (points × points)
+    interpolation: dict[str, Any]  # --interpolate: to, curve (t, loss)
+
+
 CONTOUR_MAX_LOSS = 10.0  # contour levels stop here, as Li et al.'s plot_2D_contour (vmax=10)
 LABELS = ("noisy", "true")
 WEIGHT_CHOICES = ("raw", "ema")
@@ -46,29 +101,22 @@ def _out_dir(out: Path | None, target: Target) -> Path:
     return Path(out) if out is not None else target.run_dir / "analysis"
 
 
-def _one_target(path: str | Path, checkpoint: str | None, what: str) -> Target:
+def one_target(path: str | Path, checkpoint: str | None, what: str) -> Target:
     targets = resolve_targets([path], checkpoint=checkpoint)
     if len(targets) != 1:
         raise SlnError(f"{what} takes one run or checkpoint; {path!r} matches {len(targets)}")
     return targets[0]
 
 
-def _check_weights(weights: str) -> None:
+def check_weights(weights: str) -> None:
     if weights not in ("raw", "ema"):
         raise SlnError(f"unknown --weights {weights!r}; use raw or ema")
 
 
 def json_ready(value: Any) -> Any:
-    """Non-finite floats become None (JSON has no NaN or Infinity), numpy scalars and arrays plain Python."""
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """Non-finite floats become None (JSON has no NaN or Infinity), numpy scalars and arrays plain Python: the
+    conversion of the one emitter (`sln_cli/render/json.py`)."""
+    return plain(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,20 +127,21 @@ def json_ready(value: Any) -> Any:
 @ieee_fp32()  # TF32 convolutions on GPUs would carry ~1e-3 relative error into every number
 def analyze_confidence(target: str | Path, *, checkpoint: str | None = None, weights: str = "raw",
                        noise_rate: float | None = None, out: Path | None = None, device: str = "auto",
-                       batch_size: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+                       batch_size: int | None = None, overwrite: bool = False) -> ConfidenceResult:
     """Max-probability, entropy, margin and loss of clean vs mislabelled training samples, how well the loss
     flags the mislabelled ones (AUROC; precision / recall of the r·N highest losses), and the memorisation curve."""
-    _check_weights(weights)
-    chosen = _one_target(target, checkpoint, "sln analyze confidence")
+    check_weights(weights)
+    chosen = one_target(target, checkpoint, "sln analyze confidence")
     name = file_label(chosen.name)
     outputs = [f"confidence-{name}-{weights}.png", f"memorisation-{name}.png"]
     prepare_output_dir(_out_dir(out, chosen), outputs, overwrite=overwrite, create=False)  # before any work
     run = load_run(chosen, resolve_device(device))
     data = split_data(run, "train")
+    assert data.noisy is not None  # the training split always has the labels the run trained on
     batch_size = run.config.run.eval_batch_size if batch_size is None else batch_size
     probs = predict(run.network(weights), data.images, batch_size=batch_size)
     report = confidence_report(probs, data.noisy, data.labels, noise_rate=noise_rate)
-    mislabelled = data.noisy != data.labels
+    mislabelled: np.ndarray = data.noisy != data.labels
     out_dir, label = _out_dir(out, run.target), f"{file_label(run.target.name)}-{weights}"
     prepare_output_dir(out_dir, outputs, overwrite=overwrite)
 
@@ -161,36 +210,6 @@ def _memorisation_lines(curve: dict[str, Any]) -> dict[str, tuple[list, list]]:
     return lines
 
 
-def render_confidence(result: dict[str, Any], console: Any) -> None:
-    """Clean vs mislabelled means, the detection metrics, the last memorisation point, and the PNGs."""
-    from rich.table import Table
-
-    table = Table(title=f"sln analyze confidence: {result['name']} ({result['weights']} weights, epoch "
-                        f"{result['epoch']}, training split)")
-    for header in ("samples", "count", "max-prob", "entropy", "margin", "loss vs noisy label"):
-        table.add_column(header, justify="left" if header == "samples" else "right")
-    sizes = {"clean": result["num_samples"] - result["num_mislabelled"], "mislabelled": result["num_mislabelled"]}
-    for name, count in sizes.items():
-        values = [result[name][key]["mean"] for key in ("max_probability", "entropy", "margin", "loss")]
-        table.add_row(name, str(count), *("-" if v is None else f"{v:.4f}" for v in values))
-    console.print(table)
-    detection = result["detection"]
-
-    def show(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4f}"
-
-    console.print(f"loss flags mislabelled samples: AUROC {show(result['auroc_loss'])}; flagging the "
-                  f"{detection['flagged']} highest losses: precision {show(detection['precision'])}, "
-                  f"recall {show(detection['recall'])}", markup=False, highlight=False)
-    curve = result["memorisation"]
-    if curve["epochs"]:
-        raw = curve["raw"]["noisy_label"][-1]
-        console.print(f"memorised (raw, epoch {curve['epochs'][-1]}, from {curve['source']}): {raw:.2%}",
-                      markup=False, highlight=False)
-    for what, path in result["plots"].items():
-        console.print(f"{what}: {path}", markup=False, highlight=False)
-
-
 # --------------------------------------------------------------------------------------------------
 # sln analyze landscape
 # --------------------------------------------------------------------------------------------------
@@ -228,7 +247,7 @@ class LandscapeSettings:
         if self.labels not in LABELS:
             problems.append(f"--labels must be noisy or true, not {self.labels!r}")
         if self.weights != "both":  # both: each run's raw network and its EMA, cut along the same directions
-            _check_weights(self.weights)
+            check_weights(self.weights)
         if problems:
             raise SlnError("; ".join(problems))
 
@@ -236,7 +255,7 @@ class LandscapeSettings:
 @ieee_fp32()  # TF32 on GPUs: ~1e-3 relative error per Hessian-vector product, the Lanczos tolerance itself
 def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None = None,
                       interpolate: str | Path | None = None, out: Path | None = None, device: str = "auto",
-                      progress: bool = True, overwrite: bool = False, **settings: Any) -> list[dict[str, Any]]:
+                      progress: bool = True, overwrite: bool = False, **settings: Any) -> list[LandscapeResult]:
     """Loss along seeded filter-normalised directions (1D, optionally a resumable 2D grid), interpolation towards
     another checkpoint, Hessian top eigenvalues and trace, and sharpness within rho, for each target; every run is
     cut along the same directions (same seed and architecture) and plotted together. `settings`: the fields of
@@ -245,7 +264,7 @@ def analyze_landscape(targets: Sequence[str | Path], *, checkpoint: str | None =
     options.check()
     resolved = resolve_targets(targets, checkpoint=checkpoint)
     check_datasets(resolved)
-    other = None if interpolate is None else _one_target(interpolate, None, "--interpolate")
+    other = None if interpolate is None else one_target(interpolate, None, "--interpolate")
     torch_device = resolve_device(device)
     out_dir = _out_dir(out, resolved[0])
     prepare_output_dir(out_dir, ["landscape-*"], overwrite=overwrite, create=False)  # before any work
@@ -272,9 +291,10 @@ def _landscape_of(run: LoadedRun, options: LandscapeSettings, other: Target | No
                   all_checkpoints: list[Path], progress: bool) -> tuple[dict, Any, Any, Any]:
     """One run's numbers (a JSON-ready dict) and its 1D curve, 2D grid and interpolation (None when not asked)."""
     model, (batches, subset) = run.network(options.weights), _training_batches(run, options)
-    result = {"run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
-              "epoch": run.epoch, "weights": options.weights, "labels": options.labels, "samples": len(subset),
-              "seed": options.seed, "loss": mean_loss(model, batches)}
+    result: dict[str, Any] = {
+        "run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
+        "epoch": run.epoch, "weights": options.weights, "labels": options.labels, "samples": len(subset),
+        "seed": options.seed, "loss": mean_loss(model, batches)}
     curve, grid, interpolation = _cuts(run, model, batches, options, other, out_dir, all_checkpoints, progress)
     result |= _sharpness(model, batches, options)
     result |= {"directions": "Gaussian, filter-normalised (Li et al. 2018), biases and BatchNorm zero",
@@ -283,6 +303,7 @@ def _landscape_of(run: LoadedRun, options: LandscapeSettings, other: Target | No
     if grid is not None:
         result["grid"] = {"alphas": grid.alphas, "betas": grid.betas, "losses": grid.losses}
     if interpolation is not None:
+        assert other is not None  # an interpolation is made only towards --interpolate's target
         points = zip(interpolation.coordinates, interpolation.losses, strict=True)
         result["interpolation"] = {"to": str(other.checkpoint), "curve": [{"t": t, "loss": loss} for t, loss in points]}
     return result, curve, grid, interpolation
@@ -415,32 +436,3 @@ def _plot_landscapes(out_dir: Path, curves: dict, grids: dict, interpolations: d
         plot_landscape_curves(plots["interpolation"], interpolations, xlabel=f"t (0 = run, 1 = {other.name})",
                               title=f"Linear interpolation towards {other.name}\n{where}")
     return plots
-
-
-def render_landscape(results: list[dict[str, Any]], console: Any) -> None:
-    """One row of sharpness numbers per run, then the PNGs."""
-    from sln_cli.render.tables import Column, print_table
-
-    first = results[0]
-    caption = (f"{first['samples']} training samples ({first['labels']} labels), seed {first['seed']}; Lanczos "
-               f"tolerance {first['hessian']['tolerance']:g}; Hutchinson {first['hutchinson_samples']} Rademacher "
-               f"vectors; sharpness within rho {first['rho']:g}")
-    rows = []
-    for result in results:
-        eigen = ", ".join(f"{value:.4g}" for value in result["hessian_eigenvalues"])
-        if not result["hessian"]["converged"]:
-            eigen += " (not converged)"
-        rows.append([result["name"], result["weights"], _number(result["loss"]), eigen,
-                     f"{_number(result['hessian_trace'])} ± {_number(result['hessian_trace_stderr'])}",
-                     f"{_number(result['sharpness_avg'])} ± {_number(result['sharpness_avg_stderr'])}",
-                     _number(result["sharpness_worst"])])
-    values = [Column(header) for header in ("loss", "top eigenvalues", "trace ± s.e.", "avg sharpness ± s.e.",
-                                            "worst sharpness")]
-    print_table(console, title="sln analyze landscape", keys=[Column("run", left=True), Column("weights", left=True)],
-                values=values, rows=rows, caption=caption)
-    for what, path in first["plots"].items():
-        console.print(f"{what}: {path}", markup=False, highlight=False)
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"

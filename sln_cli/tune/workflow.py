@@ -1,9 +1,8 @@
-"""`sln tune`'s glue: claim the tune directory, create or continue the study, run its slots here (in `jobs`
-processes), then the results: a table, `best.yaml` (a preset `sln train` and `sln sweep` accept), PNGs, JSON."""
+"""`sln tune`'s workflow: claim the tune directory, create or continue the study, run its slots here (in `jobs`
+processes), then the results: `best.yaml` (a preset `sln train` and `sln sweep` accept), PNGs, results.json."""
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import time
 from dataclasses import dataclass, field
@@ -123,16 +122,10 @@ def results(spec: TuneSpec, tune_dir: Path, store: Any, name: str, url: str) -> 
 
 
 def as_json(result: TuneResult) -> dict[str, Any]:
-    def clean(value: Any) -> Any:  # one emitter: NaN -> null
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
+    """results.json and `sln tune --json`: the result's fields, NaN as null (the one emitter's conversion)."""
+    from sln_cli.render.json import plain
 
-    return clean(result.__dict__)
+    return plain(result)
 
 
 def _write_best(run_dir: Path, path: Path) -> Path:
@@ -147,7 +140,13 @@ def _write_best(run_dir: Path, path: Path) -> Path:
 
 
 def _any_range(spec: TuneSpec) -> dict[str, Any]:
-    return {p.key: (int(p.low) if p.integer else p.low) for p in spec.params if not p.is_grid}
+    """A value inside each range (its low end), so a trial config can be built before any is sampled."""
+    values: dict[str, Any] = {}
+    for p in spec.params:
+        if not p.is_grid:
+            assert p.low is not None  # a range always has its ends
+            values[p.key] = int(p.low) if p.integer else p.low
+    return values
 
 
 def _figures(spec: TuneSpec, trials: list[dict[str, Any]], tune_dir: Path) -> list[str]:
@@ -175,7 +174,7 @@ def _figures(spec: TuneSpec, trials: list[dict[str, Any]], tune_dir: Path) -> li
     for t in shown:
         rows = runs.read_metrics(Path(t["run_dir"]))
         curve = [objective_of(rows[:i + 1], spec.objective) for i in range(len(rows))]
-        label = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in t["params"].items())
+        label = ", ".join(f"{k.split('.')[-1]}={short(v)}" for k, v in t["params"].items())
         axis.plot([r["epoch"] for r in rows], [100 * (c or 0) for c in curve], linestyle="-" if
                   t["state"] == "complete" else ":", label=f"#{t['number']} {label}")
     axis.set(xlabel="epoch", ylabel=f"{spec.objective} noisy-val acc (%)", title="trials (dotted: pruned)")
@@ -185,31 +184,8 @@ def _figures(spec: TuneSpec, trials: list[dict[str, Any]], tune_dir: Path) -> li
     return [str(tune_dir / name) for name in FIGURES]
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def render(result: TuneResult, console: Any) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"sln tune {result.tune_dir}: objective {result.objective} (noisy-validation accuracy)")
-    keys = list(dict.fromkeys(k for t in result.trials for k in t["params"]))
-    for column in ("trial", "slot", *keys, "objective", "state", "epochs"):
-        table.add_column(column, justify="left" if column == "state" else "right")
-    best = None if result.best is None else result.best["number"]
-    for t in result.trials:
-        value = "" if t["value"] is None else f"{100 * t['value']:.2f}%"
-        state = t["state"] + (" (best)" if t["number"] == best else "") + (f": {t['error']}" if t["error"] else "")
-        table.add_row(str(t["number"]), str(t["slot"]), *[_short(t["params"].get(k, "")) for k in keys], value,
-                      state, str(t["epochs_trained"]))
-    console.print(table)
-    lines = [f"epochs trained by these trials: {result.epochs_trained}"]
-    if result.best_preset:
-        lines.append(f"best: trial {best}; its config: sln train --preset {result.best_preset}")
-    if result.figures:
-        lines.append(f"figures: {', '.join(result.figures)}")
-    for line in lines:
-        console.print(line, markup=False, highlight=False)
 
 
 def build_spec(preset: str, params: list[str], *, method: str | None, trials: int | None, objective: str | None,
