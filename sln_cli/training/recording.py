@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
 
 from sln_cli.config import Config, OptimConfig
 from sln_cli.data.batches import Augmentation
@@ -62,8 +61,3 @@ def reset_optimizer(state: State, optim: OptimConfig, device: torch.device) -> N
     if optim.reset_each_epoch:
         state.optimizer = new_optimizer(state.model, optim, device, state.method.networks())
 
-
-
-def normalised(probs_sum: Tensor) -> Tensor:
-    """Each row divided by its total: softmax rows sum to one, so the total counts the times a sample was scored."""
-    return probs_sum / probs_sum.sum(dim=1, keepdim=True).clamp_min(1e-12)
