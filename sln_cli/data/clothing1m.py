@@ -23,9 +23,6 @@ CLASSES = (
 MEAN = (0.6959, 0.6537, 0.6371)
 STD = (0.3113, 0.3192, 0.3214)
 
-# The official SLN script trains each epoch on a fresh class-balanced draw of this many images per class.
-OFFICIAL_PER_CLASS = 18_976
-
 _LISTS = {"train": "noisy_train.txt", "val": "clean_val.txt", "test": "clean_test.txt"}
 _KEY_LISTS = {
     "train": ("noisy_label_kv.txt", "noisy_train_key_list.txt"),
