@@ -1,7 +1,7 @@
 """Collecting runs for `sln report`: which runs, which setting (column) and method (row) each belongs to, and
 the cells of the table: mean ± std over seeds of finished runs only, unfinished runs listed beside them.
 
-A run's method comes from its config, so methods added later group without changes here (CONTRACTS.md): `sln`
+A run's method comes from its config, so methods added later group without changes here: `sln`
 with sigma 0 is CE (raw weights), with sigma > 0 SLN (raw) and SLN-MO (EMA), with `sln.correction` SLN-MO-LC
 (EMA); any other method NAME is NAME (raw) and NAME-MO (EMA). Runs whose configs differ in anything but the
 seed and where they ran are never pooled: the method label then names the keys that differ.
