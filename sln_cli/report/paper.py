@@ -52,12 +52,6 @@ def published(config: dict[str, Any], method: str) -> Published | None:
                      bool(setting.get("checked", False)))
 
 
-def lookup(config: dict[str, Any], method: str) -> float | None:
-    """The paper's accuracy (a fraction) for this run's setting and method row, or None."""
-    value = published(config, method)
-    return None if value is None else value.mean
-
-
 def checked(config: dict[str, Any]) -> bool:
     """Whether the setting's published values were checked against the paper (see the file's header)."""
     return bool(table().get(setting_key(config) or "", {}).get("checked", False))
