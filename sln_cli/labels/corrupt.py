@@ -59,6 +59,7 @@ def generate(
         data, mode=mode, rate=rate, seed=seed, exact=exact, matrix=matrix, probs=probs,
         source_dataset=source_dataset, source_data_dir=source_data_dir or data_dir, download=download,
     )
+    assert labels.clean is not None, "labels made here know the true ones"
     summary = summarize(labels.clean, labels.noisy, data.num_classes, requested_rate=rate,
                         source_index=labels.source_index, mode=mode)
     written = write_label_file(out, labels)

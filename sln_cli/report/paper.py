@@ -47,7 +47,7 @@ def published(config: dict[str, Any], method: str) -> Published | None:
     value = setting.get(method)
     if value is None:
         return None
-    mean, std = (value.get("mean"), value.get("std")) if isinstance(value, dict) else (value, None)
+    mean, std = (value["mean"], value.get("std")) if isinstance(value, dict) else (value, None)
     return Published(float(mean) / 100, None if std is None else float(std) / 100, int(setting.get("runs", 5)),
                      bool(setting.get("checked", False)))
 

@@ -143,6 +143,7 @@ class Scheduler:
             todo.remove(cell)
             device = self.free.pop(0)
             if mode == "branch":
+                assert cell.twin is not None, "only an LC cell with a twin branches (_mode)"
                 branch_lib.branch(cell, self.sweep.cell(cell.twin), runtime=self._runtime(cell, device))
             self._start(cell, mode, device)
 
