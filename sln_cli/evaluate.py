@@ -245,6 +245,7 @@ def _weights(weights: str) -> tuple[str, ...]:
 
 def _metrics_row(run: LoadedRun, data: SplitData, weights: str, probs: np.ndarray) -> tuple[dict, Any]:
     report = calibration_report(probs, data.labels, top5=run.num_classes >= TOP5_MIN_CLASSES)
+    row: dict[str, Any]  # values of every JSON type
     row = {"run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),
            "epoch": run.epoch, "weights": weights, "split": data.name, "num_samples": len(data.labels),
            "num_classes": run.num_classes, "seed": run.config.run.seed, "sigma": run.config.sln.sigma,
@@ -284,6 +285,7 @@ def _predictions_path(path: Path, name: str, weights: str, *, several: bool) -> 
 def _save_predictions(path: Path, probs: np.ndarray, data: SplitData, row: dict[str, Any]) -> None:
     """probs (N, K), labels (those the metrics use), indices (into `indices_of`), and the train split's
     noisy_labels; strings are plain unicode arrays, so `np.load` needs no pickle."""
+    arrays: dict[str, Any]
     arrays = {"probs": probs, "labels": data.labels, "indices": data.indices, "indices_of": np.str_(data.indices_of),
               "run": np.str_(row["run"]), "checkpoint": np.str_(row["checkpoint"]), "weights": np.str_(row["weights"]),
               "split": np.str_(row["split"])}
@@ -360,7 +362,8 @@ def render(evaluation: Evaluation, console: Any) -> None:
     # Whole cells at any width: a table wider than the terminal is split by columns, run and weights repeated.
     keys = [Column("run", left=True), Column("weights", left=True)]
     values = [Column("method", left=True), Column("epoch"), Column("N")] + [Column(header) for _, header, _ in columns]
-    table_rows, sections = [], []
+    table_rows: list[list[str]] = []
+    sections: list[int] = []
     for row in rows:
         if row.get("aggregate") and not sections:
             sections.append(len(table_rows))

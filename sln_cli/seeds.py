@@ -24,14 +24,6 @@ def seed_problem(value: Any, key: str) -> str | None:
     return None
 
 
-def check_seed(value: Any, key: str) -> int:
-    """`value` as a seed, or an SlnError naming `key`."""
-    problem = seed_problem(value, key)
-    if problem:
-        raise SlnError(problem)
-    return value
-
-
 def parse_seeds(text: str, *, flag: str = "--seeds", limit: int = MAX_SEEDS) -> list[int]:
     """`0,1,2` or `0-4` (inclusive) or a mix (`0-2,7`), counted from its ranges before any list is built: a
     range of a billion seeds costs nothing to refuse."""

@@ -9,8 +9,15 @@ from typer.testing import CliRunner
 
 from sln_cli.cli import app
 
-TINY_RUN = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--set", "model.name=mlp",
-            "--set", "optim.batch_size=50", "--epochs", "2", "--quiet"]
+
+def tiny(*, train_limit: int = 200, test_limit: int = 100, model: str = "mlp", batch_size: int = 50) -> list[str]:
+    """`sln train` arguments for a run of seconds on the CPU: the quick start (digits) cut to a few hundred images."""
+    return ["--preset", "quickstart", "--train-limit", str(train_limit), "--test-limit", str(test_limit),
+            "--set", f"model.name={model}", "--set", f"optim.batch_size={batch_size}", "--quiet"]
+
+
+TINY = tiny()  # the tiny run most tests train (add what a test needs after it)
+TINY_RUN = [*TINY, "--epochs", "2"]
 
 
 @pytest.fixture(scope="session")

@@ -51,9 +51,9 @@ def test_a_checkpoint_of_the_foreach_kernel_resumes_into_the_fused_one_under_the
     assert saved.optimizer.defaults["foreach"] is True
     runs.save_torch(tmp_path / runs.CHECKPOINT, state.to_checkpoint(saved))
 
-    from sln_cli.training import recording
+    from sln_cli.training import optim
 
-    monkeypatch.setattr(recording, "optimizer_kernel", lambda device: {"fused": True})  # what CUDA gets
+    monkeypatch.setattr(optim, "optimizer_kernel", lambda device: {"fused": True})  # what CUDA gets
     resumed = state.initial_state(trainset, config, cpu)
     state.restore(resumed, tmp_path, cpu)
     group = resumed.optimizer.param_groups[0]

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from sln_cli.cli import app
 from sln_cli.labels import noisy_val
+from tests.conftest import tiny
 
 runner = CliRunner()
-TINY = ["--preset", "quickstart", "--train-limit", "300", "--test-limit", "100", "--set", "model.name=mlp",
-        "--set", "optim.batch_size=50", "--quiet", "--set", "run.cpu_threads=1"]
+TINY = [*tiny(train_limit=300), "--set", "run.cpu_threads=1"]
 
 
 def _evaluate(run, *args):

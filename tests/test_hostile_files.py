@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import TINY as TINY_BASE
 from tests.hostile import (
     assert_one_line_error,
     assert_untouched,
@@ -27,8 +28,7 @@ from tests.hostile import (
     write_hostile_pt,
 )
 
-TINY = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--set", "model.name=mlp",
-        "--set", "optim.batch_size=50", "--quiet", "--device", "cpu"]
+TINY = [*TINY_BASE, "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import tiny
 from tests.hostile import ROOT, assert_one_line_error, assert_untouched, sln, snapshot
 
-TINY = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--set", "model.name=mlp",
-        "--set", "optim.batch_size=25", "--set", "sln.correction=3", "--quiet"]  # LC from epoch 4: targets resume
+TINY = [*tiny(batch_size=25), "--set", "sln.correction=3"]  # LC from epoch 4: targets resume
 TINY_NO_LC = [*TINY, "--set", "sln.correction=null"]  # one epoch: a correction after epoch 3 is refused
 TIMING = ("epoch_seconds", "images_per_second", "wall_seconds")
 

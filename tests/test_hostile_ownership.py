@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from sln_cli.rundir.ownership import MARKER
+from tests.conftest import TINY as TINY_BASE
 from tests.hostile import assert_one_line_error, sln, snapshot, write_run
 
-TINY = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--set", "model.name=mlp",
-        "--set", "optim.batch_size=50", "--quiet", "--device", "cpu", "--epochs", "1"]
+TINY = [*TINY_BASE, "--device", "cpu", "--epochs", "1"]
 NOTES = "notes.txt"
 
 # name: (arguments, with {run} a finished run, {dest} the output folder; whether --overwrite is accepted)

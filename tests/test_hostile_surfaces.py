@@ -71,10 +71,9 @@ def test_seeds_past_the_rng_range_are_refused_by_train_and_in_a_spec(tmp_path, s
 
 
 def test_the_seed_check_is_one_function_for_every_command():
-    assert seeds.check_seed(seeds.MAX_SEED, "x") == 2**32 - 1
+    assert seeds.seed_problem(seeds.MAX_SEED, "x") is None and seeds.MAX_SEED == 2**32 - 1
     for bad in (seeds.MAX_SEED + 1, -1, True, 1.0, "1"):
-        with pytest.raises(SlnError, match="from 0 to 4294967295"):
-            seeds.check_seed(bad, "tune.seed")
+        assert "tune.seed must be an integer from 0 to 4294967295" in (seeds.seed_problem(bad, "tune.seed") or "")
     assert seeds.parse_seeds("0-2,7") == [0, 1, 2, 7]
     with pytest.raises(SlnError, match="names a seed twice"):
         seeds.parse_seeds("0-2,1")

@@ -12,9 +12,16 @@ from pathlib import Path
 import pytest
 
 from sln_cli.errors import SlnError
-from sln_cli.rundir.locks import LOCK, holder, lock_directory
+from sln_cli.rundir.locks import LOCK, lock_directory
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def holder(directory: Path) -> dict | None:
+    """The record the lock file names (pid, host, start); None when there is no file or it is empty (released)."""
+    path = Path(directory) / LOCK
+    text = path.read_text() if path.exists() else ""
+    return json.loads(text) if text.strip() else None
 
 # A child that takes the lock when `go` appears, says whether it got it, and holds it until `release` appears.
 HOLDER = """

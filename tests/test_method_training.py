@@ -9,10 +9,10 @@ import yaml
 from typer.testing import CliRunner
 
 from sln_cli.cli import app
+from tests.conftest import tiny
 
 runner = CliRunner()
-TINY = ["--preset", "quickstart", "--train-limit", "300", "--test-limit", "200", "--set", "model.name=mlp",
-        "--set", "optim.batch_size=50", "--set", "optim.lr=0.1", "--quiet"]
+TINY = [*tiny(train_limit=300, test_limit=200), "--set", "optim.lr=0.1"]
 VARIANTS = [["--method", name] for name in ("ce", "sln", "gce", "sce", "nce-rce", "ls", "bootstrap-soft",
                                              "bootstrap-hard", "forward", "elr", "coteaching")]
 VARIANTS += [["--method", "ce", "--sam"], ["--method", "ls", "--sigma", "0.5"], ["--method", "sop"],

@@ -15,10 +15,10 @@ from sln_cli.labels.trainset import build_trainset
 from sln_cli.presets import load
 from sln_cli.training import epoch as epoch_lib
 from sln_cli.training import train as train_lib
+from tests.conftest import tiny
 
 runner = CliRunner()
-TINY = ["--preset", "quickstart", "--train-limit", "300", "--test-limit", "100", "--set", "model.name=mlp",
-        "--set", "optim.batch_size=50", "--quiet"]
+TINY = tiny(train_limit=300)
 
 
 def _config(*overrides: str, **flags):

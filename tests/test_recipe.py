@@ -109,7 +109,8 @@ def test_reset_optimizer_drops_the_momentum_buffers() -> None:
 
     from sln_cli.config import OptimConfig
     from sln_cli.methods.base import Method
-    from sln_cli.training.recording import new_optimizer, reset_optimizer
+    from sln_cli.training.optim import new_optimizer
+    from sln_cli.training.recording import reset_optimizer
 
     class Holder:
         model = torch.nn.Linear(3, 2)

@@ -28,9 +28,13 @@ def control(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setenv("FAKE_TRAIN_CONTROL", str(folder))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE.parent.parent), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setattr(runner_lib, "TRAIN", [sys.executable, str(FAKE)])
     monkeypatch.setattr(runner_lib, "LOOK_SECONDS", 0.05)
     return folder
+
+
+def _fake(**options):
+    """Runner options whose runs are tests/fake_train.py (steered through the `control` folder)."""
+    return Options(trainer=(sys.executable, str(FAKE)), **options)
 
 
 def _sweep(tmp_path, text=SPEC):
@@ -49,12 +53,12 @@ def _status(sweep, sweep_dir):
 
 def test_a_sweep_runs_every_cell_then_a_rerun_skips_them(tmp_path, control):
     sweep, sweep_dir = _sweep(tmp_path)
-    outcome = run_sweep(sweep, sweep_dir, Options(jobs=2))
+    outcome = run_sweep(sweep, sweep_dir, _fake(jobs=2))
     assert outcome["counts"] == {"done": 4}
     assert sorted(_calls(control)) == sorted(f"{c.name} fresh" for c in sweep.cells)
     assert set(_status(sweep, sweep_dir).values()) == {"done"}
     assert (sweep_dir / "sweep.yaml").is_file() and (sweep_dir / "logs" / f"{sweep.cells[0].name}.log").is_file()
-    assert run_sweep(sweep, sweep_dir, Options(jobs=2))["counts"] == {"done": 4}
+    assert run_sweep(sweep, sweep_dir, _fake(jobs=2))["counts"] == {"done": 4}
     assert len(_calls(control)) == 4  # nothing started again
 
 
@@ -63,14 +67,14 @@ def test_a_partial_run_is_resumed_and_a_failure_retried_with_its_log_kept(tmp_pa
     first, second = sweep.cells[0].name, sweep.cells[1].name
     (control / f"{first}.stop-after-1").touch()  # dies after epoch 1: partial
     (control / f"{second}.fail").touch()  # fails once, then works
-    outcome = run_sweep(sweep, sweep_dir, Options(jobs=1, retries=0))
+    outcome = run_sweep(sweep, sweep_dir, _fake(jobs=1, retries=0))
     assert outcome["runs"][first] == outcome["runs"][second] == "failed"
     rows = {r["name"]: r for r in status_lib.table(sweep, sweep_dir)}
     assert rows[first]["status"] == "failed" and rows[first]["epochs_done"] == 1
     assert rows[second]["status"] == "failed" and rows[second]["epochs_done"] == 0
     failures = status_lib.read_failures(sweep_dir)
     assert failures[second]["message"] == "error: boom" and failures[second]["exit_code"] == 1
-    outcome = run_sweep(sweep, sweep_dir, Options(jobs=1))
+    outcome = run_sweep(sweep, sweep_dir, _fake(jobs=1))
     assert outcome["counts"] == {"done": 4}
     assert f"{first} resume" in _calls(control) and _calls(control).count(f"{second} fresh") == 2
     assert status_lib.read_failures(sweep_dir) == {}
@@ -84,7 +88,7 @@ def test_retries_restart_a_failing_run_within_one_invocation(tmp_path, control):
     sweep, sweep_dir = _sweep(tmp_path)
     name = sweep.cells[0].name
     (control / f"{name}.fail").touch()
-    outcome = run_sweep(sweep, sweep_dir, Options(jobs=2, retries=1))
+    outcome = run_sweep(sweep, sweep_dir, _fake(jobs=2, retries=1))
     assert outcome["counts"] == {"done": 4}
     assert _calls(control).count(f"{name} fresh") == 2
 
@@ -93,7 +97,7 @@ def test_a_run_locked_by_another_process_is_not_a_failure(tmp_path, control):
     sweep, sweep_dir = _sweep(tmp_path)
     name = sweep.cells[0].name
     (control / f"{name}.locked").touch()
-    outcome = run_sweep(sweep, sweep_dir, Options(jobs=2, retries=3))
+    outcome = run_sweep(sweep, sweep_dir, _fake(jobs=2, retries=3))
     assert outcome["runs"][name] == "locked" and _calls(control).count(f"{name} fresh") == 1
     assert name not in status_lib.read_failures(sweep_dir)
 
@@ -118,7 +122,7 @@ def test_ctrl_c_stops_the_children_and_says_how_to_continue(tmp_path, control, m
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup: children inherit it ignored
     request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with pytest.raises(Interrupted, match="run the same `sln sweep` command again"):
-        run_sweep(sweep, sweep_dir, Options(jobs=2))
+        run_sweep(sweep, sweep_dir, _fake(jobs=2))
     assert len(_calls(control)) == 2
     started = [c for c in sweep.cells if (sweep_dir / "logs" / f"{c.name}.log").is_file()]
     for cell in started:  # each child stopped on SIGINT, even with SIGINT ignored here (a background sweep)
@@ -127,18 +131,18 @@ def test_ctrl_c_stops_the_children_and_says_how_to_continue(tmp_path, control, m
 
 def test_a_run_directory_with_another_config_is_an_error_not_overwritten(tmp_path, control):
     sweep, sweep_dir = _sweep(tmp_path)
-    run_sweep(sweep, sweep_dir, Options(jobs=2))
+    run_sweep(sweep, sweep_dir, _fake(jobs=2))
     changed = SPEC.replace("optim.epochs: 3", "optim.epochs: 3, optim.lr: 0.5")
     sweep, sweep_dir = _sweep(tmp_path, changed)
     with pytest.raises(SlnError, match="optim.lr differ"):
-        run_sweep(sweep, sweep_dir, Options(jobs=2))
+        run_sweep(sweep, sweep_dir, _fake(jobs=2))
     result = cli.invoke(app, ["sweep", str(tmp_path / "grid.yaml"), "--out", str(sweep_dir), "--dry-run"])
     assert result.exit_code == 1 and "another config" in result.stderr
 
 
 def test_more_epochs_in_the_spec_extend_finished_runs(tmp_path, control):
     sweep, sweep_dir = _sweep(tmp_path)
-    run_sweep(sweep, sweep_dir, Options(jobs=2))
+    run_sweep(sweep, sweep_dir, _fake(jobs=2))
     sweep, sweep_dir = _sweep(tmp_path, SPEC.replace("optim.epochs: 3", "optim.epochs: 4"))
     assert set(_status(sweep, sweep_dir).values()) == {"partial"}
 
@@ -147,10 +151,10 @@ def test_a_second_sweep_on_the_same_directory_is_refused(tmp_path, control):
     from sln_cli.rundir.locks import lock_directory
 
     sweep, sweep_dir = _sweep(tmp_path)
-    run_sweep(sweep, sweep_dir, Options(jobs=2))
+    run_sweep(sweep, sweep_dir, _fake(jobs=2))
     with lock_directory(sweep_dir, what="sweep"):  # as another sweep process would hold it
         with pytest.raises(SlnError, match="sweep directory .* is in use"):
-            run_sweep(sweep, sweep_dir, Options(jobs=2))
+            run_sweep(sweep, sweep_dir, _fake(jobs=2))
 
 
 def test_a_sweep_directory_sln_did_not_make_is_refused(tmp_path, control):
@@ -158,7 +162,7 @@ def test_a_sweep_directory_sln_did_not_make_is_refused(tmp_path, control):
     sweep_dir.mkdir()
     (sweep_dir / "notes.txt").write_text("mine")
     with pytest.raises(SlnError, match="not empty"):
-        run_sweep(sweep, sweep_dir, Options(jobs=2))
+        run_sweep(sweep, sweep_dir, _fake(jobs=2))
     assert (sweep_dir / "notes.txt").read_text() == "mine"
 
 

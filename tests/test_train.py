@@ -9,10 +9,9 @@ import yaml
 from typer.testing import CliRunner
 
 from sln_cli.cli import app
+from tests.conftest import TINY
 
 runner = CliRunner()
-TINY = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--set", "model.name=mlp",
-        "--set", "optim.batch_size=50", "--quiet"]
 KEYS = ["epoch", "train_loss", "train_acc_noisy", "train_acc_clean", "memorized", "test_loss", "test_acc",
         "test_loss_ema", "test_acc_ema", "sigma", "lr", "epoch_seconds", "images_per_second"]
 

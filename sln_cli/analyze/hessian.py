@@ -89,7 +89,7 @@ def top_eigenvalues(model: nn.Module, batches: Sequence[Batch], *, k: int = 1, t
         generator = torch.Generator().manual_seed(seed)
         start = torch.randn(size, generator=generator, dtype=torch.float64).to(params[0])
         basis, theta, ritz, converged = _lanczos(apply, start, generator, k, tolerance, min(max_iterations, size))
-        vectors = [sum(float(c) * q for c, q in zip(ritz[:, i], basis, strict=True)) for i in range(k)]
+        vectors = [_combination(ritz[:, i], basis) for i in range(k)]
         scale = _residual_scale(theta, torch.finfo(params[0].dtype).eps)
         residuals = [float((apply(v) - t * v).norm() / v.norm() / s)
                      for t, v, s in zip(theta, vectors, scale, strict=True)]
@@ -127,6 +127,14 @@ def _lanczos(apply: Operator, start: torch.Tensor, generator: torch.Generator, k
             beta_t = beta
         betas.append(beta_t)
         basis.append(w / w.norm())
+
+
+def _combination(coefficients: np.ndarray, basis: list[torch.Tensor]) -> torch.Tensor:
+    """sum_j coefficients[j] * basis[j], summed in order from zero (as the builtin sum() of the terms)."""
+    total = torch.zeros_like(basis[0])
+    for c, q in zip(coefficients, basis, strict=True):
+        total = total + float(c) * q
+    return total
 
 
 def _residual_scale(theta: np.ndarray, eps: float) -> np.ndarray:

@@ -81,6 +81,7 @@ def analyze_issues(target: str | Path, *, checkpoint: str | None = None, out: Pa
         require_cleanlab()  # before any work
     run = load_run(one_target(target, checkpoint, "sln analyze issues"), resolve_device(device))
     data = split_data(run, "train", true_labels=False)
+    assert data.noisy is not None, "the train split carries the labels the run trained on"
     if options.top > len(data.noisy):
         raise SlnError(f"--top {options.top} is larger than the training set ({len(data.noisy)} samples)")
     if options.noise_rate is not None and run.trainset.clean is None:
@@ -125,6 +126,7 @@ def _probabilities(run: LoadedRun, data: SplitData, weights: str, average: bool,
     if not paths:
         raise SlnError(f"{run.target.run_dir} kept no epoch checkpoints to average (checkpoints/epoch-*.pt); train "
                        "with --set run.keep_checkpoints=N or drop --average-checkpoints")
+    assert data.noisy is not None, "the train split carries the labels the run trained on"
     total, epochs = np.zeros((len(data.noisy), run.num_classes)), []
     for path in paths:
         states, epoch = load_states(path, run.device)
@@ -136,6 +138,7 @@ def _probabilities(run: LoadedRun, data: SplitData, weights: str, average: bool,
 def _rank(run: LoadedRun, data: SplitData, probs: np.ndarray, options: IssuesSettings,
           batch_size: int) -> dict[str, np.ndarray]:
     """Per-sample columns in sample order; `order` lists the samples most suspect first."""
+    assert data.noisy is not None, "the train split carries the labels the run trained on"
     given, rows = data.noisy, np.arange(len(data.noisy))
     scores = (_clean_probability(run, len(given)) if options.score == "clean-probability"
               else ranking.given_label_scores(probs, given, options.score))
@@ -196,6 +199,7 @@ def _lc_weights(run: LoadedRun, data: SplitData, batch_size: int) -> np.ndarray:
 
 def _summary(run: LoadedRun, data: SplitData, options: IssuesSettings, epochs: list[int | None],
              table: dict[str, np.ndarray]) -> dict[str, Any]:
+    assert data.noisy is not None, "the train split carries the labels the run trained on"
     averaged = f", mean of {len(epochs)} epoch checkpoints" if options.average_checkpoints else ""
     result: dict[str, Any] = {
         "run": str(run.target.run_dir), "name": run.target.name, "checkpoint": str(run.target.checkpoint),

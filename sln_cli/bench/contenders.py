@@ -84,6 +84,7 @@ class CeilingRun:
         state = initial_state(trainset, config, device)
         self.model, self.optimizer, self.scaler = state.model, state.optimizer, state.scaler
         dataset, batch_size = trainset.dataset, config.optim.batch_size
+        assert dataset.train.images is not None, "the benchmark's dataset is in memory"
         self.images = normalize(dataset.train.images[:batch_size].to(device), dataset.mean, dataset.std,
                                 channels_last=config.run.channels_last)  # (B, C, H, W)
         generator = torch.Generator(device=device).manual_seed(config.run.seed)

@@ -17,15 +17,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sln_cli import __version__
 from sln_cli.training.devices import resolve_device
 
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
 # A tiny real run: digits with 40% symmetric noise, the small CNN; 128 training images in batches of 32.
-BASE = {
+BASE: dict[str, Any] = {
     "description": "sln doctor",
     "data": {"dataset": "digits", "train_limit": 128, "test_limit": 64, "padding": 1, "flip": False},
     "noise": {"mode": "sym", "rate": 0.4, "seed": 0},
@@ -191,7 +194,7 @@ def _resume(device: torch.device, out: Path) -> tuple[float, str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _ema(device: torch.device, out: Path) -> tuple[float, str]:
+def _ema(device: torch.device, out: Path) -> tuple[float | None, str]:
     """The EMA of every float weight and BatchNorm buffer equals `decay * ema + (1 - decay) * model`."""
     from sln_cli.models import build_model
     from sln_cli.training.ema import WeightEMA
@@ -302,8 +305,9 @@ def render(result: dict[str, Any], console: Any) -> None:
               if "memory_total_gib" in machine else "-")
     console.print(f"{machine['description']}; capability: {machine.get('capability') or '-'}; memory {memory}")
     table = Table(box=None, header_style="bold")
-    for column, justify in (("check", "left"), ("result", "left"), ("images/s", "right"), ("seconds", "right"),
-                            ("detail", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (("check", "left"), ("result", "left"), ("images/s", "right"),
+                                                      ("seconds", "right"), ("detail", "left"))
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for check in result["checks"]:
         rate = "-" if check["images_per_second"] is None else f"{check['images_per_second']:,.0f}"

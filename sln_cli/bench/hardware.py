@@ -6,6 +6,7 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -14,11 +15,13 @@ import torch
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 
+RunPrecision = Literal["fp32", "bf16", "fp16"]  # config.RunConfig.precision
+
 @dataclass(frozen=True)
 class Precision:
     """A precision and memory layout for the `sln` contenders, with why it was chosen."""
 
-    precision: str  # fp32 or bf16 (run.precision)
+    precision: RunPrecision  # fp32 or bf16 (run.precision)
     channels_last: bool  # run.channels_last
     why: str
 

@@ -80,7 +80,7 @@ def synthetic_jpegs(folder: Path, count: int, *, size: tuple[int, int] = SIZE, s
     for i in range(count):
         width, height = (int(side * rng.uniform(0.9, 1.1)) for side in size)
         coarse = Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).resize((width, height),
-                                                                                        Image.BICUBIC)
+                                                                                        Image.Resampling.BICUBIC)
         grain = rng.normal(0, 6, (height, width, 3))
         pixels = np.clip(np.asarray(coarse, dtype=np.float64) + grain, 0, 255).astype(np.uint8)  # H×W×3
         path = folder / f"{i // 100:03d}" / f"{i}.jpg"

@@ -51,14 +51,14 @@ def official_transforms(mean: tuple[float, ...], std: tuple[float, ...], *, trai
     return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *to_tensor])
 
 
-def official_loader(dataset: torch.utils.data.Dataset, device: torch.device, *, batch_size: int, shuffle: bool,
+def official_loader(dataset: OfficialCifar, device: torch.device, *, batch_size: int, shuffle: bool,
                     num_samples: int | None = None) -> torch.utils.data.DataLoader:
     """The official DataLoader: 4 workers and pinned memory when a GPU is present, the defaults otherwise.
 
     `num_samples` (training only) chains reshuffled passes so one iterator, and one start of its workers, serves
     the whole benchmark: a few-step measurement must not pay the once-per-epoch worker start-up each time.
     """
-    extra = {"num_workers": OFFICIAL_WORKERS, "pin_memory": True} if device.type == "cuda" else {}
+    extra: dict[str, Any] = {"num_workers": OFFICIAL_WORKERS, "pin_memory": True} if device.type == "cuda" else {}
     sampler = torch.utils.data.RandomSampler(dataset, num_samples=num_samples) if shuffle else None
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, **extra)
 

@@ -22,6 +22,7 @@ from sln_cli.bench.contenders import CeilingRun, SlnRun, augment_pass
 from sln_cli.bench.reference import OfficialCifar, ReferenceRun, official_loader, official_transforms
 from sln_cli.config import Config
 from sln_cli.data import Dataset, Split, load_dataset
+from sln_cli.data.batches import DeviceImages
 from sln_cli.errors import SlnError
 from sln_cli.labels.labelfile import NoisyLabels
 from sln_cli.labels.trainset import TrainSet
@@ -101,6 +102,7 @@ def bench_dataset(data_dir: Path | None, *, train_size: int, test_size: int, see
     if train_size > len(dataset.train):
         raise SlnError(f"--steps asks for {train_size} training images but {data_dir} holds {len(dataset.train)}; "
                        "lower --steps")
+    assert dataset.train.images is not None and dataset.test.images is not None, "CIFAR-10 loads in memory"
     test_index = np.sort(np.random.default_rng(seed).permutation(len(dataset.test))[:test_size])
     train = Split(dataset.train.labels[:train_size], dataset.train.images[:train_size])
     test = Split(dataset.test.labels[test_index], dataset.test.images[torch.from_numpy(test_index)])
@@ -110,13 +112,15 @@ def bench_dataset(data_dir: Path | None, *, train_size: int, test_size: int, see
 def trainset_of(dataset: Dataset, size: int | None = None) -> TrainSet:
     """A clean-label `TrainSet` over the first `size` training images (all when None)."""
     if size is not None:
+        assert dataset.train.images is not None, "an in-memory dataset"
         dataset = dataclasses.replace(dataset, train=Split(dataset.train.labels[:size], dataset.train.images[:size]))
     labels = dataset.train.labels
     return TrainSet(dataset=dataset, noisy=labels, clean=labels, labels=NoisyLabels(labels, labels, None, {}),
                     train_indices=np.arange(len(labels)), test_indices=np.arange(len(dataset.test)))
 
 
-def config_for(settings: BenchSettings, device: torch.device, precision: str, channels_last: bool) -> Config:
+def config_for(settings: BenchSettings, device: torch.device, precision: hardware.RunPrecision,
+               channels_last: bool) -> Config:
     """The defaults of `sln train` with the benchmark's model, batch size, sigma, precision and layout."""
     base = Config()
     return dataclasses.replace(
@@ -141,6 +145,7 @@ def _measurements(settings: BenchSettings, dataset: Dataset, device: torch.devic
     batch, warm = settings.batch_size, settings.warmup_steps
     trainset, warm_trainset = trainset_of(dataset), trainset_of(dataset, warm * batch)
     # sln_fp32 uses `sln train`'s default layout; sln_fp32_nchw the reference's, to show what the layout buys
+    settings_of: dict[str, tuple[hardware.RunPrecision, bool]]
     settings_of = {"fp32": ("fp32", Config().run.channels_last), "fp32_nchw": ("fp32", False),
                    "fast": (fast.precision, fast.channels_last)}
     configs = {key: config_for(settings, device, *key) for key in set(settings_of.values())}
@@ -164,7 +169,9 @@ def _measurements(settings: BenchSettings, dataset: Dataset, device: torch.devic
     work: dict[str, Work] = {"reference": ((lambda: reference.train_steps(warm)),
                                            (lambda: reference.train_steps(steps)))}
     aliases: dict[str, str] = {}
-    for kind, runs, build in (("sln", sln_runs, sln), ("ceiling", ceilings, ceiling)):
+    builders: tuple[tuple[str, dict[Any, Any], Callable[[Any], Work]], ...] = (
+        ("sln", sln_runs, sln), ("ceiling", ceilings, ceiling))
+    for kind, runs, build in builders:
         measured: dict[tuple[str, bool], str] = {}
         for suffix, key in settings_of.items():
             name = f"{kind}_{suffix}"
@@ -179,8 +186,10 @@ def _measurements(settings: BenchSettings, dataset: Dataset, device: torch.devic
         config = configs[settings_of["fast"]]
         config = dataclasses.replace(config, run=dataclasses.replace(config.run, deterministic=False))
         work[NONDETERMINISTIC] = sln(SlnRun(trainset, warm_trainset, config, device))
+    fast_train = fast_run.splits.train
+    assert isinstance(fast_train, DeviceImages), "the benchmark's CIFAR-10 is in memory"
     work.update({
-        "augment": twice(lambda: augment_pass(fast_run.splits.train, batch, augment_generator)),
+        "augment": twice(lambda: augment_pass(fast_train, batch, augment_generator)),
         "reference_augment": twice(lambda: _drain(augment_batches, steps)),
         "ema_update": twice(lambda: fast_run.ema_updates(EMA_UPDATES)),
         "reference_ema_update": twice(lambda: reference.ema_steps(EMA_UPDATES)),
@@ -195,6 +204,7 @@ def _reference(settings: BenchSettings, dataset: Dataset, device: torch.device, 
                total_steps: int) -> tuple[ReferenceRun, OfficialCifar]:
     """The official loop over the same images, and its training dataset (per-sample transforms)."""
     mean, std, batch = dataset.mean, dataset.std, settings.batch_size
+    assert dataset.train.images is not None and dataset.test.images is not None, "an in-memory dataset"
     train = OfficialCifar(dataset.train.images, dataset.train.labels, official_transforms(mean, std, train=True))
     test = OfficialCifar(dataset.test.images, dataset.test.labels, official_transforms(mean, std, train=False))
     torch.manual_seed(settings.seed)
@@ -287,7 +297,7 @@ def _warnings(rates: dict[str, list[float]], load_before: list[float] | None) ->
         found.append(f"the load average was {load_before[0]:.2f} before the benchmark started: other processes "
                      f"competed for the cores{hint}")
     spread = {name: max(rates[name]) / min(rates[name]) for name in TRAINING if min(rates[name]) > 0}
-    worst = max(spread, key=spread.get, default=None)
+    worst = max(spread, key=lambda name: spread[name], default=None)
     if worst is not None and spread[worst] > 1.3:
         found.append(f"{worst}'s rounds differ by {spread[worst]:.1f}×: the machine was not quiet; more --rounds "
                      "make the medians steadier")

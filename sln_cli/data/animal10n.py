@@ -26,6 +26,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 def load_animal10n(root: Path) -> Dataset:
     """Read `root/training` and `root/testing`; normalisation statistics are those of the training images."""
     splits = {split: _read_split(root, folder) for split, folder in FOLDERS.items()}
+    assert splits["train"].images is not None, "_read_split loads the images"
     mean, std = channel_statistics(splits["train"].images)
     return Dataset("animal10n", CLASSES, splits["train"], splits["test"], None, mean, std)
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -19,6 +20,9 @@ from torch import Tensor
 from sln_cli.data import Split
 from sln_cli.data.augment import channel_constants, crop_flip, normalize
 from sln_cli.errors import SlnError
+
+if TYPE_CHECKING:
+    from sln_cli.data.files import FileDataset
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,13 @@ class FileImages:
         self._constants = channel_constants(mean, std, device)  # once: no host-to-device copy per batch
         # no more workers than usable cores: more only slow the run, and DataLoader warns about them (each sample's
         # crop and flip come from its own seed, so the number of workers does not change the views)
-        self.files, self.resize, self.crop, self.workers = split.files, resize, crop, min(workers, _usable_cores())
+        assert split.files is not None, "a file-backed split"
+        self.files: Sequence[Path] = split.files
+        self.resize, self.crop, self.workers = resize, crop, min(workers, _usable_cores())
         self.gpu_decode, self._length = gpu_decode, len(split.labels)
         views = {True: train_transform(resize=resize, crop=crop), False: eval_transform(resize=resize, crop=crop)}
         self._datasets: dict[bool, torch.utils.data.Dataset] = {
-            train: _SeededBytes(split.files) if gpu_decode else _SeededItems(FileDataset(split, view))
+            train: _SeededBytes(self.files) if gpu_decode else _SeededItems(FileDataset(split, view))
             for train, view in views.items()
         }
         self._loaders: dict[tuple[bool, int], tuple[_OrderSampler, torch.utils.data.DataLoader]] = {}
@@ -170,7 +176,7 @@ class _OrderSampler(torch.utils.data.Sampler):
 class _SeededItems(torch.utils.data.Dataset):
     """Item `(index, seed)` is `base[index]` drawn with torch's global RNG seeded by `seed`."""
 
-    def __init__(self, base: torch.utils.data.Dataset) -> None:
+    def __init__(self, base: FileDataset) -> None:
         self.base = base
 
     def __len__(self) -> int:

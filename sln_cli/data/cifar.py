@@ -81,7 +81,7 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     for package in ("numpy.core", "numpy._core"):  # the release names numpy.core; numpy 2 re-pickles name numpy._core
         allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct  # ndarray, protocol <= 4
         allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar  # numpy integer labels in a re-encoded copy
-        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # ndarray, protocol 5
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # type: ignore[attr-defined]  # private, unstubbed; protocol 5
     # Python 3 writes bytes as _codecs.encode(str, "latin1") under protocol 2; it only builds a bytes object.
     import _codecs
 

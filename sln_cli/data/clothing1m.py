@@ -23,9 +23,6 @@ CLASSES = (
 MEAN = (0.6959, 0.6537, 0.6371)
 STD = (0.3113, 0.3192, 0.3214)
 
-# The official SLN script trains each epoch on a fresh class-balanced draw of this many images per class.
-OFFICIAL_PER_CLASS = 18_976
-
 _LISTS = {"train": "noisy_train.txt", "val": "clean_val.txt", "test": "clean_test.txt"}
 _KEY_LISTS = {
     "train": ("noisy_label_kv.txt", "noisy_train_key_list.txt"),
@@ -86,6 +83,7 @@ def _from_lists(root: Path) -> dict[str, Split] | None:
         )
     splits = {}
     for split, path in paths.items():
+        assert path is not None  # none is missing (above)
         pairs = _read_labelled(path)
         splits[split] = _split(root, [image for image, _ in pairs], [label for _, label in pairs], path)
     return splits
@@ -99,10 +97,11 @@ def _from_key_lists(root: Path) -> dict[str, Split] | None:
             return None
         missing = sorted(name for name, path in paths.items() if path is None)
         raise SlnError(f"Clothing1M release incomplete in {root}: {', '.join(missing)} missing; restore them")
-    label_of = {name: dict(_read_labelled(paths[name])) for name in ("noisy_label_kv.txt", "clean_label_kv.txt")}
+    found = {name: path for name, path in paths.items() if path is not None}  # all of them (above)
+    label_of = {name: dict(_read_labelled(found[name])) for name in ("noisy_label_kv.txt", "clean_label_kv.txt")}
     splits = {}
     for split, (kv_name, key_name) in _KEY_LISTS.items():
-        key_path = paths[key_name]
+        key_path = found[key_name]
         relative, labels = [], []
         for number, line in _lines(key_path):
             key = line.strip()

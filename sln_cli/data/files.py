@@ -111,7 +111,7 @@ def _decode_with_pil(data: Tensor, path: Path) -> Tensor:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data.numpy())) as image:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
             pixels = np.array(image.convert("RGB"))  # H×W×3; convert() forces the decode, so truncation fails here
     except (OSError, ValueError, Image.DecompressionBombError) as exc:  # not an image, corrupt, truncated, huge
         raise _cannot_decode(path, exc) from exc

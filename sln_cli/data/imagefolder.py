@@ -6,6 +6,7 @@ Classes are the sorted folder names under train/ (as torchvision's ImageFolder);
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,12 @@ def load_imagefolder(root: Path) -> Dataset:
     train = _read_split(root / "train", classes)
     test = _read_split(root / "test", classes)
     val = _read_split(root / "val", classes) if (root / "val").is_dir() else None
+    assert train.files is not None, "_read_split makes file-backed splits"
     return Dataset("imagefolder", classes, train, test, val, IMAGENET_MEAN, IMAGENET_STD,
                    image_side=_typical_side(train.files))
 
 
-def _typical_side(files: tuple[Path, ...], sample: int = 64) -> int | None:
+def _typical_side(files: Sequence[Path], sample: int = 64) -> int | None:
     """The median shorter side of up to `sample` evenly spaced training images (PIL reads only their headers)."""
     from PIL import Image
 

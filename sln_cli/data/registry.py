@@ -49,13 +49,6 @@ BUILT_IN = (
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in BUILT_IN}
 
 
-def register(spec: DatasetSpec) -> None:
-    """Add a dataset at run time (a plugin, a test); a name may be registered once."""
-    if spec.name in REGISTRY:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
-    REGISTRY[spec.name] = spec
-
-
 def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 

@@ -22,7 +22,7 @@ def input_size(data: DataConfig, dataset: Dataset) -> tuple[int, int]:
         assert data.resize is not None
         return data.resize, min(natural[1], data.resize)
     if data.resize is None:  # a crop alone: small images keep their side, photos keep the 256:224 ratio
-        small = side is not None and side < PHOTO_CROP
-        return (max(side, data.crop) if small else max(data.crop, round(data.crop * PHOTO_RESIZE / PHOTO_CROP))), \
-            data.crop
+        if side is not None and side < PHOTO_CROP:  # small
+            return max(side, data.crop), data.crop
+        return max(data.crop, round(data.crop * PHOTO_RESIZE / PHOTO_CROP)), data.crop
     return data.resize, data.crop

@@ -158,7 +158,7 @@ def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarra
     """
     cdf = np.cumsum(probs, axis=1)
     cdf /= cdf[:, -1:]
-    u = rng.random(probs.shape[0])
+    u = rng.random((probs.shape[0],))  # the same draws as rng.random(N); typed as an array
     return np.argmax(u[:, None] < cdf, axis=1).astype(np.int64)
 
 

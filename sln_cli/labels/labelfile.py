@@ -165,7 +165,7 @@ def _read_csv(path: Path, expected_rows: int | None = None) -> NoisyLabels:
         return columns.get(name)
 
     # No `label` column: the true labels are unknown (a run on Clothing1M's own noisy labels).
-    return NoisyLabels(noisy=column("label_noisy"), clean=column("label"), source_index=column("source_index"),
+    return NoisyLabels(noisy=columns["label_noisy"], clean=column("label"), source_index=column("source_index"),
                        manifest={})
 
 

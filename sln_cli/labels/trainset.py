@@ -108,6 +108,7 @@ def _swap_openset_images(dataset: Dataset, labels: NoisyLabels, source: Dataset 
         from sln_cli.labels.make import load_source_dataset
 
         source = load_source_dataset(labels.manifest, dataset, source_dir)
+    assert dataset.train.images is not None and source.train.images is not None, "open-set swaps are in-memory"
     replaced = np.flatnonzero(labels.source_index >= 0)
     images = dataset.train.images.clone()
     images[replaced] = source.train.images[labels.source_index[replaced]]
@@ -142,7 +143,7 @@ def _label_file(noise: NoiseConfig, data: DataConfig) -> Path:
 
 def _manifest_of(labels: NoisyLabels, noise: NoiseConfig, dataset: Dataset) -> dict:
     """A file's own manifest; an official file has none, so the run's labels.json says where it came from."""
-    if not official.is_official(noise.labels):
+    if noise.labels is None or not official.is_official(noise.labels):  # is_official(None) is False
         return dict(labels.manifest)
     name = official.resolve_name(noise.labels, dataset=dataset.name, mode=noise.mode, rate=noise.rate)
     return {"dataset": dataset.name, "num_classes": dataset.num_classes, "official": name,

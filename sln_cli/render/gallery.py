@@ -10,10 +10,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sln_cli.render.plots import save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from sln_cli.data import Split
 
 THUMBNAIL = 128  # pixels: the longer side of a file-backed image on a sheet (in-memory images are small already)
 CELL_INCHES = 1.7  # width of one image cell
@@ -26,7 +33,7 @@ class Tile:
     colour: str = "black"
 
 
-def split_images(split: object, indices: Sequence[int]) -> list[np.ndarray]:
+def split_images(split: Split, indices: Sequence[int]) -> list[np.ndarray]:
     """uint8 H×W×C arrays of some samples of a data split: its in-memory images, or its files decoded (RGB) and
     shrunk to at most THUMBNAIL pixels on the longer side."""
     images = getattr(split, "images", None)
@@ -36,21 +43,22 @@ def split_images(split: object, indices: Sequence[int]) -> list[np.ndarray]:
 
     from sln_cli.data.files import decode_image
 
+    assert split.files is not None, "a split holds images or files"
     tiles = []
     for i in indices:
-        picture = Image.fromarray(decode_image(Path(split.files[i])).permute(1, 2, 0).numpy())  # type: ignore[attr-defined]
+        picture = Image.fromarray(decode_image(Path(split.files[i])).permute(1, 2, 0).numpy())
         picture.thumbnail((THUMBNAIL, THUMBNAIL))
         tiles.append(np.asarray(picture))
     return tiles
 
 
-def _show(axis: object, tile: Tile) -> None:
+def _show(axis: Axes, tile: Tile) -> None:
     grey = tile.image.shape[2] == 1
     image = tile.image[:, :, 0] if grey else tile.image
-    axis.imshow(image, cmap="gray" if grey else None, vmin=0, vmax=255, interpolation="nearest")  # type: ignore[attr-defined]
-    axis.set_xticks([])  # type: ignore[attr-defined]
-    axis.set_yticks([])  # type: ignore[attr-defined]
-    axis.set_title(tile.caption, fontsize=8, color=tile.colour)  # type: ignore[attr-defined]
+    axis.imshow(image, cmap="gray" if grey else None, vmin=0, vmax=255, interpolation="nearest")
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.set_title(tile.caption, fontsize=8, color=tile.colour)
 
 
 def contact_sheet(path: str | os.PathLike[str], tiles: Sequence[Tile], *, title: str, columns: int = 6) -> None:
@@ -89,7 +97,7 @@ def class_grid(path: str | os.PathLike[str], rows: Sequence[tuple[str, Sequence[
     save_figure(figure, path)
 
 
-def _grid(rows: int, columns: int, *, height: float) -> tuple[object, list]:
+def _grid(rows: int, columns: int, *, height: float) -> tuple[Figure, list[Axes]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

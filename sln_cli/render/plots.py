@@ -196,8 +196,8 @@ def _heat_map(path: str | os.PathLike[str], matrix: np.ndarray, classes: Sequenc
     shown = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     font = 8 if size <= 10 else 6
     ticks = np.arange(size) if size <= MATRIX_NUMBERS_LIMIT else np.arange(0, size, max(1, size // 20))
-    axis.set_xticks(ticks, [classes[i] for i in ticks], rotation=90, fontsize=font)
-    axis.set_yticks(ticks, [classes[i] for i in ticks], fontsize=font)
+    axis.set_xticks(ticks, [classes[int(i)] for i in ticks], rotation=90, fontsize=font)
+    axis.set_yticks(ticks, [classes[int(i)] for i in ticks], fontsize=font)
     axis.set(xlabel=xlabel, ylabel="true class", title=title)
     if size <= MATRIX_NUMBERS_LIMIT:
         for (i, j), value in np.ndenumerate(matrix):

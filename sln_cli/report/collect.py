@@ -1,7 +1,7 @@
 """Collecting runs for `sln report`: which runs, which setting (column) and method (row) each belongs to, and
 the cells of the table: mean ± std over seeds of finished runs only, unfinished runs listed beside them.
 
-A run's method comes from its config, so methods added later group without changes here (CONTRACTS.md): `sln`
+A run's method comes from its config, so methods added later group without changes here: `sln`
 with sigma 0 is CE (raw weights), with sigma > 0 SLN (raw) and SLN-MO (EMA), with `sln.correction` SLN-MO-LC
 (EMA); any other method NAME is NAME (raw) and NAME-MO (EMA). Runs whose configs differ in anything but the
 seed and where they ran are never pooled: the method label then names the keys that differ.
@@ -169,7 +169,7 @@ def _read(run_dir: Path) -> Run:
     config = config_lib.load_yaml(path)
     _check_config(config, path)
     run = Run(run_dir, config, runs.read_metrics(run_dir), runs.read_summary(run_dir), int(config["optim"]["epochs"]))
-    if run.finished:  # the values the table reads must be numbers
+    if run.finished and run.summary is not None:  # the values the table reads must be numbers (finished: it is)
         _check_values(run.rows[-1], f"{run_dir / runs.METRICS} (last line)")
         if run.summary.get("best") is not None:
             _check_values(run.summary["best"], f"{run_dir / runs.SUMMARY}: best")
@@ -234,7 +234,8 @@ def _cell(setting: str, label: str, weights: str, members: list[Run], metric: st
     finished = [r for r in members if r.finished]
     values = [_value(r, weights, metric, select) for r in finished]
     mean = sum(values) / len(values) if values else None
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) \
+        if len(values) > 1 and mean is not None else None
     paper = paper_lib.published(members[0].config, label) if metric == "acc" else None
     return {
         "setting": setting, "method": label, "weights": weights, "n_runs": len(values), "mean": mean, "std": std,

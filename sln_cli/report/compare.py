@@ -26,7 +26,8 @@ def against_paper(mean: float | None, std: float | None, n_runs: int, paper: Pub
     return {
         "paper": paper.mean, "paper_std": paper.std, "paper_runs": paper.runs, "paper_checked": paper.checked,
         "delta": delta, "within_1_point": None if delta is None else abs(delta) <= ONE_POINT + _ROUNDING,
-        "spread": spread, "within_spread": None if spread is None else abs(delta) <= spread + _ROUNDING,
+        "spread": spread,
+        "within_spread": None if spread is None or delta is None else abs(delta) <= spread + _ROUNDING,
     }
 
 

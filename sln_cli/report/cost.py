@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 def of_runs(members: list[Run]) -> dict[str, Any]:
     """The cell's cost keys: wall_seconds, device_hours (None when a run predates their recording, or no runs)
     and images_per_second (mean over its runs' epochs)."""
-    walls = [_wall(run.rows) for run in members]
-    known = bool(members) and all(wall is not None for wall in walls)
+    walls = [wall for wall in (_wall(run.rows) for run in members) if wall is not None]
+    known = bool(members) and len(walls) == len(members)
     speeds = [row["images_per_second"] for run in members for row in run.rows
               if _number(row.get("images_per_second"))]
     return {

@@ -5,6 +5,7 @@ finished runs, with a band of ± one standard deviation)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +52,9 @@ def curves(found: list[Run], key: str, *, raw_only: bool = False) -> Curves:
             continue
         column = key + ("_ema" if weights == "ema" else "")
         for run in members:
-            series = [row.get(column) for row in run.rows]
-            if run.finished and series and all(v is not None for v in series):
-                groups.setdefault(setting, {}).setdefault(label, []).append(series)
+            curve: list[Any] = [row.get(column) for row in run.rows]
+            if run.finished and curve and all(v is not None for v in curve):
+                groups.setdefault(setting, {}).setdefault(label, []).append(curve)
     panels: Curves = {}
     for setting, methods in groups.items():
         for label, series in methods.items():

@@ -47,15 +47,9 @@ def published(config: dict[str, Any], method: str) -> Published | None:
     value = setting.get(method)
     if value is None:
         return None
-    mean, std = (value.get("mean"), value.get("std")) if isinstance(value, dict) else (value, None)
+    mean, std = (value["mean"], value.get("std")) if isinstance(value, dict) else (value, None)
     return Published(float(mean) / 100, None if std is None else float(std) / 100, int(setting.get("runs", 5)),
                      bool(setting.get("checked", False)))
-
-
-def lookup(config: dict[str, Any], method: str) -> float | None:
-    """The paper's accuracy (a fraction) for this run's setting and method row, or None."""
-    value = published(config, method)
-    return None if value is None else value.mean
 
 
 def checked(config: dict[str, Any]) -> bool:

@@ -79,12 +79,13 @@ def _best(run: Run, key: str) -> dict[str, Any] | None:
 
 
 def _summary(rows: list[dict[str, Any] | None], key: str) -> dict[str, Any] | None:
-    if not rows or any(row is None or not isinstance(row.get(key), int | float) for row in rows):
+    present = [row for row in rows if row is not None]
+    if not rows or len(present) < len(rows) or any(not isinstance(row.get(key), int | float) for row in present):
         return None
-    values = [float(row[key]) for row in rows]
+    values = [float(row[key]) for row in present]
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-    return {"mean": mean, "std": std, "values": values, "epochs": [int(row["epoch"]) for row in rows]}
+    return {"mean": mean, "std": std, "values": values, "epochs": [int(row["epoch"]) for row in present]}
 
 
 def _text(cell: dict[str, Any], name: str) -> str:

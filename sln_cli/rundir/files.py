@@ -25,7 +25,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO]:
     except OSError as exc:
         raise SlnError(f"cannot write {path}: {exc.strerror}; choose a writable output path") from exc
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+        with os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8", newline="") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

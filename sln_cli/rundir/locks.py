@@ -80,18 +80,6 @@ def _same_file(fd: int, path: Path) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def holder(directory: Path) -> dict[str, Any] | None:
-    """The record of the process that holds (or last held, if killed) `directory`'s lock; None when free."""
-    try:
-        fd = os.open(Path(directory) / LOCK, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return None
-    try:
-        return _read(fd)
-    finally:
-        os.close(fd)
-
-
 def process_record() -> dict[str, Any]:
     """This process as a lock names its holder (pid, host, start time): also how `sln tune` marks its trials."""
     return _holder_record()

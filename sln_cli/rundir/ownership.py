@@ -100,7 +100,7 @@ def prepare_output_dir(directory: Path, patterns: Sequence[str] | str, *, overwr
     holding anything is used but never marked."""
     directory = Path(directory)
     kind, registered = "analysis", isinstance(patterns, str)
-    if registered:  # a kind registered with its files (e.g. `sln report`'s "report")
+    if isinstance(patterns, str):  # a kind registered with its files (e.g. `sln report`'s "report")
         kind, patterns = patterns, OWNED_FILES.get(patterns, ())
     if not create:
         if os.path.lexists(directory) and not directory.is_dir():

@@ -147,8 +147,9 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 def method_section(tree: dict[str, Any]) -> dict[str, Any]:
     """A run config's `method` section with its unset (null or false) keys dropped; {"name": "sln"} for runs made
-    before methods existed (CONTRACTS.md), so that runs made before and after compare equal."""
-    section = tree.get("method") if isinstance(tree.get("method"), dict) else {"name": "sln"}
+    before methods existed (an old run directory stays readable), so that runs made before and after compare equal."""
+    method = tree.get("method")
+    section = method if isinstance(method, dict) else {"name": "sln"}
     return {key: value for key, value in section.items() if value is not None and value is not False}
 
 

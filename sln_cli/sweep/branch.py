@@ -9,27 +9,16 @@ state at that epoch (`run.keep_state_at`, `checkpoints/state-XXXX.pt`); the LC r
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sln_cli.labels import noisy_val
 from sln_cli.rundir import ownership, runs
-from sln_cli.rundir.files import atomic_write, atomic_write_json, atomic_write_text
+from sln_cli.rundir.files import atomic_write_json, atomic_write_text
+from sln_cli.rundir.keep import best_file, copy_file, state_file
 from sln_cli.rundir.locks import lock_directory
 from sln_cli.sweep.spec import Cell
-
-
-def state_file(run_dir: Path, epoch: int) -> Path:
-    """The full resumable state a run keeps after `epoch` (run.keep_state_at)."""
-    return run_dir / "checkpoints" / f"state-{epoch:04d}.pt"
-
-
-def best_file(run_dir: Path, epoch: int) -> Path:
-    """best.pt as it was after `epoch` (only with a validation split)."""
-    return run_dir / "checkpoints" / f"state-{epoch:04d}-best.pt"
 
 
 def can_branch(cell: Cell, twin: Cell) -> bool:
@@ -42,18 +31,19 @@ def branch(cell: Cell, twin: Cell, *, runtime: dict[str, Any]) -> None:
     `runtime` holds the run.* keys the sweep sets for this launch (cpu_threads). The config is written last:
     a kill midway leaves a directory without one, which the next sweep makes again.
     """
-    epoch = int(cell.correction)
+    assert cell.correction is not None, "only LC cells branch (can_branch)"
+    epoch = cell.correction
     source = twin.run_dir
     overwrite = ownership.is_owned(cell.run_dir, "run") and not (cell.run_dir / runs.CONFIG).exists()
     ownership.claim_new_directory(cell.run_dir, "run", overwrite=overwrite)
     with lock_directory(cell.run_dir):
         for name in ("labels.csv", "labels.json"):
-            _copy(source / name, cell.run_dir / name)
+            copy_file(source / name, cell.run_dir / name)
         if (source / noisy_val.FILE).is_file():  # the resume that follows checks it against the LC run's config
-            _copy(source / noisy_val.FILE, cell.run_dir / noisy_val.FILE)
-        _copy(state_file(source, epoch), cell.run_dir / runs.CHECKPOINT)
+            copy_file(source / noisy_val.FILE, cell.run_dir / noisy_val.FILE)
+        copy_file(state_file(source, epoch), cell.run_dir / runs.CHECKPOINT)
         if best_file(source, epoch).is_file():
-            _copy(best_file(source, epoch), cell.run_dir / runs.BEST)
+            copy_file(best_file(source, epoch), cell.run_dir / runs.BEST)
         rows = [r for r in runs.read_metrics(source) if r["epoch"] <= epoch]
         atomic_write_text(cell.run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
         meta = runs.read_meta(source)
@@ -61,19 +51,3 @@ def branch(cell: Cell, twin: Cell, *, runtime: dict[str, Any]) -> None:
         config = {**cell.config, "run": {**cell.config["run"], **runtime}}
         atomic_write_text(cell.run_dir / runs.CONFIG, yaml.safe_dump(config, sort_keys=False))
 
-
-def _copy(source: Path, target: Path) -> None:
-    with open(source, "rb") as src, atomic_write(target, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-
-
-def keep_state(state: Any, run_dir: Path, epochs: tuple[int, ...]) -> None:
-    """Called by training after each epoch's files: at an epoch of `run.keep_state_at`, keep the full resumable
-    state (and best.pt as it stands) for the LC runs that branch here."""
-    if state.epoch not in epochs:
-        return
-    from sln_cli.training.state import to_checkpoint
-
-    runs.save_torch(state_file(run_dir, state.epoch), to_checkpoint(state))
-    if (run_dir / runs.BEST).is_file():
-        _copy(run_dir / runs.BEST, best_file(run_dir, state.epoch))

@@ -32,7 +32,6 @@ from sln_cli.sweep.spec import Cell, Sweep
 
 LOOK_SECONDS = 0.5  # how long the scheduler sleeps between looks at its children
 STOP_SECONDS = 30.0  # after Ctrl-C, how long children get to stop before they are killed
-TRAIN = [sys.executable, "-m", "sln_cli", "train"]  # the command of a run (tests put a fake trainer here)
 LOCKED = "is in use by"  # the words of sln_cli.rundir.locks' message when another process holds a run
 
 ownership.register_kind("sweep", (status_lib.SWEEP_FILE, status_lib.FAILURES, "logs/*.log", ".*.tmp", "logs/.*.tmp"))
@@ -45,6 +44,7 @@ class Options:
     per_device: int = 1  # runs sharing one GPU
     retries: int = 1  # restarts of a run that fails, per sweep invocation
     cpu_threads: int | None = None  # per CPU run (default: the cores divided between the jobs)
+    trainer: tuple[str, ...] = (sys.executable, "-m", "sln_cli", "train")  # the command a run's flags follow
 
 
 @dataclass
@@ -143,6 +143,7 @@ class Scheduler:
             todo.remove(cell)
             device = self.free.pop(0)
             if mode == "branch":
+                assert cell.twin is not None, "only an LC cell with a twin branches (_mode)"
                 branch_lib.branch(cell, self.sweep.cell(cell.twin), runtime=self._runtime(cell, device))
             self._start(cell, mode, device)
 
@@ -163,7 +164,7 @@ class Scheduler:
         return {"cpu_threads": self.threads} if device == "cpu" and not explicit else {}
 
     def _start(self, cell: Cell, mode: str, device: str) -> None:
-        command = list(TRAIN)
+        command = list(self.options.trainer)
         if mode == "fresh":
             sets = [*cell.overrides, *(f"run.{k}={v}" for k, v in self._runtime(cell, device).items())]
             command += ["--preset", cell.preset, *[a for s in sets for a in ("--set", s)], "--out", str(cell.run_dir)]

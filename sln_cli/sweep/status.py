@@ -125,6 +125,6 @@ def log_path(sweep_dir: Path, cell: Cell) -> Path:
 
 
 def _branch(cell: Cell, sweep: Sweep) -> tuple[str | None, int]:
-    if cell.twin is None:
+    if cell.twin is None or cell.correction is None:  # only LC cells have a twin
         return None, 0
     return str(sweep.cell(cell.twin).run_dir), int(cell.correction)

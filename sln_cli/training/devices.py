@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
@@ -98,10 +99,10 @@ def compile_mode(device: torch.device, *, world_size: int) -> str:
 _FP32_SWITCHES = ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn")
 
 
-def _fp32_switches() -> list[object]:
+def _fp32_switches() -> list[Any]:
     found = []
     for dotted in _FP32_SWITCHES:
-        backend: object = torch.backends
+        backend: Any = torch.backends
         for part in dotted.split("."):
             backend = getattr(backend, part, None)
         if backend is not None and hasattr(backend, "fp32_precision"):

@@ -14,13 +14,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
 
 from sln_cli.config import Config, OptimConfig
 from sln_cli.data.batches import Augmentation
 from sln_cli.training import distributed
-from sln_cli.training.devices import autocast, optimizer_kernel
+from sln_cli.training.devices import autocast
 from sln_cli.training.distributed import SINGLE, World
+from sln_cli.training.optim import new_optimizer
 
 if TYPE_CHECKING:
     from sln_cli.training.state import Images, State
@@ -56,25 +56,8 @@ def record_eval_pass(state: State, train: Images, config: Config, generator: tor
         state.probs_sum += distributed.all_reduce_sum(probs, world)
 
 
-def new_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device,
-                  extra: list[nn.Module] = ()) -> torch.optim.Optimizer:
-    """SGD with momentum over the trainable parameters: built once, or afresh every epoch (`optim.reset_each_epoch`,
-    as the official recipe does: `optimizer = optim.SGD(...)` inside its epoch loop, so momentum restarts at zero).
-    `extra` networks (a method's, e.g. co-teaching's peer) get a parameter group each, with the same settings."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
-                                weight_decay=optim.weight_decay,
-                                **optimizer_kernel(device))
-    for network in extra:
-        optimizer.add_param_group({"params": [p for p in network.parameters() if p.requires_grad]})
-    return optimizer
-
-
 def reset_optimizer(state: State, optim: OptimConfig, device: torch.device) -> None:
     """Start an epoch with a fresh optimiser when the config asks for it (the learning rate is set right after)."""
     if optim.reset_each_epoch:
         state.optimizer = new_optimizer(state.model, optim, device, state.method.networks())
 
-
-def normalised(probs_sum: Tensor) -> Tensor:
-    """Each row divided by its total: softmax rows sum to one, so the total counts the times a sample was scored."""
-    return probs_sum / probs_sum.sum(dim=1, keepdim=True).clamp_min(1e-12)

@@ -28,7 +28,7 @@ from sln_cli.rundir import runs
 from sln_cli.training.devices import autocast, grad_scaler
 from sln_cli.training.distributed import SINGLE, World
 from sln_cli.training.ema import WeightEMA
-from sln_cli.training.recording import new_optimizer
+from sln_cli.training.optim import new_optimizer
 
 Images = DeviceImages | FileImages
 PEER_SEED_OFFSET = 1_000_003  # co-teaching's and DivideMix's second network is initialised from seed + this

@@ -29,7 +29,7 @@ from sln_cli.labels.trainset import TrainSet, build_trainset
 from sln_cli.render.progress import TrainProgress
 from sln_cli.rundir import runs
 from sln_cli.rundir.files import atomic_write, atomic_write_json, atomic_write_text
-from sln_cli.sweep import branch
+from sln_cli.rundir.keep import keep_state
 from sln_cli.training import distributed, memory
 from sln_cli.training.devices import compile_mode, set_determinism
 from sln_cli.training.distributed import SINGLE, World
@@ -256,7 +256,7 @@ def _save_epoch(state: State, run_dir: Path, row: dict[str, Any], config: Config
     checkpoint holds the metrics rows it agrees with, and `--resume` rewrites metrics.jsonl from them."""
     state.history.append(row)
     _keep_epoch_weights(state, run_dir, config.run.keep_checkpoints)  # before the checkpoint that names them
-    branch.keep_state(state, run_dir, config.run.keep_state_at)  # LC runs of a sweep start from it
+    keep_state(state.epoch, run_dir, config.run.keep_state_at, lambda: to_checkpoint(state))  # LC runs start there
     if state.epoch % config.run.checkpoint_every == 0 or state.epoch == config.optim.epochs:
         runs.save_torch(run_dir / runs.CHECKPOINT, to_checkpoint(state))
     runs.append_metrics(run_dir, row)

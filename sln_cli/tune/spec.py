@@ -90,5 +90,6 @@ def _lowest(params: tuple[Param, ...] | list[Param], point: dict[str, Any]) -> d
     values = dict(point)
     for param in params:
         if not param.is_grid:
+            assert param.low is not None, "a range has its bounds"
             values[param.key] = int(param.low) if param.integer else param.low
     return values

@@ -21,6 +21,7 @@ def suggest(trial: Any, spec: TuneSpec) -> dict[str, Any]:
         if param.is_grid:
             values[param.key] = trial.suggest_categorical(param.key, list(param.values))
         elif param.integer:
+            assert param.low is not None and param.high is not None, "a range has its bounds"
             values[param.key] = trial.suggest_int(param.key, int(param.low), int(param.high), log=param.log)
         else:
             values[param.key] = trial.suggest_float(param.key, param.low, param.high, log=param.log)
