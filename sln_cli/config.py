@@ -93,8 +93,7 @@ class SlnConfig:
     logit_grad_noise_sigma: float = 0.0  # ablation (paper Eq. 2): Gaussian noise on dLoss/dlogits
 
 
-MethodName = Literal["sln", "ce", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward",
-                     "elr", "coteaching", "sop", "sop-plus", "dividemix"]
+MethodName = str  # a name in the method registry (sln_cli/methods/catalog.py: METHODS), checked by `resolve`
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ class MethodConfig:
     default when the config is resolved; a resolved config holds the values used, and null for keys the
     method does not use."""
 
-    name: MethodName = "sln"  # sln (the sln section), ce (sigma 0) or a baseline of sln_cli/methods
+    name: MethodName = "sln"  # a registered method (`sln methods`): sln (the sln section), ce (sigma 0), a baseline
     gce_q: float | None = None  # GCE exponent q in (0, 1]
     gce_k: float | None = None  # truncated GCE threshold k in [0, 1); 0 = plain Lq (no truncation)
     gce_prune_from: int | None = None  # truncated GCE: first epoch whose start re-scores the weights (then every 10)
@@ -193,6 +192,10 @@ def resolve(
         if value is not None:
             tree = _merge(tree, _nest(key, value), problems, where="flag")
     config = _build(tree, problems)
+    from sln_cli.methods.catalog import METHODS
+
+    if config.method.name not in METHODS:
+        problems.append(_choice_problem("method.name", config.method.name, tuple(METHODS)))
     if not problems:  # the method's defaults and which sln keys it keeps depend on who set what
         from sln_cli.methods.catalog import apply_method
 

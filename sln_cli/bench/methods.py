@@ -17,10 +17,11 @@ from sln_cli.bench.contenders import SlnRun
 from sln_cli.bench.training import _alternate, bench_dataset, trainset_of
 from sln_cli.config import resolve
 from sln_cli.labels.trainset import build_trainset
+from sln_cli.methods import catalog
 from sln_cli.training.devices import resolve_device
 
-VARIANTS = ("ce", "sln", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward", "elr",
-            "coteaching", "sop", "sop-plus", "dividemix", "ce+sam")
+# every registered method, CE first (the reference), then CE with SAM
+VARIANTS = ("ce", *(name for name in catalog.METHODS if name != "ce"), "ce+sam")
 # DivideMix's warm-up is the first (untimed) pass, so every timed pass is a division plus MixMatch epoch
 DIVIDEMIX_TIMED = ["method.warmup_epochs=1"]
 

@@ -1,6 +1,7 @@
 """Training methods in the same harness: SLN and the baselines it is compared with, one small module each.
 
-`catalog` (torch-free) lists them with papers and per-dataset defaults; `build_method` makes the one a
+`catalog` (torch-free) is the registry: one `MethodSpec` per method (paper, defaults, bounds, rules, class);
+`build_method` makes the one a
 resolved `method` config section names. The training step calls the `Method` interface of `base`.
 """
 
@@ -11,8 +12,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 from sln_cli.errors import SlnError
+from sln_cli.methods.catalog import METHODS, settings_of
 from sln_cli.methods.catalog import display_name as _display_name
-from sln_cli.methods.catalog import settings_of
 
 __all__ = ["build_method", "display_name", "settings_of", "settle"]
 
@@ -22,21 +23,10 @@ if TYPE_CHECKING:
     from sln_cli.config import Config, MethodConfig
     from sln_cli.methods.base import Method, MethodContext
 
-_CLASSES = {  # method name -> "module:Class" under sln_cli.methods, imported on demand (torch)
-    "sln": "base:SoftCrossEntropy", "ce": "base:SoftCrossEntropy", "gce": "gce:GeneralizedCrossEntropy",
-    "sce": "sce:SymmetricCrossEntropy", "nce-rce": "apl:NormalizedPlusReverse", "ls": "smoothing:LabelSmoothing",
-    "bootstrap-soft": "bootstrap:SoftBootstrapping", "bootstrap-hard": "bootstrap:HardBootstrapping",
-    "forward": "forward:ForwardCorrection", "elr": "elr:EarlyLearningRegularization",
-    "coteaching": "coteaching:CoTeaching", "sop": "sop:SparseOverParameterization",
-    "sop-plus": "sop:SparseOverParameterizationPlus",
-    "dividemix": "dividemix:DivideMix",
-}
-
-
 def build_method(settings: MethodConfig, context: MethodContext) -> Method:
     """The method a resolved `method` section names, with its hyperparameters, ready for the training step."""
-    module, name = _CLASSES[settings.name].split(":")
-    return getattr(importlib.import_module(f"sln_cli.methods.{module}"), name)(settings, context)
+    module, name = METHODS[settings.name].factory.split(":")
+    return getattr(importlib.import_module(module), name)(settings, context)
 
 
 def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None, *,
