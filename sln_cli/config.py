@@ -85,12 +85,16 @@ class OptimConfig:
 @dataclass(frozen=True)
 class SlnConfig:
     sigma: float = 1.0  # std of the Gaussian noise added to the one-hot targets each step; 0 = plain CE
-    ema_decay: float = 0.999  # the momentum model (SLN-MO): weight EMA, BatchNorm buffers included
     correction: int | None = None  # LC: epochs after this one use corrected targets and sigma 0 (CIFAR: 250)
     correction_augment: bool = True  # the official LC pass runs with the training augmentation on
     correction_target: Literal["argmax", "softmax"] = "argmax"  # CIFAR: argmax; Clothing1M: softmax
     grad_noise_sigma: float = 0.0  # ablation (paper Eq. 1): Gaussian noise on the parameter gradient
     logit_grad_noise_sigma: float = 0.0  # ablation (paper Eq. 2): Gaussian noise on dLoss/dlogits
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    decay: float = 0.999  # the momentum model (-MO): weight EMA, BatchNorm buffers included (was sln.ema_decay)
 
 
 MethodName = str  # a name in the method registry (sln_cli/methods/catalog.py: METHODS), checked by `resolve`
@@ -165,6 +169,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sln: SlnConfig = field(default_factory=SlnConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -184,7 +189,9 @@ def resolve(
     `flags` maps dotted keys (`optim.epochs`) to values; None values are ignored (flag not given).
     """
     problems: list[str] = []
-    tree = _merge(to_dict(Config()), preset or {}, problems, where="preset")
+    preset = upgrade(preset or {}, problems)
+    flags = {ALIASES.get(key, key): value for key, value in (flags or {}).items()}
+    tree = _merge(to_dict(Config()), preset, problems, where="preset")
     for item in overrides:
         key, value = _parse_override(item)
         tree = _merge(tree, _nest(key, value), problems, where="--set")
@@ -205,6 +212,29 @@ def resolve(
         more = f"; and {len(problems) - 10} more problems" if len(problems) > 10 else ""
         raise SlnError("; ".join(problems[:10]) + more)
     return config
+
+
+# Old key -> its key now. The old one keeps working wherever a key is given (presets, --set, flags, sweep grids, a
+# run's config.yaml on --resume, `report` grouping old runs with new ones) and means the same.
+ALIASES = {"sln.ema_decay": "ema.decay"}
+
+
+def upgrade(tree: dict[str, Any], problems: list[str] | None = None) -> dict[str, Any]:
+    """A config tree (preset, config.yaml) with old keys moved to their new place; both given with different
+    values is a problem (or the new key's value is kept when `problems` is None)."""
+    moved = tree
+    for old, new in ALIASES.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = moved.get(old_section)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        value, target = section[old_key], moved.get(new_section)
+        target = dict(target) if isinstance(target, dict) else {}
+        if new_key in target and target[new_key] != value and problems is not None:
+            problems.append(f"{old} is the old name of {new}; give one of them")
+        target.setdefault(new_key, value)
+        moved = {**moved, old_section: {k: v for k, v in section.items() if k != old_key}, new_section: target}
+    return moved
 
 
 def _levels(preset: dict[str, Any], overrides: list[str], flags: dict[str, Any]) -> dict[str, int]:
@@ -251,8 +281,8 @@ def validate(config: Config) -> list[str]:
                        ("optim.lr_min", optim.lr_min)]:
         if value < 0:
             problems.append(f"{key} must not be negative, got {value}")
-    if not 0.0 <= sln.ema_decay < 1.0:
-        problems.append(f"sln.ema_decay must be in [0, 1), got {sln.ema_decay}")
+    if not 0.0 <= config.ema.decay < 1.0:
+        problems.append(f"ema.decay (sln.ema_decay) must be in [0, 1), got {config.ema.decay}")
     if sln.correction is not None and sln.correction < 1:  # the official code, too, treats 0 as "never"
         problems.append(f"sln.correction must be an epoch number >= 1 (null turns correction off), "
                         f"got {sln.correction}")
@@ -358,7 +388,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise SlnError(f"--set takes section.key=value (e.g. --set optim.lr=0.01), got {_show(item)}")
     # text that is not YAML is the plain string it is (a path with a colon); a value is a few nodes at most
     value = yamlfile.loads(text, what=f"--set {key}", max_nodes=1000, invalid_as_text=True) if text.strip() else None
-    return key.strip(), value
+    return ALIASES.get(key.strip(), key.strip()), value
 
 
 def _nest(dotted: str, value: Any) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def initial_state(trainset: TrainSet, config: Config, device: torch.device, worl
     model = _network(trainset, config, device)
     if config.method.name == "dividemix":  # its two networks train and evaluate as one model (the mean of logits)
         model = NetworkPair(model, _peer_network(trainset, config, device))
-    ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
+    ema = WeightEMA(model, decay=config.ema.decay)  # the training network and its EMA start equal
     method = _method(trainset, config, device, world)
     # co-teaching's peer joins the optimiser as a second parameter group: the same settings, its own momentum
     optimizer = new_optimizer(model, config.optim, device, method.networks())
