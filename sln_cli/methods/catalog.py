@@ -299,7 +299,8 @@ def display_name(method: str, sigma: float, *, ema: bool, correction: bool = Fal
         name = METHODS[method].display + ("+SLN" if sigma > 0 else "") + ("-MO" if ema else "")
     else:
         spec = METHODS.get(method)
-        name = (spec.display if spec is not None and spec.display else method.upper()) + ("-MO" if ema else "") + ("+SLN" if sigma > 0 else "")
+        shown = spec.display if spec is not None and spec.display else method.upper()
+        name = shown + ("-MO" if ema else "") + ("+SLN" if sigma > 0 else "")
     return name + ("+SAM" if sam else "")
 
 
