@@ -20,7 +20,6 @@ from sln_cli.methods.sln import (
     add_label_noise,
     add_parameter_gradient_noise,
     logit_gradient_noise_hook,
-    soft_cross_entropy,
 )
 from sln_cli.training import distributed
 from sln_cli.training.distributed import World
@@ -29,11 +28,6 @@ from sln_cli.training.ema import WeightEMA
 # The objective of a step: (logits (B, K), the targets it is given (B, K), the batch's sample indices (B,)) -> scalar.
 # The indices let per-sample methods (running targets, co-teaching selections) keep state across epochs.
 Loss = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-def sln_loss(logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
-    """SLN's objective: cross-entropy against the (noised) soft targets; the indices are not needed."""
-    return soft_cross_entropy(logits, targets)
 
 
 @dataclass
