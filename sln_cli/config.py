@@ -12,6 +12,7 @@ import math
 import reprlib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -181,7 +182,7 @@ class Config:
 
 def resolve(
     preset: dict[str, Any] | None = None,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     flags: dict[str, Any] | None = None,
 ) -> Config:
     """Build the config: defaults < `preset` (a YAML delta) < `--set k=v` overrides < named `flags`.
@@ -237,7 +238,7 @@ def upgrade(tree: dict[str, Any], problems: list[str] | None = None) -> dict[str
     return moved
 
 
-def _levels(preset: dict[str, Any], overrides: list[str], flags: dict[str, Any]) -> dict[str, int]:
+def _levels(preset: dict[str, Any], overrides: Sequence[str], flags: dict[str, Any]) -> dict[str, int]:
     """Dotted key -> who set it: 1 the preset, 2 the command line (--set or a flag); unset keys are 0."""
     levels = {f"{section}.{key}": 1 for section, values in preset.items() if isinstance(values, dict)
               for key in values}
@@ -272,6 +273,7 @@ def validate(config: Config) -> list[str]:
     """Cross-field checks that types alone cannot express; returns every problem found."""
     problems = []
     noise, optim, sln, data = config.noise, config.optim, config.sln, config.data
+    value: Any  # the checks below go over ints and floats alike
     if not 0.0 <= noise.rate <= 1.0:
         problems.append(f"noise.rate must be in [0, 1], got {noise.rate}")
     for key, value in [("optim.epochs", optim.epochs), ("optim.batch_size", optim.batch_size)]:

@@ -7,6 +7,7 @@ of `sln bench`, so drift on a shared machine hits them alike; each reports its m
 
 from __future__ import annotations
 
+import functools
 import statistics
 from typing import Any
 
@@ -36,7 +37,7 @@ def benchmark_methods(*, device: str = "auto", steps: int = 2, rounds: int = 3, 
     result: dict[str, Any] = {"device": str(torch_device), "threads": torch.get_num_threads(), "rounds": rounds,
                               "wrn_steps": steps if wrn else None, "settings": {}}
     for name, runs in settings.items():
-        rates = _alternate({variant: ((lambda r=run: r.train_epoch(warmup=True)), run.train_epoch)
+        rates = _alternate({variant: (functools.partial(run.train_epoch, warmup=True), run.train_epoch)
                             for variant, run in runs.items()}, rounds, console)
         medians = {variant: statistics.median(values) for variant, values in rates.items()}
         result["settings"][name] = {

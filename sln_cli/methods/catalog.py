@@ -329,7 +329,7 @@ def apply_method(config: Config, levels: dict[str, int], problems: list[str]) ->
                 problems.append(f"method.{key} is a setting of {_owners(key)}; method {name} does not use it")
             values[key] = None
     problems += _range_problems(values)
-    sln = {}
+    sln: dict[str, Any] = {}
     for key, off, on_targets in SLN_KEYS if name != "sln" else ():
         value = getattr(config.sln, key)
         if value == off:

@@ -7,7 +7,7 @@ The step's model is the first network; the EMA tracks it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,8 @@ class CoTeaching(Configured):
     def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         labels = self.labels[index]
         losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
-        peer_losses = F.cross_entropy(self.peer_logits.float(), labels, reduction="none")
+        peer_logits = cast(Tensor, self.peer_logits)  # set by `forward` before every call
+        peer_losses = F.cross_entropy(peer_logits.float(), labels, reduction="none")
         keep = max(1, int((1 - self.rate) * len(index)))  # from shapes: no host sync
         model_loss = losses[small_loss(peer_losses.detach(), keep)].mean()  # the peer picks the model's samples
         peer_loss = peer_losses[small_loss(losses.detach(), keep)].mean()  # and the model the peer's

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def describe() -> dict[str, str]:
 
 
 def load(name_or_path: str, *, out: Path | None = None, seeds: str | None = None,
-         overrides: list[str] = ()) -> Sweep:
+         overrides: Sequence[str] = ()) -> Sweep:
     """The sweep `name_or_path` (a shipped name or a YAML file), with command-line seeds and --set merged."""
     path, name = _locate(name_or_path)
     spec = _check_spec(config_lib.load_yaml(path, what="sweep spec"), path)
@@ -280,7 +281,7 @@ def _overrides(value: Any, where: str, path: Path) -> dict[str, Any]:
     return flat
 
 
-def _parse_sets(overrides: list[str]) -> dict[str, Any]:
+def _parse_sets(overrides: Sequence[str]) -> dict[str, Any]:
     parsed = dict(config_lib._parse_override(item) for item in overrides)
     for key in parsed:
         if key in RESERVED:
@@ -327,7 +328,7 @@ def _pair_twins(cells: list[Cell]) -> list[Cell]:
     twins: dict[str, str] = {}
     for cell in cells:
         twin = plain.get(key(cell)) if cell.correction is not None else None
-        if twin is not None and cell.correction < twin.epochs:
+        if twin is not None and cell.correction is not None and cell.correction < twin.epochs:
             twins[cell.name] = twin.name
             keep.setdefault(twin.name, set()).add(cell.correction)
     out = []

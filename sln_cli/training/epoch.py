@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -101,13 +101,14 @@ def _pass_results(state: State, metrics: EpochMetrics, probs: Tensor | None, epo
     if totals["first_bad_step"] is not None:  # every rank has the same value: all stop together
         raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch}, step {totals['first_bad_step']}; "
                             "lower the learning rate or sigma, or use --precision fp32")
-    n, mislabelled, known = totals["samples"], totals["mislabelled"], state.clean is not None
+    sums = cast(dict[str, float], totals)  # only first_bad_step is ever None
+    n, mislabelled, known = sums["samples"], sums["mislabelled"], state.clean is not None
     return {
         "train_samples": int(n),
-        "train_loss": totals["loss_sum"] / n,
-        "train_acc_noisy": totals["correct_noisy"] / n,
-        "train_acc_clean": totals["correct_clean"] / n if known else None,
-        "memorized": totals["memorized"] / mislabelled if known and mislabelled > 0 else None,
+        "train_loss": sums["loss_sum"] / n,
+        "train_acc_noisy": sums["correct_noisy"] / n,
+        "train_acc_clean": sums["correct_clean"] / n if known else None,
+        "memorized": sums["memorized"] / mislabelled if known and mislabelled > 0 else None,
     }
 
 
@@ -125,6 +126,7 @@ def _reduce_over_ranks(state: State, probs: Tensor | None, world: World, *, sync
         return
     state.method.end_pass(world)  # per-sample state each rank changed on its shard (SOP's u, v), made equal
     if probs is not None:
+        assert state.probs_sum is not None  # _epoch_probs gives probs only when the state records them
         state.probs_sum += distributed.all_reduce_sum(probs, world)  # each sample's softmax from its one rank
     if not sync_batchnorm:
         distributed.average_buffers([state.model, state.ema.module], world)
@@ -174,8 +176,9 @@ def evaluate_both(state: State, splits: Splits, config: Config, world: World) ->
     batch_size = config.run.eval_batch_size
     (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.test, splits.test_labels,
                                                 batch_size=batch_size, forward=forward, world=world)
-    row = {"test_loss": loss, "test_acc": acc, "test_loss_ema": loss_ema, "test_acc_ema": acc_ema}
+    row: dict[str, Any] = {"test_loss": loss, "test_acc": acc, "test_loss_ema": loss_ema, "test_acc_ema": acc_ema}
     if splits.val is not None:
+        assert splits.val_labels is not None  # set together (place_splits)
         (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.val, splits.val_labels,
                                                     batch_size=batch_size, forward=forward, world=world)
         row.update(val_loss=loss, val_acc=acc, val_loss_ema=loss_ema, val_acc_ema=acc_ema)
@@ -190,6 +193,7 @@ def evaluate_noisy_val(models: list[nn.Module], splits: Splits, *, batch_size: i
     """The raw and EMA networks on the noisy validation split, batched like the test pass: loss and accuracy
     against the noisy labels (what selection may use) and, when known, accuracy against the true ones."""
     images, noisy, clean = splits.noisy_val, splits.noisy_val_labels, splits.noisy_val_clean
+    assert images is not None and noisy is not None  # called only with a noisy validation split
     for model in models:
         model.eval()
     sums = torch.zeros(len(models), 3, dtype=torch.float64, device=noisy.device)  # loss, noisy hits, clean hits

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -91,7 +92,8 @@ def loss_scale(scaler: torch.amp.GradScaler) -> Callable[[], Tensor | float] | N
     """The scaler's current scale as a device tensor, read when called (None when the scaler is off)."""
     if not scaler.is_enabled():
         return None
-    return scaler._get_scale_async  # the scale tensor itself: `get_scale()` would be a host sync per step
+    # the scale tensor itself: `get_scale()` would be a host sync per step
+    return cast(Callable[[], Tensor], scaler._get_scale_async)
 
 
 NO_BAD_STEP = torch.iinfo(torch.int64).max  # the first-non-finite-step marker of a pass where none was

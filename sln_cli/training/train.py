@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -83,8 +83,8 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
 
         run_dir = Path(distributed.from_main(world, take_run_dir))
         if resume is not None:
-            held = None if trainset.noisy_val is None else trainset.noisy_val.indices
-            noisy_val.check_recorded(run_dir, held)  # a resumed or branched run holds out the same samples
+            held_out = None if trainset.noisy_val is None else trainset.noisy_val.indices
+            noisy_val.check_recorded(run_dir, held_out)  # a resumed or branched run holds out the same samples
             restore(state, run_dir, device, world)  # every rank loads the checkpoint
         return _train_epochs(state, splits, trainset, config, world, device, run_dir, quiet=quiet, console=console,
                              on_epoch=on_epoch)
@@ -201,7 +201,7 @@ def _compiled(network: nn.Module, mode: str, device: torch.device, world: World 
     """`run.compile=compile`: torch.compile the training forward; CUDA graphs on one GPU (`devices.compile_mode`)."""
     if mode == "none":
         return None
-    return torch.compile(network, mode=compile_mode(device, world_size=world.size), dynamic=False)
+    return cast(nn.Module, torch.compile(network, mode=compile_mode(device, world_size=world.size), dynamic=False))
 
 
 # --------------------------------------------------------------------------------------------------
