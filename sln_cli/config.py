@@ -113,8 +113,8 @@ class MethodConfig:
     gce_prune_from: int | None = None  # truncated GCE: first epoch whose start re-scores the weights (then every 10)
     sce_alpha: float | None = None  # SCE weight of the CE term
     sce_beta: float | None = None  # SCE weight of the reverse-CE term
-    apl_alpha: float | None = None  # NCE+RCE weight of the NCE term
-    apl_beta: float | None = None  # NCE+RCE weight of the RCE term
+    nce_rce_alpha: float | None = None  # NCE+RCE weight of the NCE term (was method.apl_alpha)
+    nce_rce_beta: float | None = None  # NCE+RCE weight of the RCE term (was method.apl_beta)
     smoothing: float | None = None  # label smoothing epsilon in [0, 1]
     bootstrap_beta: float | None = None  # bootstrapping: weight of the given label in [0, 1]
     forward_matrix: str | None = None  # forward correction: labels (the labels' own T), a K×K .npy/.csv, or a run dir
@@ -217,7 +217,8 @@ def resolve(
 
 # Old key -> its key now. The old one keeps working wherever a key is given (presets, --set, flags, sweep grids, a
 # run's config.yaml on --resume, `report` grouping old runs with new ones) and means the same.
-ALIASES = {"sln.ema_decay": "ema.decay"}
+ALIASES = {"sln.ema_decay": "ema.decay", "method.apl_alpha": "method.nce_rce_alpha",
+           "method.apl_beta": "method.nce_rce_beta"}
 
 
 def upgrade(tree: dict[str, Any], problems: list[str] | None = None) -> dict[str, Any]:
@@ -229,12 +230,13 @@ def upgrade(tree: dict[str, Any], problems: list[str] | None = None) -> dict[str
         section = moved.get(old_section)
         if not isinstance(section, dict) or old_key not in section:
             continue
-        value, target = section[old_key], moved.get(new_section)
-        target = dict(target) if isinstance(target, dict) else {}
+        value = section[old_key]
+        moved = {**moved, old_section: {k: v for k, v in section.items() if k != old_key}}
+        target = dict(moved[new_section]) if isinstance(moved.get(new_section), dict) else {}
         if new_key in target and target[new_key] != value and problems is not None:
             problems.append(f"{old} is the old name of {new}; give one of them")
         target.setdefault(new_key, value)
-        moved = {**moved, old_section: {k: v for k, v in section.items() if k != old_key}, new_section: target}
+        moved[new_section] = target
     return moved
 
 

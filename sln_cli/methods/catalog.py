@@ -92,7 +92,7 @@ def _dividemix_problems(config: Config) -> list[str]:
 
 
 _SLN_REF = Reference("chenpf1025/SLN", "noise_cifar_train.py", "621c6c87138db09fdca66a7610b126ee4b265b74")
-_APL_REF = Reference("HanxunH/Active-Passive-Losses", "configs/cifar10/sym/nce+rce.yaml",
+_NCE_RCE_REF = Reference("HanxunH/Active-Passive-Losses", "configs/cifar10/sym/nce+rce.yaml",
                      "2d18de6ba7665e2a4b83ed8bb88b32a05f70620d")  # cifar100/sym/nce+rce.yaml and trainer.py alike
 _D2L_REF = Reference("xingjunm/dimensionality-driven-learning", "loss.py", "0935aab3f4281086d5d636dad881dfc60edcbd04")
 _SOP_CONFIG = "shengliu66/SOP config_cifar100.json + README (lr_u 1, lr_v 10; the repo ships no CIFAR-10 config)"
@@ -134,11 +134,11 @@ BUILTIN: tuple[MethodSpec, ...] = (
                          "235d93b25fdaab0e106d6f8c782a03ec175f9bc1"), factory=_BASE + "sce:SymmetricCrossEntropy"),
     MethodSpec("nce-rce", "Ma et al., ICML 2020 (APL)",
                "loss alpha·normalised CE + beta·reverse CE; gradient norm clipped (optim.grad_clip, 5.0)", False,
-               (Hyperparameter("apl_alpha", 1.0, 10.0, "Ma et al. 2020, official code (Active-Passive-Losses)",
+               (Hyperparameter("nce_rce_alpha", 1.0, 10.0, "Ma et al. 2020, official code (Active-Passive-Losses)",
                                _at_least(0.0)),
-                Hyperparameter("apl_beta", 1.0, 0.1, "Ma et al. 2020, official code (Active-Passive-Losses)",
+                Hyperparameter("nce_rce_beta", 1.0, 0.1, "Ma et al. 2020, official code (Active-Passive-Losses)",
                                _at_least(0.0))),
-               _APL_REF, factory=_BASE + "apl:NormalizedPlusReverse", grad_clip=5.0),
+               _NCE_RCE_REF, factory=_BASE + "nce_rce:NceRce", grad_clip=5.0),
     MethodSpec("ls", "Szegedy et al., CVPR 2016; Lukasik et al., ICML 2020",
                "target (1 - eps)·t + eps/K", True,
                (_same("smoothing", 0.1, "Szegedy et al. 2016 (eps = 0.1)", _UNIT),),

@@ -1,4 +1,5 @@
-"""The EMA's decay moved from `sln.ema_decay` to `ema.decay`: the old key keeps working everywhere and means the
+"""Renamed keys: the EMA's decay moved from `sln.ema_decay` to `ema.decay`, NCE+RCE's `method.apl_*` to
+`method.nce_rce_*`. The old keys keep working everywhere and mean the
 same, and an old run groups with a new one of the same decay."""
 
 import pytest
@@ -42,3 +43,22 @@ def test_an_old_run_and_a_new_one_with_the_same_decay_are_one_experiment():
 
 def test_tune_takes_the_old_key():
     assert _field_type("sln.ema_decay") is float
+
+
+@pytest.mark.parametrize("given", [({"method": {"name": "nce-rce", "apl_alpha": 2.0, "apl_beta": 0.5}}, []),
+                                   ({}, ["method.name=nce-rce", "method.apl_alpha=2", "method.apl_beta=0.5"]),
+                                   ({}, ["method.name=nce-rce", "method.nce_rce_alpha=2", "method.nce_rce_beta=0.5"])])
+def test_nce_rce_takes_its_old_apl_keys(given):
+    method = resolve(*given).method
+    assert (method.nce_rce_alpha, method.nce_rce_beta) == (2.0, 0.5)
+    assert "apl_alpha" not in to_dict(resolve(*given))["method"]
+
+
+def test_an_old_nce_rce_run_groups_with_a_new_one():
+    new = to_dict(resolve({}, ["method.name=nce-rce", "method.nce_rce_alpha=2"]))
+    old = {**new, "method": {("apl_" + k[len("nce_rce_"):] if k.startswith("nce_rce_") else k): v
+                             for k, v in new["method"].items()}}
+    assert "apl_alpha" in old["method"] and experiment_key(old) == experiment_key(new)
+    assert resolve(as_it_ran(old)) == resolve(new)
+    with pytest.raises(SlnError, match="method.apl_alpha is the old name of method.nce_rce_alpha"):
+        resolve({"method": {"name": "nce-rce", "apl_alpha": 2.0, "nce_rce_alpha": 3.0}})
