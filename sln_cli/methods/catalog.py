@@ -54,6 +54,9 @@ class MethodSpec:
     sam: bool = True  # whether --sam combines with it
     grad_clip: float | None = None  # optim.grad_clip it implies when the config leaves that null
     problems: Callable[[Config], list[str]] | None = None  # what else it refuses in a config, one line each
+    # "module:function" (config, noisy, clean, *, manifest, replaced) -> config: defaults only the training labels
+    # tell, filled before training (`methods.settle`); "": none
+    settle: str = ""
 
 
 MethodInfo = MethodSpec  # the name before the registry (tests, scripts)
@@ -173,7 +176,7 @@ BUILTIN: tuple[MethodSpec, ...] = (
                       _UNIT_OPEN_HIGH),
                 _same("forget_epochs", 10, "Han et al. 2018 (T_k = 10)", _at_least(1))),
                Reference("bhanML/Co-teaching", "main.py", "07a0f57e58da28b9bd38f8bb3c01f6f7cfc3526e"),
-               factory=_BASE + "coteaching:CoTeaching"),
+               factory=_BASE + "coteaching:CoTeaching", settle=_BASE + "coteaching:settle"),
     MethodSpec("dividemix", "Li, Socher & Hoi, ICLR 2020",
                "two networks; a GMM on each one's losses divides the data for the other (co-divide); MixMatch on "
                "the labelled (co-refined) and unlabelled (co-guessed) parts; test on both networks' average", True,
@@ -196,7 +199,7 @@ BUILTIN: tuple[MethodSpec, ...] = (
                "sln.correction and the gradient-noise ablations, method.sam, run.compile, run.record_probs, "
                "data.balanced_per_class, optim.grad_clip. The EMA (-MO) follows the averaged pair of "
                "networks. Under torchrun the division is gathered over all ranks and the steps are sharded.",
-               problems=_dividemix_problems),
+               problems=_dividemix_problems, settle=_BASE + "dividemix_defaults:settle_dividemix"),
     MethodSpec("sop", "Liu, Zhu, Qu & You, ICML 2022",
                "prediction + u_i²⊙y_i − v_i²⊙(1−y_i) against y_i, plus an MSE fit of onehot(argmax p) + that to y_i; "
                "u, v per sample, own SGD (lr_u, lr_v)", True, (_SOP_LR_U, _SOP_LR_V),
