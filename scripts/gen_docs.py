@@ -216,9 +216,10 @@ def methods_page() -> str:
 
 
 def range_text(key: str) -> str:
-    if key not in catalog.RANGES:
+    bounds = catalog._KEYS[key].bounds
+    if bounds is None:
         return ""
-    low, high, low_in, high_in = catalog.RANGES[key]
+    low, high, low_in, high_in = bounds
     return f"{'[' if low_in else '('}{low}, {'∞' if high is None else high}{']' if high_in else ')'}"
 
 

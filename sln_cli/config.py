@@ -12,6 +12,7 @@ import math
 import reprlib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,7 +86,6 @@ class OptimConfig:
 @dataclass(frozen=True)
 class SlnConfig:
     sigma: float = 1.0  # std of the Gaussian noise added to the one-hot targets each step; 0 = plain CE
-    ema_decay: float = 0.999  # the momentum model (SLN-MO): weight EMA, BatchNorm buffers included
     correction: int | None = None  # LC: epochs after this one use corrected targets and sigma 0 (CIFAR: 250)
     correction_augment: bool = True  # the official LC pass runs with the training augmentation on
     correction_target: Literal["argmax", "softmax"] = "argmax"  # CIFAR: argmax; Clothing1M: softmax
@@ -93,8 +93,12 @@ class SlnConfig:
     logit_grad_noise_sigma: float = 0.0  # ablation (paper Eq. 2): Gaussian noise on dLoss/dlogits
 
 
-MethodName = Literal["sln", "ce", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward",
-                     "elr", "coteaching", "sop", "sop-plus", "dividemix"]
+@dataclass(frozen=True)
+class EmaConfig:
+    decay: float = 0.999  # the momentum model (-MO): weight EMA, BatchNorm buffers included (was sln.ema_decay)
+
+
+MethodName = str  # a name in the method registry (sln_cli/methods/catalog.py: METHODS), checked by `resolve`
 
 
 @dataclass(frozen=True)
@@ -103,14 +107,14 @@ class MethodConfig:
     default when the config is resolved; a resolved config holds the values used, and null for keys the
     method does not use."""
 
-    name: MethodName = "sln"  # sln (the sln section), ce (sigma 0) or a baseline of sln_cli/methods
+    name: MethodName = "sln"  # a registered method (`sln methods`): sln (the sln section), ce (sigma 0), a baseline
     gce_q: float | None = None  # GCE exponent q in (0, 1]
     gce_k: float | None = None  # truncated GCE threshold k in [0, 1); 0 = plain Lq (no truncation)
     gce_prune_from: int | None = None  # truncated GCE: first epoch whose start re-scores the weights (then every 10)
     sce_alpha: float | None = None  # SCE weight of the CE term
     sce_beta: float | None = None  # SCE weight of the reverse-CE term
-    apl_alpha: float | None = None  # NCE+RCE weight of the NCE term
-    apl_beta: float | None = None  # NCE+RCE weight of the RCE term
+    nce_rce_alpha: float | None = None  # NCE+RCE weight of the NCE term (was method.apl_alpha)
+    nce_rce_beta: float | None = None  # NCE+RCE weight of the RCE term (was method.apl_beta)
     smoothing: float | None = None  # label smoothing epsilon in [0, 1]
     bootstrap_beta: float | None = None  # bootstrapping: weight of the given label in [0, 1]
     forward_matrix: str | None = None  # forward correction: labels (the labels' own T), a K×K .npy/.csv, or a run dir
@@ -166,6 +170,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sln: SlnConfig = field(default_factory=SlnConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -177,7 +182,7 @@ class Config:
 
 def resolve(
     preset: dict[str, Any] | None = None,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     flags: dict[str, Any] | None = None,
 ) -> Config:
     """Build the config: defaults < `preset` (a YAML delta) < `--set k=v` overrides < named `flags`.
@@ -185,7 +190,9 @@ def resolve(
     `flags` maps dotted keys (`optim.epochs`) to values; None values are ignored (flag not given).
     """
     problems: list[str] = []
-    tree = _merge(to_dict(Config()), preset or {}, problems, where="preset")
+    preset = upgrade(preset or {}, problems)
+    flags = {ALIASES.get(key, key): value for key, value in (flags or {}).items()}
+    tree = _merge(to_dict(Config()), preset, problems, where="preset")
     for item in overrides:
         key, value = _parse_override(item)
         tree = _merge(tree, _nest(key, value), problems, where="--set")
@@ -193,6 +200,10 @@ def resolve(
         if value is not None:
             tree = _merge(tree, _nest(key, value), problems, where="flag")
     config = _build(tree, problems)
+    from sln_cli.methods.catalog import METHODS
+
+    if config.method.name not in METHODS:
+        problems.append(_choice_problem("method.name", config.method.name, tuple(METHODS)))
     if not problems:  # the method's defaults and which sln keys it keeps depend on who set what
         from sln_cli.methods.catalog import apply_method
 
@@ -204,7 +215,32 @@ def resolve(
     return config
 
 
-def _levels(preset: dict[str, Any], overrides: list[str], flags: dict[str, Any]) -> dict[str, int]:
+# Old key -> its key now. The old one keeps working wherever a key is given (presets, --set, flags, sweep grids, a
+# run's config.yaml on --resume, `report` grouping old runs with new ones) and means the same.
+ALIASES = {"sln.ema_decay": "ema.decay", "method.apl_alpha": "method.nce_rce_alpha",
+           "method.apl_beta": "method.nce_rce_beta"}
+
+
+def upgrade(tree: dict[str, Any], problems: list[str] | None = None) -> dict[str, Any]:
+    """A config tree (preset, config.yaml) with old keys moved to their new place; both given with different
+    values is a problem (or the new key's value is kept when `problems` is None)."""
+    moved = tree
+    for old, new in ALIASES.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = moved.get(old_section)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        value = section[old_key]
+        moved = {**moved, old_section: {k: v for k, v in section.items() if k != old_key}}
+        target = dict(moved[new_section]) if isinstance(moved.get(new_section), dict) else {}
+        if new_key in target and target[new_key] != value and problems is not None:
+            problems.append(f"{old} is the old name of {new}; give one of them")
+        target.setdefault(new_key, value)
+        moved[new_section] = target
+    return moved
+
+
+def _levels(preset: dict[str, Any], overrides: Sequence[str], flags: dict[str, Any]) -> dict[str, int]:
     """Dotted key -> who set it: 1 the preset, 2 the command line (--set or a flag); unset keys are 0."""
     levels = {f"{section}.{key}": 1 for section, values in preset.items() if isinstance(values, dict)
               for key in values}
@@ -239,6 +275,7 @@ def validate(config: Config) -> list[str]:
     """Cross-field checks that types alone cannot express; returns every problem found."""
     problems = []
     noise, optim, sln, data = config.noise, config.optim, config.sln, config.data
+    value: Any  # the checks below go over ints and floats alike
     if not 0.0 <= noise.rate <= 1.0:
         problems.append(f"noise.rate must be in [0, 1], got {noise.rate}")
     for key, value in [("optim.epochs", optim.epochs), ("optim.batch_size", optim.batch_size)]:
@@ -248,8 +285,8 @@ def validate(config: Config) -> list[str]:
                        ("optim.lr_min", optim.lr_min)]:
         if value < 0:
             problems.append(f"{key} must not be negative, got {value}")
-    if not 0.0 <= sln.ema_decay < 1.0:
-        problems.append(f"sln.ema_decay must be in [0, 1), got {sln.ema_decay}")
+    if not 0.0 <= config.ema.decay < 1.0:
+        problems.append(f"ema.decay (sln.ema_decay) must be in [0, 1), got {config.ema.decay}")
     if sln.correction is not None and sln.correction < 1:  # the official code, too, treats 0 as "never"
         problems.append(f"sln.correction must be an epoch number >= 1 (null turns correction off), "
                         f"got {sln.correction}")
@@ -355,7 +392,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise SlnError(f"--set takes section.key=value (e.g. --set optim.lr=0.01), got {_show(item)}")
     # text that is not YAML is the plain string it is (a path with a colon); a value is a few nodes at most
     value = yamlfile.loads(text, what=f"--set {key}", max_nodes=1000, invalid_as_text=True) if text.strip() else None
-    return key.strip(), value
+    return ALIASES.get(key.strip(), key.strip()), value
 
 
 def _nest(dotted: str, value: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from sln_cli.errors import SlnError
 def test_defaults_are_the_paper_cifar_setting():
     c = config.resolve()
     assert (c.optim.lr, c.optim.batch_size, c.optim.epochs) == (0.001, 128, 300)
-    assert (c.optim.momentum, c.optim.weight_decay, c.sln.ema_decay) == (0.9, 5e-4, 0.999)
+    assert (c.optim.momentum, c.optim.weight_decay, c.ema.decay) == (0.9, 5e-4, 0.999)
     assert c.model.name == "wrn-28-2"
 
 

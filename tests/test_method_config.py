@@ -39,7 +39,7 @@ def test_per_dataset_defaults_of_elr_and_nce_rce():
     c100 = _resolve("data.dataset=cifar100", "method.name=elr")
     assert (c100.method.elr_lambda, c100.method.elr_beta) == (7.0, 0.9)
     c10 = _resolve("data.dataset=cifar10", "method.name=nce-rce")
-    assert (c10.method.apl_alpha, c10.method.apl_beta) == (1.0, 1.0)
+    assert (c10.method.nce_rce_alpha, c10.method.nce_rce_beta) == (1.0, 1.0)
 
 
 def test_sln_noise_combines_with_a_soft_target_loss_when_asked_for():

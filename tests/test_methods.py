@@ -85,7 +85,7 @@ def test_nce_rce_normalises_ce_by_all_labels():
     da, ds = ONE_HOT - P, 1 - K * P  # gradients of a and s with respect to the logits
     grad_nce = (da * s[:, None] - a[:, None] * ds) / (s ** 2)[:, None]
     grad = (alpha * grad_nce - beta * A * P_Y[:, None] * (ONE_HOT - P)) / 2
-    _check(_method("nce-rce", apl_alpha=alpha, apl_beta=beta), value, grad)
+    _check(_method("nce-rce", nce_rce_alpha=alpha, nce_rce_beta=beta), value, grad)
 
 
 def test_label_smoothing_mixes_in_the_uniform_distribution():

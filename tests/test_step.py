@@ -21,11 +21,12 @@ from torch import Tensor
 from sln_cli import presets
 from sln_cli.config import Config, resolve
 from sln_cli.labels.trainset import build_trainset
-from sln_cli.methods.sln import correct_targets
+from sln_cli.methods.base import FunctionLoss, Method
+from sln_cli.methods.sln import correct_targets, soft_cross_entropy
 from sln_cli.render.progress import TrainProgress
 from sln_cli.training.distributed import SINGLE
 from sln_cli.training.state import Splits, State, initial_state, place_splits
-from sln_cli.training.step import EpochMetrics, sln_loss
+from sln_cli.training.step import EpochMetrics
 from sln_cli.training.train import run_epoch
 
 CPU = torch.device("cpu")
@@ -45,9 +46,12 @@ def _loop(*overrides: str) -> Loop:
     return Loop(config, initial_state(trainset, config, CPU), place_splits(trainset, config, CPU))
 
 
-def _epochs(loop: Loop, epochs: range, loss=sln_loss) -> list[dict]:
+def _epochs(loop: Loop, epochs: range, loss=None) -> list[dict]:
+    """`run_epoch` over `epochs`; `loss` (a function or a Method) replaces the run's method, as a plugin's would."""
+    if loss is not None:
+        loop.state.method = loss if isinstance(loss, Method) else FunctionLoss(loss)
     progress = TrainProgress(epochs.stop, quiet=True)
-    return [run_epoch(loop.state, loop.splits, loop.config, epoch, CPU, progress, loss=loss) for epoch in epochs]
+    return [run_epoch(loop.state, loop.splits, loop.config, epoch, CPU, progress) for epoch in epochs]
 
 
 @dataclass
@@ -63,7 +67,7 @@ class RecordingLoss:
         self.indices.append(index.clone())
         # registered after the loop's own hooks on the logits: sees the gradient they hand on
         logits.register_hook(lambda grad: self.logit_grads.append(grad.detach().clone()))
-        return sln_loss(logits, targets, index)
+        return soft_cross_entropy(logits, targets)
 
 
 def _one_hot(loop: Loop, index: Tensor) -> Tensor:

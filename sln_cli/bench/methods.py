@@ -7,6 +7,7 @@ of `sln bench`, so drift on a shared machine hits them alike; each reports its m
 
 from __future__ import annotations
 
+import functools
 import statistics
 from typing import Any
 
@@ -17,10 +18,11 @@ from sln_cli.bench.contenders import SlnRun
 from sln_cli.bench.training import _alternate, bench_dataset, trainset_of
 from sln_cli.config import resolve
 from sln_cli.labels.trainset import build_trainset
+from sln_cli.methods import catalog
 from sln_cli.training.devices import resolve_device
 
-VARIANTS = ("ce", "sln", "gce", "sce", "nce-rce", "ls", "bootstrap-soft", "bootstrap-hard", "forward", "elr",
-            "coteaching", "sop", "sop-plus", "dividemix", "ce+sam")
+# every registered method, CE first (the reference), then CE with SAM
+VARIANTS = ("ce", *(name for name in catalog.METHODS if name != "ce"), "ce+sam")
 # DivideMix's warm-up is the first (untimed) pass, so every timed pass is a division plus MixMatch epoch
 DIVIDEMIX_TIMED = ["method.warmup_epochs=1"]
 
@@ -35,7 +37,7 @@ def benchmark_methods(*, device: str = "auto", steps: int = 2, rounds: int = 3, 
     result: dict[str, Any] = {"device": str(torch_device), "threads": torch.get_num_threads(), "rounds": rounds,
                               "wrn_steps": steps if wrn else None, "settings": {}}
     for name, runs in settings.items():
-        rates = _alternate({variant: ((lambda r=run: r.train_epoch(warmup=True)), run.train_epoch)
+        rates = _alternate({variant: (functools.partial(run.train_epoch, warmup=True), run.train_epoch)
                             for variant, run in runs.items()}, rounds, console)
         medians = {variant: statistics.median(values) for variant, values in rates.items()}
         result["settings"][name] = {

@@ -7,7 +7,8 @@ The step's model is the first network; the EMA tracks it.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,11 @@ from torch import Tensor, nn
 
 from sln_cli.errors import SlnError
 from sln_cli.methods.base import Configured, MethodContext
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sln_cli.config import Config
 
 
 class CoTeaching(Configured):
@@ -41,7 +47,8 @@ class CoTeaching(Configured):
     def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
         labels = self.labels[index]
         losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
-        peer_losses = F.cross_entropy(self.peer_logits.float(), labels, reduction="none")
+        peer_logits = cast(Tensor, self.peer_logits)  # set by `forward` before every call
+        peer_losses = F.cross_entropy(peer_logits.float(), labels, reduction="none")
         keep = max(1, int((1 - self.rate) * len(index)))  # from shapes: no host sync
         model_loss = losses[small_loss(peer_losses.detach(), keep)].mean()  # the peer picks the model's samples
         peer_loss = peer_losses[small_loss(losses.detach(), keep)].mean()  # and the model the peer's
@@ -65,3 +72,25 @@ def forget_rate(epoch: int, final: float, ramp_epochs: int) -> float:
 def small_loss(losses: Tensor, keep: int) -> Tensor:
     """Indices of the `keep` smallest losses, ties broken by position (a stable sort on the device)."""
     return torch.sort(losses, stable=True).indices[:keep]
+
+
+def settle(config: Config, noisy: np.ndarray, clean: np.ndarray | None, *,
+           manifest: dict | None = None, replaced: np.ndarray | None = None) -> Config:
+    """Co-teaching's default forget rate is the training labels' realised noise rate (Han et al. take the noise
+    rate as known). Open-set labels keep every label (images are replaced instead; `replaced` is the label set's
+    source_index, -1 = own image), so their noise rate is the label set's stated fraction (the manifest's
+    `requested_noise_rate`, else the fraction replaced), as the official code takes `--noise_rate`."""
+    method = config.method
+    if method.forget_rate is not None:
+        return config
+    if replaced is not None:
+        stated = (manifest or {}).get("requested_noise_rate")
+        if not isinstance(stated, int | float) or isinstance(stated, bool) or not 0 <= stated < 1:
+            stated = float((replaced >= 0).mean()) if len(replaced) else 0.0
+        return dataclasses.replace(config, method=dataclasses.replace(method, forget_rate=float(stated)))
+    if clean is None:
+        raise SlnError("method.forget_rate defaults to the noise rate, and these labels have no true labels to "
+                       "measure it; set it, e.g. --set method.forget_rate=0.4 (`sln analyze noise RUN` estimates "
+                       "it from a run trained with --record-probs)")
+    rate = float((noisy != clean).mean())
+    return dataclasses.replace(config, method=dataclasses.replace(method, forget_rate=rate))

@@ -43,7 +43,8 @@ def default_lambda_u(dataset: str, mode: str, rate: float) -> float:
     return table[nearest]
 
 
-def settle_dividemix(config: Config, noisy: np.ndarray, clean: np.ndarray | None) -> Config:
+def settle_dividemix(config: Config, noisy: np.ndarray, clean: np.ndarray | None, *, manifest: dict | None = None,
+                     replaced: np.ndarray | None = None) -> Config:
     method = config.method
     if len(noisy) < config.optim.batch_size:
         raise SlnError(f"method dividemix needs at least one batch of training samples: {len(noisy)} samples, "

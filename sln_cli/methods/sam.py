@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -30,14 +30,14 @@ class SharpnessAware:
 
     @torch.no_grad()
     def _ascend(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        moved = [p for p in self.parameters if p.grad is not None]
-        grads = [p.grad for p in moved]
+        moved: list[torch.Tensor] = [p for p in self.parameters if p.grad is not None]
+        grads = [cast(torch.Tensor, p.grad) for p in moved]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # ‖g‖₂ on the device
         steps = torch._foreach_mul(grads, self.rho / (norm + 1e-12))
-        torch._foreach_add_(moved, steps)
+        torch._foreach_add_(moved, list(steps))
         for p in moved:
             p.grad = None  # the second backward writes ∇L(w + e) afresh
-        return moved, steps
+        return moved, list(steps)
 
     @contextmanager
     def _batchnorm_frozen(self) -> Iterator[None]:

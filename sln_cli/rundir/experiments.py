@@ -29,7 +29,11 @@ def as_it_ran(tree: dict[str, Any]) -> dict[str, Any]:
 
 def with_past_defaults(tree: dict[str, Any]) -> dict[str, Any]:
     """A saved config tree with the defaults of its time where a default changed since: a `gce` run made before
-    truncated GCE (no `gce_k` key) is plain Lq (`gce_k: 0`), so that a resume or a report keeps it so."""
+    truncated GCE (no `gce_k` key) is plain Lq (`gce_k: 0`), so that a resume or a report keeps it so; and
+    with renamed keys at their new place (`config.ALIASES`)."""
+    from sln_cli.config import upgrade  # old keys at their new place (sln.ema_decay -> ema.decay)
+
+    tree = upgrade(tree)
     method = tree.get("method")
     if isinstance(method, dict) and method.get("name") == "gce" and "gce_k" not in method:
         tree = {**tree, "method": {**method, "gce_k": 0.0}}

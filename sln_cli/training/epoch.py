@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,27 +19,26 @@ from torch import Tensor, nn
 from sln_cli.config import Config
 from sln_cli.data.batches import Augmentation
 from sln_cli.errors import NonFiniteLoss
-from sln_cli.methods.base import EpochPass, FunctionLoss, Method
-from sln_cli.methods.sln import correct_targets
+from sln_cli.methods.base import EpochPass, Method
+from sln_cli.methods.sln import correct_labels  # noqa: F401 (SLN-MO-LC's pass: sln_cli.methods.sln)
 from sln_cli.render.progress import TrainProgress
 from sln_cli.training import distributed
 from sln_cli.training.devices import autocast
 from sln_cli.training.distributed import SINGLE, World
 from sln_cli.training.recording import records_batches
 from sln_cli.training.state import Images, Splits, State
-from sln_cli.training.step import EpochMetrics, Loss, Step, sgd_step
+from sln_cli.training.step import EpochMetrics, Step, sgd_step
 
 
 def train_pass(state: State, train: Images, config: Config, sigma: float, epoch: int, device: torch.device,
-               progress: TrainProgress, *, world: World = SINGLE, samples: Tensor | None = None,
-               loss: Loss | None = None) -> dict[str, Any]:
+               progress: TrainProgress, *, world: World = SINGLE, samples: Tensor | None = None) -> dict[str, Any]:
     """One epoch of SGD steps on the (noised) targets; metrics accumulate on the device, read once at the end.
 
-    `loss` replaces the run's method (`state.method`, built from the config) with a plain objective. Under
+    The loss is the run's method, `state.method` (built from the config; tests put another there). Under
     torchrun each rank trains on its shard of the epoch through DDP, and the metrics, the non-finite flag and
     the recorded softmax are reduced over the ranks: every rank returns the same.
     """
-    step = _step(state, config, sigma, epoch, device, world, loss)
+    step = _step(state, config, sigma, epoch, device, world)
     eager = state.ddp if state.ddp is not None else state.model  # DDP averages the gradients during backward
     batch_size = config.optim.batch_size
     augmentation = Augmentation(padding=config.data.padding, flip=config.data.flip)
@@ -56,7 +55,7 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
                      epoch_generator(device, config.run.seed, epoch, "rescore"))
     eager.train()
     step.method.start_epoch(epoch)
-    own = None if loss is not None else step.method.train_pass(EpochPass(
+    own = step.method.train_pass(EpochPass(
         step=step, model=state.model, train=train, epoch=epoch, batch_size=batch_size,
         eval_batch_size=config.run.eval_batch_size, augmentation=augmentation, metrics=metrics, noisy=state.noisy,
         clean=clean, progress=progress, seed=config.run.seed, world=world,
@@ -77,8 +76,7 @@ def train_pass(state: State, train: Images, config: Config, sigma: float, epoch:
     return _pass_results(state, metrics, probs, epoch, world, sync_batchnorm=config.run.sync_batchnorm)
 
 
-def _step(state: State, config: Config, sigma: float, epoch: int, device: torch.device, world: World,
-          loss: Loss | None) -> Step:
+def _step(state: State, config: Config, sigma: float, epoch: int, device: torch.device, world: World) -> Step:
     """The epoch's step: the state's optimizer, EMA, method and SAM, and generators drawn for this epoch."""
     seed, ranked = config.run.seed, rank_key(world)
     # augmentation, label and logit-gradient noise: each rank draws its own for its own images
@@ -88,7 +86,7 @@ def _step(state: State, config: Config, sigma: float, epoch: int, device: torch.
     return Step(
         optimizer=state.optimizer, scaler=state.scaler, ema=state.ema,
         autocast=autocast(device, config.run.precision), sigma=sigma, noise=noise, sam=state.sam,
-        method=state.method if loss is None else loss if isinstance(loss, Method) else FunctionLoss(loss),
+        method=state.method,
         grad_clip=config.optim.grad_clip,
         grad_noise_sigma=config.sln.grad_noise_sigma, logit_grad_noise_sigma=config.sln.logit_grad_noise_sigma,
         gradient_noise=shared, parameters=[p for p in state.model.parameters() if p.requires_grad],
@@ -103,13 +101,14 @@ def _pass_results(state: State, metrics: EpochMetrics, probs: Tensor | None, epo
     if totals["first_bad_step"] is not None:  # every rank has the same value: all stop together
         raise NonFiniteLoss(f"the training loss became non-finite at epoch {epoch}, step {totals['first_bad_step']}; "
                             "lower the learning rate or sigma, or use --precision fp32")
-    n, mislabelled, known = totals["samples"], totals["mislabelled"], state.clean is not None
+    sums = cast(dict[str, float], totals)  # only first_bad_step is ever None
+    n, mislabelled, known = sums["samples"], sums["mislabelled"], state.clean is not None
     return {
         "train_samples": int(n),
-        "train_loss": totals["loss_sum"] / n,
-        "train_acc_noisy": totals["correct_noisy"] / n,
-        "train_acc_clean": totals["correct_clean"] / n if known else None,
-        "memorized": totals["memorized"] / mislabelled if known and mislabelled > 0 else None,
+        "train_loss": sums["loss_sum"] / n,
+        "train_acc_noisy": sums["correct_noisy"] / n,
+        "train_acc_clean": sums["correct_clean"] / n if known else None,
+        "memorized": sums["memorized"] / mislabelled if known and mislabelled > 0 else None,
     }
 
 
@@ -127,6 +126,7 @@ def _reduce_over_ranks(state: State, probs: Tensor | None, world: World, *, sync
         return
     state.method.end_pass(world)  # per-sample state each rank changed on its shard (SOP's u, v), made equal
     if probs is not None:
+        assert state.probs_sum is not None  # _epoch_probs gives probs only when the state records them
         state.probs_sum += distributed.all_reduce_sum(probs, world)  # each sample's softmax from its one rank
     if not sync_batchnorm:
         distributed.average_buffers([state.model, state.ema.module], world)
@@ -146,42 +146,6 @@ def rescore_pass(model: nn.Module, train: Images, config: Config, method: Method
         with forward():
             logits = model(images)  # (B, K)
         method.rescore(logits, index)
-
-
-@torch.inference_mode()
-def correct_labels(state: State, train: Images, config: Config, generator: torch.Generator, *,
-                    world: World = SINGLE, samples: Tensor | None = None) -> dict[str, Any]:
-    """SLN-MO-LC: targets = w * onehot(noisy) + (1 - w) * EMA prediction, w the min-max normalised EMA loss.
-
-    Under torchrun each rank scores its shard into zero tensors and a sum over the ranks assembles the
-    whole set, so every rank computes the same new targets. With an epoch's draw of `samples`
-    (Clothing1M), only those are corrected, starting from their one-hot labels as the official code does.
-    """
-    ema = state.ema.module.eval()
-    forward = autocast(state.targets.device, config.run.precision)
-    n = len(train)
-    losses = torch.zeros(n, device=state.targets.device)
-    probs = torch.zeros_like(state.targets)
-    if samples is None:
-        samples = order = torch.arange(n, device=state.targets.device)
-    else:
-        state.targets[samples] = F.one_hot(state.noisy[samples], state.targets.shape[1]).float()
-        order = torch.unique(samples)  # a sample drawn twice is scored once (unique reads its size back: a sync)
-    order = distributed.shard(order, world)
-    augmentation = Augmentation(config.data.padding, config.data.flip) if config.sln.correction_augment else None
-    for images, index in train.batches(order, config.run.eval_batch_size, augmentation=augmentation,
-                                       generator=generator):
-        with forward():
-            log_probs = F.log_softmax(ema(images).float(), dim=1)  # (B, K)
-        losses[index] = -(state.targets[index] * log_probs).sum(dim=1)
-        probs[index] = log_probs.exp()
-    distributed.all_reduce_sum(losses, world)
-    distributed.all_reduce_sum(probs, world)
-    state.targets[samples] = correct_targets(losses[samples], state.noisy[samples], probs[samples],
-                                             mix_with=config.sln.correction_target)
-    if state.clean is None:
-        return {"corrected_acc": None}
-    return {"corrected_acc": (state.targets[samples].argmax(dim=1) == state.clean[samples]).float().mean().item()}
 
 
 @torch.inference_mode()
@@ -212,8 +176,9 @@ def evaluate_both(state: State, splits: Splits, config: Config, world: World) ->
     batch_size = config.run.eval_batch_size
     (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.test, splits.test_labels,
                                                 batch_size=batch_size, forward=forward, world=world)
-    row = {"test_loss": loss, "test_acc": acc, "test_loss_ema": loss_ema, "test_acc_ema": acc_ema}
+    row: dict[str, Any] = {"test_loss": loss, "test_acc": acc, "test_loss_ema": loss_ema, "test_acc_ema": acc_ema}
     if splits.val is not None:
+        assert splits.val_labels is not None  # set together (place_splits)
         (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.val, splits.val_labels,
                                                     batch_size=batch_size, forward=forward, world=world)
         row.update(val_loss=loss, val_acc=acc, val_loss_ema=loss_ema, val_acc_ema=acc_ema)
@@ -228,6 +193,7 @@ def evaluate_noisy_val(models: list[nn.Module], splits: Splits, *, batch_size: i
     """The raw and EMA networks on the noisy validation split, batched like the test pass: loss and accuracy
     against the noisy labels (what selection may use) and, when known, accuracy against the true ones."""
     images, noisy, clean = splits.noisy_val, splits.noisy_val_labels, splits.noisy_val_clean
+    assert images is not None and noisy is not None  # called only with a noisy validation split
     for model in models:
         model.eval()
     sums = torch.zeros(len(models), 3, dtype=torch.float64, device=noisy.device)  # loss, noisy hits, clean hits

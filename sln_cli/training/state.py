@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -115,11 +115,12 @@ def initial_state(trainset: TrainSet, config: Config, device: torch.device, worl
     model = _network(trainset, config, device)
     if config.method.name == "dividemix":  # its two networks train and evaluate as one model (the mean of logits)
         model = NetworkPair(model, _peer_network(trainset, config, device))
-    ema = WeightEMA(model, decay=config.sln.ema_decay)  # the training network and its EMA start equal
+    ema = WeightEMA(model, decay=config.ema.decay)  # the training network and its EMA start equal
     method = _method(trainset, config, device, world)
     # co-teaching's peer joins the optimiser as a second parameter group: the same settings, its own momentum
     optimizer = new_optimizer(model, config.optim, device, method.networks())
-    sam = SharpnessAware([model, *method.networks()], config.method.sam_rho) if config.method.sam else None
+    # a resolved config holds sam_rho whenever sam is on (catalog.apply_method)
+    sam = SharpnessAware([model, *method.networks()], cast(float, config.method.sam_rho)) if config.method.sam else None
     noisy = torch.as_tensor(trainset.noisy, dtype=torch.int64, device=device)
     clean = None if trainset.clean is None else torch.as_tensor(trainset.clean, dtype=torch.int64, device=device)
     return State(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +21,6 @@ from sln_cli.methods.sln import (
     add_label_noise,
     add_parameter_gradient_noise,
     logit_gradient_noise_hook,
-    soft_cross_entropy,
 )
 from sln_cli.training import distributed
 from sln_cli.training.distributed import World
@@ -29,11 +29,6 @@ from sln_cli.training.ema import WeightEMA
 # The objective of a step: (logits (B, K), the targets it is given (B, K), the batch's sample indices (B,)) -> scalar.
 # The indices let per-sample methods (running targets, co-teaching selections) keep state across epochs.
 Loss = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-def sln_loss(logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
-    """SLN's objective: cross-entropy against the (noised) soft targets; the indices are not needed."""
-    return soft_cross_entropy(logits, targets)
 
 
 @dataclass
@@ -97,7 +92,8 @@ def loss_scale(scaler: torch.amp.GradScaler) -> Callable[[], Tensor | float] | N
     """The scaler's current scale as a device tensor, read when called (None when the scaler is off)."""
     if not scaler.is_enabled():
         return None
-    return scaler._get_scale_async  # the scale tensor itself: `get_scale()` would be a host sync per step
+    # the scale tensor itself: `get_scale()` would be a host sync per step
+    return cast(Callable[[], Tensor], scaler._get_scale_async)
 
 
 NO_BAD_STEP = torch.iinfo(torch.int64).max  # the first-non-finite-step marker of a pass where none was

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from sln_cli.errors import Interrupted, NonFiniteLoss, SlnError
 from sln_cli.labels import noisy_val
 from sln_cli.labels.labelfile import write_label_file
 from sln_cli.labels.trainset import TrainSet, build_trainset
+from sln_cli.methods.sln import correct_labels, sln_schedule
 from sln_cli.render.progress import TrainProgress
 from sln_cli.rundir import runs
 from sln_cli.rundir.files import atomic_write, atomic_write_json, atomic_write_text
@@ -33,10 +34,9 @@ from sln_cli.rundir.keep import keep_state
 from sln_cli.training import distributed, memory
 from sln_cli.training.devices import compile_mode, set_determinism
 from sln_cli.training.distributed import SINGLE, World
-from sln_cli.training.epoch import correct_labels, epoch_generator, epoch_samples, evaluate_both, rank_key, train_pass
+from sln_cli.training.epoch import epoch_generator, epoch_samples, evaluate_both, rank_key, train_pass
 from sln_cli.training.recording import record_eval_pass, reset_optimizer
 from sln_cli.training.state import Splits, State, image_shape, initial_state, place_splits, restore, to_checkpoint
-from sln_cli.training.step import Loss
 from sln_cli.training.tensorboard import open_logger, require_tensorboard
 
 EpochHook = Callable[[dict[str, Any]], None]
@@ -83,8 +83,8 @@ def _train(config: Config, world: World, device: torch.device, *, preset: str | 
 
         run_dir = Path(distributed.from_main(world, take_run_dir))
         if resume is not None:
-            held = None if trainset.noisy_val is None else trainset.noisy_val.indices
-            noisy_val.check_recorded(run_dir, held)  # a resumed or branched run holds out the same samples
+            held_out = None if trainset.noisy_val is None else trainset.noisy_val.indices
+            noisy_val.check_recorded(run_dir, held_out)  # a resumed or branched run holds out the same samples
             restore(state, run_dir, device, world)  # every rank loads the checkpoint
         return _train_epochs(state, splits, trainset, config, world, device, run_dir, quiet=quiet, console=console,
                              on_epoch=on_epoch)
@@ -136,10 +136,9 @@ def _train_epochs(state: State, splits: Splits, trainset: TrainSet, config: Conf
 
 
 def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: torch.device,
-              progress: TrainProgress, world: World = SINGLE, *, loss: Loss | None = None) -> dict[str, Any]:
-    """One epoch of the method, in the paper's order; returns its metrics row. `loss`: a plain objective
-    instead of the run's method (tests)."""
-    sln, optim = config.sln, config.optim
+              progress: TrainProgress, world: World = SINGLE) -> dict[str, Any]:
+    """One epoch of the method, in the paper's order; returns its metrics row."""
+    optim = config.optim
     # 1. learning rate: lr * gamma^(number of milestones already passed), or the cosine schedule; on a fresh
     # optimiser if the recipe says so
     reset_optimizer(state, optim, device)
@@ -147,8 +146,7 @@ def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: 
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     # 2. label correction (SLN-MO-LC): after epoch `correction`, sigma is 0 and targets are re-mixed
-    correcting = sln.correction is not None and epoch > sln.correction
-    sigma = 0.0 if correcting else sln.sigma
+    sigma, correcting = sln_schedule(config.sln, epoch)
     row: dict[str, Any] = {"epoch": epoch}
     samples = epoch_samples(state, config, epoch)  # None: the whole training set
     if correcting:
@@ -157,7 +155,7 @@ def run_epoch(state: State, splits: Splits, config: Config, epoch: int, device: 
     # 3. one pass over the training set (under torchrun: this rank's shard of it)
     started = time.perf_counter()
     row.update(train_pass(state, splits.train, config, sigma, epoch, device, progress, world=world,
-                          samples=samples, loss=loss))
+                          samples=samples))
     seconds = time.perf_counter() - started
     # the official IDN recipe's probability recording: an eval-mode pass over the (augmented) training set
     record_eval_pass(state, splits.train, config, epoch_generator(device, config.run.seed, epoch, "probs",
@@ -203,7 +201,7 @@ def _compiled(network: nn.Module, mode: str, device: torch.device, world: World 
     """`run.compile=compile`: torch.compile the training forward; CUDA graphs on one GPU (`devices.compile_mode`)."""
     if mode == "none":
         return None
-    return torch.compile(network, mode=compile_mode(device, world_size=world.size), dynamic=False)
+    return cast(nn.Module, torch.compile(network, mode=compile_mode(device, world_size=world.size), dynamic=False))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from sln_cli.config import Config, to_dict
+from sln_cli.config import ALIASES, Config, to_dict
 from sln_cli.errors import SlnError
 from sln_cli.rundir import yamlfile
 
@@ -55,7 +55,7 @@ def grid_points(params: list[Param]) -> list[dict[str, Any]]:
 
 
 def _field_type(key: str) -> Any:
-    section, _, name = key.partition(".")
+    section, _, name = ALIASES.get(key, key).partition(".")
     tree = to_dict(Config())
     if not name or not isinstance(tree.get(section), dict) or name not in tree[section]:
         raise SlnError(f"--param {key}: unknown config key; use section.key as in `sln train --print-config`")

@@ -11,9 +11,9 @@ from torch import Tensor
 from sln_cli.methods.base import Configured, reverse_cross_entropy
 
 
-class NormalizedPlusReverse(Configured):
+class NceRce(Configured):
     def __call__(self, logits: Tensor, targets: Tensor, index: Tensor) -> Tensor:
-        alpha, beta = self.settings.apl_alpha, self.settings.apl_beta
+        alpha, beta = self.settings.nce_rce_alpha, self.settings.nce_rce_beta
         log_p = F.log_softmax(logits.float(), dim=1)  # (B, K)
         nce = log_p.gather(1, self.labels[index][:, None]).squeeze(1) / log_p.sum(dim=1)  # (B,)
         return alpha * nce.mean() + beta * reverse_cross_entropy(logits, self.labels[index], self.num_classes)
