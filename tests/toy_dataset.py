@@ -1,5 +1,5 @@
-"""A dataset in one file, as docs/ARCHITECTURE.md's "How to add a dataset" says (tests/test_new_dataset.py
-registers it).
+"""A dataset in one file, as docs/ARCHITECTURE.md's "How to add a dataset" says: named in $SLN_DATASETS, it
+registers itself (tests/test_new_dataset.py trains it through `sln train`).
 
 Stripes: 8×8 grey images whose class is the row of a bright bar, with pixel noise; 4 classes, learnable in a few
 epochs by the quick start's CNN.
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from sln_cli.data import Dataset, Split
+from sln_cli.data.registry import DatasetSpec, register
 
 CLASSES = 4
 
@@ -28,3 +29,6 @@ def read_stripes(data_dir: Path, download: bool) -> Dataset:
 
     return Dataset(name="stripes", classes=tuple(f"row {2 * k}" for k in range(CLASSES)), train=split(400),
                    test=split(100), val=None, mean=(0.2,), std=(0.3,))
+
+
+SPEC = register(DatasetSpec("stripes", "toy_dataset:read_stripes", needs_files=False))

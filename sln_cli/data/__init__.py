@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
+from sln_cli.data import registry
 from sln_cli.data.registry import REGISTRY, canonical
 from sln_cli.errors import SlnError
 
@@ -121,3 +122,8 @@ def load_dataset(name: str, data_dir: Path | None = None, *, download: bool = Fa
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# $SLN_DATASETS: datasets defined outside sln_cli. Loaded here, once Dataset and Split exist, because a plugin
+# imports them (and importing the registry always runs this package first).
+registry.load_plugins()

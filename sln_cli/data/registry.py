@@ -2,7 +2,8 @@
 can be downloaded). Torch-free, so the config can check `data.dataset` without loading any reader.
 
 Adding a dataset is a reader module in `sln_cli/data/` (a function `(data_dir, download) -> Dataset`) and one
-`DatasetSpec` line in `BUILT_IN` (docs/ARCHITECTURE.md, "How to add a dataset"; tests/test_new_dataset.py follows it).
+`DatasetSpec` line in `BUILT_IN`; outside sln_cli, one module that calls `register` and is named in $SLN_DATASETS
+(docs/ARCHITECTURE.md, "How to add a dataset"; tests/test_new_dataset.py follows it).
 """
 
 from __future__ import annotations
@@ -49,6 +50,40 @@ BUILT_IN = (
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in BUILT_IN}
 
 
+PLUGINS_ENV = "SLN_DATASETS"  # comma-separated modules imported with the registry; each calls `register`
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset (a plugin named in $SLN_DATASETS, a test); a name may be registered once."""
+    if canonical(spec.name) in REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} is already registered")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def load_plugins(names: str | None = None) -> None:
+    """Import the modules named in $SLN_DATASETS (or `names`), each registering its datasets; an import error is one
+    line. (Methods have the same: $SLN_METHODS, `methods.catalog.load_plugins`.)"""
+    import importlib
+    import os
+
+    from sln_cli.errors import SlnError
+
+    for module in filter(None, (m.strip() for m in (os.environ.get(PLUGINS_ENV, "") if names is None
+                                                      else names).split(","))):
+        if module in _LOADED:
+            continue
+        _LOADED.add(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise SlnError(f"${PLUGINS_ENV} names module {module!r}, which does not import ({exc}); "
+                           f"fix the name or its PYTHONPATH") from None
+
+
+_LOADED: set[str] = set()
+
+
 def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
@@ -57,3 +92,4 @@ def canonical(name: str) -> str:
     """`CIFAR-10`, `cifar_10`, `Animal-10N`, `webvision_mini` -> the registered spelling (when there is one)."""
     squeeze = name.strip().lower().replace("-", "").replace("_", "")
     return next((known for known in REGISTRY if known.replace("-", "") == squeeze), squeeze)
+
