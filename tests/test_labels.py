@@ -312,3 +312,22 @@ def test_openset_summary_counts_replaced_images() -> None:
     assert summary["num_mislabelled"] == 0  # open-set keeps the labels
     expected = [np.mean(labels.source_index[labels.clean == c] >= 0) for c in range(5)]
     assert summary["per_class_noise_rate"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("file_backed", ["ours", "source"])
+def test_an_openset_file_on_a_file_backed_dataset_is_one_line(file_backed: str) -> None:
+    import torch
+
+    from sln_cli.data import Dataset, Split
+    from sln_cli.labels import trainset
+
+    def dataset(name: str, on_files: bool) -> Dataset:
+        split = (Split(labels=np.zeros(2, np.int64), files=(Path("a.png"), Path("b.png"))) if on_files
+                 else Split(labels=np.zeros(2, np.int64), images=torch.zeros(2, 3, 4, 4, dtype=torch.uint8)))
+        return Dataset(name, ("a", "b"), split, split, None, (0.5,) * 3, (0.5,) * 3)
+
+    labels = NoisyLabels(noisy=np.zeros(2, np.int64), clean=np.zeros(2, np.int64),
+                         source_index=np.array([1, -1]), manifest={})
+    ours, source = dataset("folder", file_backed == "ours"), dataset("other", file_backed == "source")
+    with pytest.raises(SlnError, match=f"{'folder' if file_backed == 'ours' else 'other'} is read from files"):
+        trainset._swap_openset_images(ours, labels, source, None)

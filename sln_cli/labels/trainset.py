@@ -108,10 +108,14 @@ def _swap_openset_images(dataset: Dataset, labels: NoisyLabels, source: Dataset 
         from sln_cli.labels.make import load_source_dataset
 
         source = load_source_dataset(labels.manifest, dataset, source_dir)
-    assert dataset.train.images is not None and source.train.images is not None, "open-set swaps are in-memory"
+    ours, theirs = dataset.train.images, source.train.images
+    if ours is None or theirs is None:  # a file-backed dataset: before, a traceback from None.clone()
+        named = dataset.name if ours is None else source.name
+        raise SlnError(f"open-set label files swap images of in-memory datasets only (CIFAR, digits); {named} is "
+                       "read from files: use a label file without a source_index column")
     replaced = np.flatnonzero(labels.source_index >= 0)
-    images = dataset.train.images.clone()
-    images[replaced] = source.train.images[labels.source_index[replaced]]
+    images = ours.clone()
+    images[replaced] = theirs[labels.source_index[replaced]]
     return dataclasses.replace(dataset, train=dataclasses.replace(dataset.train, images=images))
 
 
