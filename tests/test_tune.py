@@ -123,6 +123,8 @@ def test_a_failing_trial_is_marked_failed_with_its_reason_and_the_tune_goes_on(t
     (["--param", "sln.sigma=0.1", "--objective", "test"], "--objective takes"),
     (["--param", "optim.lr=-1,0.1"], "optim.lr must not be negative"),
     (["--param", "sln.sigma=0.1", "--storage", "nosuchdb://x"], "cannot open the study storage"),
+    (["--param", "sln.sigma=0:1", "--trials", "1", "--seed", "4294967296"], "--seed must be an integer from 0"),
+    (["--param", "sln.sigma=0:1", "--trials", "1", "--seed", "-1"], "--seed must be an integer from 0"),
 ])
 def test_bad_specs_are_one_line_errors_and_write_nothing(tmp_path, args, message):
     result = runner.invoke(app, ["tune", "quickstart", *TINY, *args, "--out", str(tmp_path / "t")])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sln_cli import config as config_lib
+from sln_cli import seeds
 from sln_cli.config import Config
 from sln_cli.errors import SlnError
 from sln_cli.tune.space import Param, grid_points
@@ -47,6 +48,9 @@ class TuneSpec:
 
 def make_spec(preset: str, base: dict[str, Any], overrides: list[str], params: list[Param], *, trials: int | None,
               objective: str, prune: bool, seed: int) -> TuneSpec:
+    problem = seeds.seed_problem(seed, "--seed")  # numpy seeds the sampler with 32 bits: more was a traceback
+    if problem:
+        raise SlnError(problem)
     if objective not in OBJECTIVES:
         raise SlnError(f"--objective takes {', '.join(OBJECTIVES)}, got {objective!r}")
     if not params:
