@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sln_cli import plugins
+
 if TYPE_CHECKING:
     from sln_cli.data import Dataset
 
@@ -64,24 +66,9 @@ def register(spec: DatasetSpec) -> DatasetSpec:
 def load_plugins(names: str | None = None) -> None:
     """Import the modules named in $SLN_DATASETS (or `names`), each registering its datasets; an import error is one
     line. (Methods have the same: $SLN_METHODS, `methods.catalog.load_plugins`.)"""
-    import importlib
-    import os
-
-    from sln_cli.errors import SlnError
-
-    for module in filter(None, (m.strip() for m in (os.environ.get(PLUGINS_ENV, "") if names is None
-                                                      else names).split(","))):
-        if module in _LOADED:
-            continue
-        _LOADED.add(module)
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise SlnError(f"${PLUGINS_ENV} names module {module!r}, which does not import ({exc}); "
-                           f"fix the name or its PYTHONPATH") from None
+    plugins.load(PLUGINS_ENV, names)
 
 
-_LOADED: set[str] = set()
 
 
 def names() -> tuple[str, ...]:

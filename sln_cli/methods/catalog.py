@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sln_cli import plugins
+
 if TYPE_CHECKING:
     from sln_cli.config import Config, MethodConfig
 
@@ -241,26 +243,11 @@ def register(spec: MethodSpec) -> MethodSpec:
 def load_plugins(names: str | None = None) -> None:
     """Import the modules named in $SLN_METHODS (or `names`), each registering its methods; import errors are one
     line. Plugins may import torch: the registry stays torch-free only without them."""
-    import importlib
-    import os
-
-    from sln_cli.errors import SlnError
-
-    for module in filter(None, (m.strip() for m in (os.environ.get(PLUGINS_ENV, "") if names is None
-                                                      else names).split(","))):
-        if module in _LOADED:
-            continue
-        _LOADED.add(module)
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise SlnError(f"${PLUGINS_ENV} names module {module!r}, which does not import ({exc}); "
-                           f"fix the name or its PYTHONPATH") from None
+    plugins.load(PLUGINS_ENV, names)
 
 
 _KEYS: dict[str, Hyperparameter] = {}
 _CONFIG_KEYS: frozenset[str] = frozenset()  # empty while the built-in methods register
-_LOADED: set[str] = set()
 SAM_RHO = _same("sam_rho", 0.05, "Foret et al., ICLR 2021 (rho = 0.05 on CIFAR)", (0.0, None, False, True))
 for _spec in BUILTIN:
     register(_spec)
