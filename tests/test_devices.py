@@ -110,8 +110,7 @@ def test_hessian_vector_products_and_the_analyses_run_in_ieee_fp32(tmp_path: Pat
         return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
 
     model = torch.nn.Linear(3, 2)
-    hessian.hessian_vector_product(model, [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))],
-                                   torch.randn(8), loss_fn=loss)
+    hessian.hessian_operator(model, [(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))], loss)(torch.randn(8))
     assert seen and set(seen) == {"ieee"}
 
     def stop(*args, **kwargs):

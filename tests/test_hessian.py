@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from sln_cli.analyze import Batch
+from sln_cli.analyze import Batch, evaluation_mode
 from sln_cli.analyze import hessian as hessian_module
-from sln_cli.analyze.hessian import hessian_trace, hessian_vector_product, top_eigenvalues
+from sln_cli.analyze.hessian import hessian_operator, hessian_trace, top_eigenvalues
 from sln_cli.errors import SlnError
 
 FEATURES = 12
@@ -40,7 +40,8 @@ def problem() -> tuple[nn.Module, list[Batch], np.ndarray]:
 def test_hessian_vector_product_matches_exact_hessian(problem) -> None:
     model, batches, hessian = problem
     vector = np.random.default_rng(1).standard_normal(FEATURES + 1)
-    hvp = hessian_vector_product(model, batches, torch.tensor(vector, dtype=torch.float32), loss_fn=squared_error)
+    with evaluation_mode(model):
+        hvp = hessian_operator(model, batches, squared_error)(torch.tensor(vector, dtype=torch.float32))
     np.testing.assert_allclose(hvp.numpy(), hessian @ vector, rtol=1e-4, atol=1e-4 * np.abs(hessian @ vector).max())
 
 

@@ -64,13 +64,6 @@ def hessian_operator(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn
     return apply
 
 
-def hessian_vector_product(model: nn.Module, batches: Sequence[Batch], vector: torch.Tensor,
-                           loss_fn: LossFn = cross_entropy_loss) -> torch.Tensor:
-    """H @ vector for a flat vector ordered like `trainable_parameters(model)`, in eval mode."""
-    with evaluation_mode(model):
-        return hessian_operator(model, batches, loss_fn)(vector)
-
-
 def top_eigenvalues(model: nn.Module, batches: Sequence[Batch], *, k: int = 1, tolerance: float = 1e-3,
                     max_iterations: int = 100, seed: int = 0,
                     loss_fn: LossFn = cross_entropy_loss) -> EigenResult:
