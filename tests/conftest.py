@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ def tiny(*, train_limit: int = 200, test_limit: int = 100, model: str = "mlp", b
 
 TINY = tiny()  # the tiny run most tests train (add what a test needs after it)
 TINY_RUN = [*TINY, "--epochs", "2"]
+
+
+def untimed_metrics(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl rows less what the clock decides (every `*_seconds` key and `images_per_second`):
+    what two runs of the same config must agree on exactly."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if not (key.endswith("_seconds") or key == "images_per_second")}
+            for row in rows]
 
 
 @pytest.fixture(scope="session")

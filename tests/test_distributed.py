@@ -23,6 +23,7 @@ from sln_cli.training.devices import autocast
 from sln_cli.training.distributed import SINGLE, World
 from sln_cli.training.epoch import evaluate
 from sln_cli.training.state import place_splits
+from tests.conftest import untimed_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,13 +161,6 @@ def _torchrun(cwd: Path, *args: str, dump: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:  # timings differ between runs; everything else must not
-        del row["epoch_seconds"], row["images_per_second"], row["wall_seconds"]
-    return rows
-
-
 def _load(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
@@ -185,7 +179,7 @@ def torchrun_runs(tmp_path_factory):
     _torchrun(root, *TINY, "--epochs", "2", dump=root / "dump-2")
     (part,) = (root / "runs").iterdir()
     dump_2 = {rank: _load(root / "dump-2" / f"rank-{rank}.pt") for rank in range(2)}
-    metrics_2 = _metrics(part)
+    metrics_2 = untimed_metrics(part)
     _torchrun(root, "--resume", str(part), "--epochs", "3", "--quiet", dump=root / "dump-resumed")
     _torchrun(root, *TINY, "--epochs", "3", "--out", str(root / "full"), dump=root / "dump-full")
     return root, part, dump_2, metrics_2
@@ -204,9 +198,9 @@ def test_torchrun_writes_one_run_directory_and_ends_with_identical_replicas(torc
 @pytest.mark.slow
 def test_a_resumed_torchrun_equals_the_uninterrupted_one(torchrun_runs):
     root, part, _, _ = torchrun_runs
-    assert [row["epoch"] for row in _metrics(part)] == [1, 2, 3]
-    assert _metrics(part) == _metrics(root / "full")
-    assert "corrected_acc" in _metrics(part)[2]  # epoch 3 corrected the labels (sharded, then summed)
+    assert [row["epoch"] for row in untimed_metrics(part)] == [1, 2, 3]
+    assert untimed_metrics(part) == untimed_metrics(root / "full")
+    assert "corrected_acc" in untimed_metrics(part)[2]  # epoch 3 corrected the labels (sharded, then summed)
     _assert_same(_load(part / "final.pt"), _load(root / "full" / "final.pt"))
     for dump in ("dump-resumed", "dump-full"):
         ranks = [_load(root / dump / f"rank-{rank}.pt") for rank in range(2)]
@@ -233,7 +227,7 @@ def test_torchrun_metrics_cover_every_sample(torchrun_runs):
         models.append(model)
     (loss, acc), (loss_ema, acc_ema) = evaluate(models, splits.test, splits.test_labels, batch_size=64,
                                                 forward=autocast(torch.device("cpu"), "fp32"))
-    last = _metrics(run)[-1]  # the two ranks' evaluation shards, summed, equal one pass over the whole test set
+    last = untimed_metrics(run)[-1]  # the two ranks' evaluation shards, summed, equal one pass over the whole test set
     assert last["test_acc"] == acc and last["test_acc_ema"] == acc_ema
     assert last["test_loss"] == pytest.approx(loss, rel=1e-5) and last["test_loss_ema"] == pytest.approx(loss_ema,
                                                                                                          rel=1e-5)

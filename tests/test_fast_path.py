@@ -1,6 +1,5 @@
 """The fast paths change nothing but speed: compiled and channels-last training give the plain metrics."""
 
-import json
 import math
 
 import pytest
@@ -8,20 +7,19 @@ import torch
 from typer.testing import CliRunner
 
 from sln_cli.cli import app
+from tests.conftest import untimed_metrics
 
 runner = CliRunner()
 # 200 samples at batch 64: three full batches and a partial one, so the eager fallback of a compiled
 # step is exercised every epoch.
 BASE = ["train", "--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--epochs", "2",
         "--set", "optim.batch_size=64", "--quiet", "--precision", "fp32", "--device", "cpu"]
-TIMINGS = ("epoch_seconds", "images_per_second", "wall_seconds")
 
 
 def _metrics(tmp_path, name, *args):
     result = runner.invoke(app, [*BASE, "--out", str(tmp_path / name), *args])
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
+    return untimed_metrics(tmp_path / name)
 
 
 def _assert_close(fast, plain, rel=1e-4):

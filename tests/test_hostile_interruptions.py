@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny
+from tests.conftest import tiny, untimed_metrics
 from tests.hostile import ROOT, assert_one_line_error, assert_untouched, sln, snapshot
 
 TINY = [*tiny(batch_size=25), "--set", "sln.correction=3"]  # LC from epoch 4: targets resume
 TINY_NO_LC = [*TINY, "--set", "sln.correction=null"]  # one epoch: a correction after epoch 3 is refused
-TIMING = ("epoch_seconds", "images_per_second", "wall_seconds")
 
 HOLD = """
 import sys, time
@@ -86,11 +85,7 @@ def test_two_resumes_of_one_run_never_interleave(tmp_path):
 
 
 def _final(run: Path) -> tuple[list[dict], dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        for key in TIMING:
-            row.pop(key)
-    return rows, torch.load(run / "final.pt", weights_only=True)
+    return untimed_metrics(run), torch.load(run / "final.pt", weights_only=True)
 
 
 def _kill_when(process: subprocess.Popen, ready, delay: float) -> str:

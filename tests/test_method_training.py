@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sln_cli.cli import app
-from tests.conftest import tiny
+from tests.conftest import tiny, untimed_metrics
 
 runner = CliRunner()
 TINY = [*tiny(train_limit=300, test_limit=200), "--set", "optim.lr=0.1"]
@@ -26,18 +26,10 @@ def _train(*args: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def _metrics(run_dir) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:  # timings differ between runs; everything else must not
-        for key in [key for key in row if key.endswith("_seconds") or key == "images_per_second"]:
-            del row[key]
-    return rows
-
-
 @pytest.mark.parametrize("variant", VARIANTS, ids=" ".join)
 def test_every_method_learns_and_records_itself(tmp_path, variant):
     _train(*variant, "--epochs", "8", "--out", str(tmp_path / "run"))
-    rows = _metrics(tmp_path / "run")
+    rows = untimed_metrics(tmp_path / "run")
     # learns: far above chance (0.10), and above its first epoch; the robust losses (NCE+RCE, GCE) learn slowly
     # on this small MLP, and SLN's raw network swings at this learning rate, so the best epoch of either network
     best = max(max(row["test_acc"], row["test_acc_ema"]) for row in rows)
@@ -57,7 +49,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, variant):
     _train(*variant, "--epochs", "2", "--out", str(tmp_path / "resumed"))
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "resumed"), "--epochs", "3", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert _metrics(tmp_path / "straight") == _metrics(tmp_path / "resumed")
+    assert untimed_metrics(tmp_path / "straight") == untimed_metrics(tmp_path / "resumed")
     straight, resumed = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
                          for name in ("straight", "resumed"))
     for key in straight["method"]:  # ELR's targets, the peer's weights, SOP's u, v, DivideMix's loss history

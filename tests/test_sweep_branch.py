@@ -17,13 +17,12 @@ from sln_cli.cli import app
 from sln_cli.sweep import branch as branch_lib
 from sln_cli.sweep import spec as spec_lib
 from sln_cli.sweep import status as status_lib
-from tests.conftest import require_extra
+from tests.conftest import require_extra, untimed_metrics
 
 cli = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ("set: {optim.epochs: EPOCHS, data.train_limit: 200, data.test_limit: 100, model.name: mlp, "
         "optim.batch_size: 50, run.cpu_threads: 1}\n")
-TIMING = ("epoch_seconds", "images_per_second", "wall_seconds")
 
 
 def _sweep(tmp_path, *, epochs=4, correction=2, seeds="[0]"):
@@ -40,11 +39,6 @@ def _train(cell, out, *extra):
     assert result.exit_code == 0, result.output
 
 
-def _metrics(run_dir):
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
 def _same_weights(a, b):
     left, right = (torch.load(d / "final.pt", weights_only=True) for d in (a, b))
     return all(torch.equal(left[part][k], right[part][k]) for part in ("model", "ema") for k in left[part])
@@ -58,13 +52,13 @@ def test_a_branched_lc_run_equals_one_trained_from_scratch(tmp_path):
     _train(twin, twin.run_dir)
     assert branch_lib.can_branch(lc, twin)  # the twin kept its state after epoch 2
     branch_lib.branch(lc, twin, runtime={})
-    assert _metrics(lc.run_dir) == _metrics(twin.run_dir)[:2]
+    assert untimed_metrics(lc.run_dir) == untimed_metrics(twin.run_dir)[:2]
     result = cli.invoke(app, ["train", "--resume", str(lc.run_dir), "--quiet"])
     assert result.exit_code == 0, result.output
     _train(lc, tmp_path / "scratch")
-    assert _metrics(lc.run_dir) == _metrics(tmp_path / "scratch")
-    assert "corrected_acc" in _metrics(lc.run_dir)[2]  # label correction really ran after the branch
-    assert _metrics(lc.run_dir)[2:] != _metrics(twin.run_dir)[2:]
+    assert untimed_metrics(lc.run_dir) == untimed_metrics(tmp_path / "scratch")
+    assert "corrected_acc" in untimed_metrics(lc.run_dir)[2]  # label correction really ran after the branch
+    assert untimed_metrics(lc.run_dir)[2:] != untimed_metrics(twin.run_dir)[2:]
     assert _same_weights(lc.run_dir, tmp_path / "scratch")
     meta = json.loads((lc.run_dir / "meta.json").read_text())
     assert meta["branched_from"] == str(twin.run_dir) and meta["branched_at"] == 2
@@ -98,7 +92,7 @@ def test_a_sigkilled_sweep_rerun_gives_the_metrics_of_an_uninterrupted_one(tmp_p
     assert {r["status"] for r in status_lib.table(sweep, sweep_dir)} == {"done"}
     for cell in sweep.cells:  # the reference: each run trained alone, uninterrupted, from scratch
         _train(cell, tmp_path / "ref" / cell.name)
-        assert _metrics(cell.run_dir) == _metrics(tmp_path / "ref" / cell.name), cell.name
+        assert untimed_metrics(cell.run_dir) == untimed_metrics(tmp_path / "ref" / cell.name), cell.name
         assert _same_weights(cell.run_dir, tmp_path / "ref" / cell.name), cell.name
 
 

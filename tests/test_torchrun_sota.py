@@ -22,8 +22,8 @@ from sln_cli.models.pair import NetworkPair
 from sln_cli.training import distributed
 from sln_cli.training.distributed import SINGLE, World
 from sln_cli.training.step import EpochMetrics
+from tests.conftest import untimed_metrics
 from tests.test_distributed import _assert_same, _load, _torchrun
-from tests.test_distributed import _metrics as _rows
 
 K, N = 3, 37  # an odd N: the two ranks' evaluation shards differ in length
 
@@ -153,12 +153,6 @@ def test_two_ranks_move_u_and_v_as_one_process_at_the_global_batch(tmp_path):
 
 TINY = ["--preset", "quickstart", "--train-limit", "200", "--test-limit", "100", "--set", "model.name=cnn",
         "--set", "optim.batch_size=50", "--quiet", "--device", "cpu"]
-def _metrics(run_dir: Path) -> list[dict]:
-    """The metrics rows less their timings (DivideMix adds the division's and the GMM's seconds)."""
-    rows = _rows(run_dir)
-    for row in rows:
-        row.pop("division_seconds", None), row.pop("gmm_seconds", None)
-    return rows
 
 
 METHODS = {"dividemix": ["--method", "dividemix", "--set", "method.warmup_epochs=1", "--sigma", "0.5"],
@@ -194,8 +188,8 @@ def test_torchrun_replicas_agree_on_weights_and_per_sample_state(method_runs):
 @pytest.mark.slow
 def test_a_resumed_torchrun_of_the_method_equals_the_uninterrupted_one(method_runs):
     name, root = method_runs
-    assert [row["epoch"] for row in _metrics(root / "part")] == [1, 2, 3]
-    assert _metrics(root / "part") == _metrics(root / "full")
+    assert [row["epoch"] for row in untimed_metrics(root / "part")] == [1, 2, 3]
+    assert untimed_metrics(root / "part") == untimed_metrics(root / "full")
     _assert_same(_load(root / "part" / "final.pt"), _load(root / "full" / "final.pt"))
     resumed, full = (_load(root / run / "checkpoint.pt")["method"] for run in ("part", "full"))
     for key, value in full.items():
@@ -204,7 +198,7 @@ def test_a_resumed_torchrun_of_the_method_equals_the_uninterrupted_one(method_ru
     meta = json.loads((root / "full" / "meta.json").read_text())
     assert meta["world_size"] == 2
     if name == "dividemix":  # epochs 2 and 3 divided the data on both ranks alike
-        rows = _metrics(root / "full")
+        rows = untimed_metrics(root / "full")
         assert rows[0]["labelled_fraction"] is None and 0 < rows[2]["labelled_fraction"] <= 1
         # the ranks shared the steps: each network's warm-up saw the 200 samples once, each MixMatch pass its
         # labelled set once (less fewer than 2 of its last global batch), not once per rank

@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from sln_cli.cli import app
-from tests.conftest import TINY
+from tests.conftest import TINY, untimed_metrics
 
 runner = CliRunner()
 KEYS = ["epoch", "train_loss", "train_acc_noisy", "train_acc_clean", "memorized", "test_loss", "test_acc",
@@ -20,13 +20,6 @@ def _train(*args: str):
     result = runner.invoke(app, ["train", *TINY, *args])
     assert result.exit_code == 0, result.output
     return result
-
-
-def _metrics(run_dir):
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:  # timings differ between runs; everything else must not
-        del row["epoch_seconds"], row["images_per_second"], row["wall_seconds"]
-    return rows
 
 
 def test_a_tiny_run_writes_the_run_directory(tmp_path):
@@ -55,15 +48,15 @@ def test_the_resolved_config_repeats_the_run(tmp_path):
     result = runner.invoke(app, ["train", "--preset", str(tmp_path / "a" / "config.yaml"), "--out",
                                  str(tmp_path / "b"), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert untimed_metrics(tmp_path / "a") == untimed_metrics(tmp_path / "b")
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     _train("--epochs", "2", "--seed", "3", "--out", str(tmp_path / "a"))
     _train("--epochs", "2", "--seed", "3", "--out", str(tmp_path / "b"))
     _train("--epochs", "2", "--seed", "4", "--out", str(tmp_path / "c"))
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
-    assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
+    assert untimed_metrics(tmp_path / "a") == untimed_metrics(tmp_path / "b")
+    assert untimed_metrics(tmp_path / "a") != untimed_metrics(tmp_path / "c")
 
 
 def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path):
@@ -74,7 +67,7 @@ def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path):
     assert config["optim"]["epochs"] == 2
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "part"), "--epochs", "4", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "part")
+    assert untimed_metrics(tmp_path / "full") == untimed_metrics(tmp_path / "part")
     full = torch.load(tmp_path / "full" / "final.pt", weights_only=True)
     part = torch.load(tmp_path / "part" / "final.pt", weights_only=True)
     for key, value in full["ema"].items():
