@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -54,21 +53,3 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """`obj` as indented JSON with a final newline, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
-
-def json_text(obj: Any) -> str:
-    """`obj` as valid JSON for a reader other than Python: NaN and ±Infinity (which `json.dumps` writes as the
-    invalid tokens NaN/Infinity) become null, numpy scalars plain numbers; indented, with a final newline."""
-    return json.dumps(finite(obj), indent=2, allow_nan=False) + "\n"
-
-
-def finite(obj: Any) -> Any:
-    """A copy of `obj` with every non-finite float replaced by None (null: "no value", e.g. a loss that diverged)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {key: finite(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(value) for value in obj]
-    if hasattr(obj, "item") and hasattr(obj, "dtype") and getattr(obj, "ndim", None) == 0:  # a numpy scalar
-        return finite(obj.item())
-    return obj
