@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sln_cli.analyze.noise_rate import anchor_estimate, estimates
+from sln_cli.analyze.noise_rate import Estimate, NoiseResult, Truth, anchor_estimate, estimates
 from sln_cli.cli import app
 
 runner = CliRunner()
@@ -65,6 +65,9 @@ def test_the_command_estimates_from_a_runs_probs_with_the_truth(tmp_path):
     assert data["truth"]["noise_rate"] == pytest.approx(np.mean(labels[:, 0] != labels[:, 1]), abs=0.1)
     assert np.array(data["truth"]["transition"]).shape == (10, 10)
     assert 0 <= data["estimators"]["anchor"]["transition_mae"] <= 1
+    for typed, value in [(NoiseResult, data), (Truth, data["truth"]),
+                         *((Estimate, found) for found in data["estimators"].values() if found is not None)]:
+        assert set(typed.__required_keys__) <= set(value) <= set(typed.__annotations__), (typed, set(value))
     assert all((run / "analysis" / name).stat().st_size > 1000 for name in ("noise-anchor.png", "noise-truth.png"))
 
 

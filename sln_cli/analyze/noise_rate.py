@@ -9,16 +9,38 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
 from sln_cli.errors import SlnError
 from sln_cli.methods.forward import estimate_transition
+from sln_cli.render.json import plain
 from sln_cli.rundir import ownership, readers, runs
 
 _HEADER_BYTES = 1 << 12  # a .npy header is at most a few hundred bytes
 FIGURES = ("noise-anchor.png", "noise-confident-joint.png", "noise-truth.png")
+
+
+class Truth(TypedDict):
+    noise_rate: float  # the fraction of training labels that differ from the true ones
+    transition: list[list[float]]  # K×K, row i: the labels given to true class i (rows sum to 1)
+
+
+class Estimate(Truth):
+    noise_rate_error: NotRequired[float]  # |estimate - truth|, when the truth is known
+    transition_mae: NotRequired[float]  # mean |T_estimated - T_true| over the K×K entries, when the truth is known
+
+
+class NoiseResult(TypedDict):
+    """`sln analyze noise --json`: one run's noise rate and transition matrix, estimated without the truth."""
+
+    run_dir: str
+    samples: int
+    classes: list[str]
+    estimators: dict[str, Estimate | None]  # anchor; confident_joint (None without the cleanlab extra)
+    truth: Truth | None  # from the true labels, when the run's label file has them
+    figures: list[str]  # the heat maps drawn
 
 
 def anchor_estimate(probs: np.ndarray, noisy: np.ndarray) -> tuple[np.ndarray, float]:
@@ -73,7 +95,7 @@ def estimates(probs: np.ndarray, noisy: np.ndarray, clean: np.ndarray | None) ->
     return {"estimators": found, "truth": truth}
 
 
-def analyze_noise(run_dir: Path, *, out: Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+def analyze_noise(run_dir: Path, *, out: Path | None = None, overwrite: bool = False) -> NoiseResult:
     """Read the run's probs.npy and its training labels; estimate; draw the heat maps; a JSON-ready result."""
     from sln_cli.labels.trainset import build_trainset
     from sln_cli.render.plots import plot_transition_matrix
@@ -102,7 +124,7 @@ def analyze_noise(run_dir: Path, *, out: Path | None = None, overwrite: bool = F
         plot_transition_matrix(out_dir / FIGURES[2], result["truth"]["transition"], classes, title=title)
         figures.append(str(out_dir / FIGURES[2]))
     return {"run_dir": str(run_dir), "samples": len(trainset.noisy), "classes": list(classes),
-            **_plain(result), "figures": figures}
+            "estimators": plain(result["estimators"]), "truth": plain(result["truth"]), "figures": figures}
 
 
 def _read_probs(path: Path, samples: int, num_classes: int) -> np.ndarray:
@@ -119,35 +141,3 @@ def _read_probs(path: Path, samples: int, num_classes: int) -> np.ndarray:
     if not np.isfinite(probs).all() or (probs < 0).any():
         raise SlnError(f"{path} holds negative or non-finite probabilities; was it replaced?")
     return probs
-
-
-def _plain(result: dict[str, Any]) -> dict[str, Any]:
-    def plain(value: Any) -> Any:
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return plain(result)
-
-
-def render(result: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
-
-    truth = result["truth"]
-    table = Table(title=f"sln analyze noise {result['run_dir']} ({result['samples']} training samples)")
-    for column in ("estimator", "noise rate", "rate error", "MAE of T"):
-        table.add_column(column, justify="left" if column == "estimator" else "right")
-    for name, estimate in result["estimators"].items():
-        if estimate is None:
-            table.add_row(name.replace("_", " "), "— (pip install 'sln-cli[cleanlab]')", "", "")
-            continue
-        table.add_row(name.replace("_", " "), f"{estimate['noise_rate']:.2%}",
-                      *(["", ""] if truth is None else
-                        [f"{estimate['noise_rate_error']:.2%}", f"{estimate['transition_mae']:.4f}"]))
-    if truth is not None:
-        table.add_row("truth (labels)", f"{truth['noise_rate']:.2%}", "", "")
-    console.print(table)
-    if result["figures"]:
-        console.print(f"heat maps: {', '.join(result['figures'])}", markup=False, highlight=False)

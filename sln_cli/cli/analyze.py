@@ -194,7 +194,9 @@ def noise(
     if json_output:
         emit(result)
     else:
-        noise_rate.render(result, console())
+        from sln_cli.cli.analyze_view import render_noise
+
+        render_noise(result, console())
 
 
 @analyze_app.command()

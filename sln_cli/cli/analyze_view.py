@@ -1,5 +1,6 @@
 """The terminal views of `sln analyze`: confidence (clean vs mislabelled), issues (the most suspect rows, and how
-well the ranking and cleanlab find the mislabelled samples when the truth is known), landscape (sharpness per run)."""
+well the ranking and cleanlab find the mislabelled samples when the truth is known), landscape (sharpness per run),
+noise (the estimated noise rate against the truth)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # sln_cli/cli/ imports no torch at run time
+    from sln_cli.analyze.noise_rate import NoiseResult
     from sln_cli.analyze.workflow import ConfidenceResult, LandscapeResult
 
 
@@ -142,3 +144,25 @@ def render_landscape(results: list[LandscapeResult], console: Any) -> None:
                 values=values, rows=rows, caption=caption)
     for what, path in first["plots"].items():
         console.print(f"{what}: {path}", markup=False, highlight=False)
+
+
+def render_noise(result: NoiseResult, console: Any) -> None:
+    """The estimators' noise rates beside the truth (when known), and where the heat maps went."""
+    from rich.table import Table
+
+    truth = result["truth"]
+    table = Table(title=f"sln analyze noise {result['run_dir']} ({result['samples']} training samples)")
+    for column in ("estimator", "noise rate", "rate error", "MAE of T"):
+        table.add_column(column, justify="left" if column == "estimator" else "right")
+    for name, estimate in result["estimators"].items():
+        if estimate is None:
+            table.add_row(name.replace("_", " "), "— (pip install 'sln-cli[cleanlab]')", "", "")
+            continue
+        table.add_row(name.replace("_", " "), f"{estimate['noise_rate']:.2%}",
+                      *(["", ""] if truth is None else
+                        [f"{estimate['noise_rate_error']:.2%}", f"{estimate['transition_mae']:.4f}"]))
+    if truth is not None:
+        table.add_row("truth (labels)", f"{truth['noise_rate']:.2%}", "", "")
+    console.print(table)
+    if result["figures"]:
+        console.print(f"heat maps: {', '.join(result['figures'])}", markup=False, highlight=False)
