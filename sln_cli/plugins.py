@@ -11,10 +11,9 @@ from sln_cli.errors import SlnError
 _LOADED: set[str] = set()
 
 
-def load(variable: str, names: str | None = None) -> None:
-    """Import the comma-separated modules in $`variable` (or `names`); one that does not import is a one-line error."""
-    text = os.environ.get(variable, "") if names is None else names
-    for module in filter(None, (m.strip() for m in text.split(","))):
+def load(variable: str) -> None:
+    """Import the comma-separated modules in $`variable`; one that does not import is a one-line error."""
+    for module in filter(None, (m.strip() for m in os.environ.get(variable, "").split(","))):
         if module in _LOADED:
             continue
         _LOADED.add(module)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
+from sln_cli import plugins
 from sln_cli.data import registry
 from sln_cli.data.registry import REGISTRY, canonical
 from sln_cli.errors import SlnError
@@ -126,4 +127,4 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
 
 # $SLN_DATASETS: datasets defined outside sln_cli. Loaded here, once Dataset and Split exist, because a plugin
 # imports them (and importing the registry always runs this package first).
-registry.load_plugins()
+plugins.load(registry.PLUGINS_ENV)

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sln_cli import plugins
-
 if TYPE_CHECKING:
     from sln_cli.data import Dataset
 
@@ -50,9 +48,7 @@ BUILT_IN = (
     DatasetSpec("webvision-mini", "sln_cli.data.webvision:read_webvision_mini", Path("data/WebVision")),
 )
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in BUILT_IN}
-
-
-PLUGINS_ENV = "SLN_DATASETS"  # comma-separated modules imported with the registry; each calls `register`
+PLUGINS_ENV = "SLN_DATASETS"  # comma-separated modules `sln_cli.data` imports (plugins.load); each calls `register`
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -61,18 +57,6 @@ def register(spec: DatasetSpec) -> DatasetSpec:
         raise ValueError(f"dataset {spec.name!r} is already registered")
     REGISTRY[spec.name] = spec
     return spec
-
-
-def load_plugins(names: str | None = None) -> None:
-    """Import the modules named in $SLN_DATASETS (or `names`), each registering its datasets; an import error is one
-    line. (Methods have the same: $SLN_METHODS, `methods.catalog.load_plugins`.)"""
-    plugins.load(PLUGINS_ENV, names)
-
-
-
-
-def names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
 
 
 def canonical(name: str) -> str:

@@ -221,7 +221,9 @@ BUILTIN: tuple[MethodSpec, ...] = (
                refused_sln_keys=("correction",), sam=False),
 )
 METHODS: dict[str, MethodSpec] = {}
-PLUGINS_ENV = "SLN_METHODS"  # comma-separated modules imported on first use of the registry; each calls `register`
+# Comma-separated modules imported with the registry, each calling `register`. Plugins may import torch: the registry
+# stays torch-free only without them.
+PLUGINS_ENV = "SLN_METHODS"
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -238,12 +240,6 @@ def register(spec: MethodSpec) -> MethodSpec:
         _KEYS.setdefault(h.key, h)
     METHODS[spec.name] = spec
     return spec
-
-
-def load_plugins(names: str | None = None) -> None:
-    """Import the modules named in $SLN_METHODS (or `names`), each registering its methods; import errors are one
-    line. Plugins may import torch: the registry stays torch-free only without them."""
-    plugins.load(PLUGINS_ENV, names)
 
 
 _KEYS: dict[str, Hyperparameter] = {}
@@ -413,4 +409,4 @@ def _source(hyperparameter: Hyperparameter, dataset: str) -> str:
     return f"{hyperparameter.source}; the CIFAR-10 value (none published for {dataset})"
 
 
-load_plugins()  # $SLN_METHODS: methods defined outside sln_cli (docs/method.md, "Adding a method")
+plugins.load(PLUGINS_ENV)  # $SLN_METHODS: methods defined outside sln_cli (docs/method.md, "Adding a method")
